@@ -1,0 +1,58 @@
+"""Wiring: build the store, runtime, image builder, intake and executor from
+settings. Parts are made on first use, so ``genesis get`` needs no Docker."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from orchestrator.pipeline.execute import Executor
+from orchestrator.pipeline.intake import Intake
+from orchestrator.settings import Settings
+from orchestrator.store import db
+from orchestrator.store.repository import Store
+
+
+class App:
+    def __init__(self, settings: Settings, *, migrate: bool = True) -> None:
+        self.settings = settings
+        self._migrate = migrate
+
+    @cached_property
+    def engine(self):
+        engine = db.make_engine(self.settings.db_url)
+        if self._migrate:
+            db.upgrade(engine)
+        return engine
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.engine)
+
+    @cached_property
+    def runtime(self):
+        if self.settings.runtime != "docker":
+            from orchestrator.errors import GenesisError
+            raise GenesisError(f"runtime {self.settings.runtime!r} is not available", code="bad_config")
+        from orchestrator.runtimes.docker import DockerRuntime
+        return DockerRuntime(base_url=self.settings.docker_url)
+
+    @cached_property
+    def snapshots(self):
+        from orchestrator.runtimes.docker_images import DockerImages
+        from orchestrator.snapshots.builder import SnapshotBuilder
+        return SnapshotBuilder(DockerImages(self.runtime.client), images_dir=self.settings.images_dir,
+                               base_image=self.settings.base_image)
+
+    @cached_property
+    def intake(self) -> Intake:
+        return Intake(self.settings, self.store)
+
+    @cached_property
+    def executor(self) -> Executor:
+        return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots)
+
+    def close(self) -> None:
+        if "runtime" in self.__dict__:
+            self.runtime.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -1,0 +1,1 @@
+"""The ``genesis`` command, kubectl-style: one module per verb, pure printers."""

@@ -1,0 +1,145 @@
+"""Render experiments as kubectl does: tables, -o wide|json|yaml|name.
+
+Pure functions from views to text; the verbs do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import yaml
+
+from orchestrator.domain.records import ExperimentView, HistoryEntry
+
+API_VERSION = "genesis.dev/v1"
+
+
+def age(since: datetime | None, now: datetime | None = None) -> str:
+    if since is None:
+        return "<none>"
+    seconds = int(((now or datetime.now(timezone.utc)) - since).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def labels_of(view: ExperimentView) -> dict[str, str]:
+    return {"instance_id": view.instance_id, "experiment_type": view.experiment_type,
+            "risk_level": view.risk_level, "repo": view.repo, "phase": view.phase.value}
+
+
+def resource(view: ExperimentView) -> dict:
+    """The experiment as a Kubernetes-style object (for -o json|yaml)."""
+    outcome = view.outcome.model_dump(mode="json", exclude_none=True) if view.outcome else None
+    return {
+        "apiVersion": API_VERSION, "kind": "Experiment",
+        "metadata": {"name": view.id, "labels": labels_of(view), "creationTimestamp": view.created_at.isoformat()},
+        "spec": view.spec.model_dump(mode="json", exclude_none=True) if view.spec else {"rawExcerpt": view.raw_excerpt},
+        "status": {
+            "phase": view.phase.value, "reason": view.reason, "message": view.message, "commit": view.commit,
+            "attempt": view.attempt, "recommendation": view.recommendation.value if view.recommendation else None,
+            "cancelRequested": view.cancel_requested, "traceId": view.trace_id, "sandbox": view.sandbox_name,
+            "image": view.image,
+            "preservedUntil": view.preserved_until.isoformat() if view.preserved_until else None,
+            "conditions": [c.model_dump(mode="json") for c in view.conditions],
+            "outcome": outcome,
+        },
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["   ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def experiments(views: list[ExperimentView], output: str | None, *, now: datetime | None = None) -> str:
+    if output == "json":
+        return json.dumps(_list(views), indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(_list(views), sort_keys=False)
+    if output == "name":
+        return "\n".join(f"experiment/{v.id}" for v in views)
+    if not views:
+        return "No resources found."
+    headers = ["NAME", "INSTANCE", "TYPE", "RISK", "PHASE", "RECOMMENDATION", "AGE"]
+    wide = output == "wide"
+    if wide:
+        headers += ["REPO", "COMMIT", "ATTEMPT", "SUCCESS", "REGRESSION", "SANDBOX", "REASON"]
+    rows = []
+    for v in views:
+        row = [v.id, v.instance_id, v.experiment_type, v.risk_level, v.phase.value,
+               v.recommendation.value if v.recommendation else "<none>", age(v.created_at, now)]
+        if wide:
+            metrics = v.outcome.metrics if v.outcome else None
+            row += [v.repo or "<none>", (v.commit or "")[:12] or "<none>", str(v.attempt),
+                    _pct(metrics.success_rate if metrics else None), _pct(metrics.regression if metrics else None),
+                    v.sandbox_name or "<none>", v.reason or ""]
+        rows.append(row)
+    return table(rows, headers)
+
+
+def _list(views: list[ExperimentView]) -> dict | list:
+    items = [resource(v) for v in views]
+    return items[0] if len(items) == 1 else {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def _metric_rows(view: ExperimentView) -> list[list[str]]:
+    outcome = view.outcome
+    if outcome is None or outcome.metrics is None:
+        return []
+    m, b = outcome.metrics, outcome.baseline
+    fmt = lambda x: "-" if x is None else (f"{x:.4g}" if isinstance(x, float) else str(x))  # noqa: E731
+    rows = [["success_rate", fmt(m.success_rate), fmt(b.success_rate if b else None)],
+            ["test_count", fmt(m.test_count), fmt(b.test_count if b else None)],
+            ["runtime_ms", fmt(m.runtime_ms), fmt(b.runtime_ms if b else None)]]
+    for name in ("regression", "llm_reduction", "performance_delta", "failures", "errors", "skipped",
+                 "memory_peak_mb", "cpu_usage_percent", "io_operations", "code_coverage_percent"):
+        rows.append([name, fmt(getattr(m, name)), ""])
+    rows += [[f"custom.{k}", fmt(v), ""] for k, v in m.custom.items()]
+    return rows
+
+
+def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime | None = None) -> str:
+    spec = view.spec
+    out = [f"Name:            {view.id}", f"Instance:        {view.instance_id}",
+           f"Type:            {view.experiment_type}", f"Risk:            {view.risk_level}",
+           f"Repo:            {view.repo}@{(view.commit or '')[:12]}", f"Phase:           {view.phase.value}",
+           f"Reason:          {view.reason or ''}", f"Message:         {view.message or ''}",
+           f"Recommendation:  {view.recommendation.value if view.recommendation else '<none>'}",
+           f"Attempt:         {view.attempt}", f"Trace ID:        {view.trace_id or ''}",
+           f"Created:         {view.created_at.isoformat()}"]
+    if spec is not None:
+        changes = spec.changes
+        patch_lines = len(changes.patch.splitlines()) if changes.patch else 0
+        out += ["Spec:", f"  Description:   {spec.description}",
+                f"  Changes:       patch {patch_lines} lines, {len(changes.files)} file(s)",
+                f"  Resources:     cpu={spec.resources.cpu:g} memory={spec.resources.memory} "
+                f"gpu={spec.resources.gpu} pids={spec.resources.pids} network={spec.network}",
+                f"  Timeout:       {spec.timeout_ms} ms   Priority: {spec.priority}"]
+    elif view.raw_excerpt:
+        out += ["Request (as received, truncated):", "  " + view.raw_excerpt[:300].replace("\n", " ")]
+    out += ["Sandbox:", f"  Name:          {view.sandbox_name or '<none>'}", f"  Image:         {view.image or '<none>'}",
+            f"  Preserved:     {view.preserved_until.isoformat() if view.preserved_until else 'no'}"]
+    if view.outcome and view.outcome.error:
+        out += ["Error:", f"  Code:          {view.outcome.error.code}", f"  Message:       {view.outcome.error.message}"]
+    out += ["Conditions:", _indent(table([[c.type, c.status, c.reason, c.message[:80]] for c in view.conditions],
+                                         ["Type", "Status", "Reason", "Message"]))]
+    metric_rows = _metric_rows(view)
+    if metric_rows:
+        out += ["Metrics:", _indent(table(metric_rows, ["Metric", "Experiment", "Baseline"]))]
+    events = [[age(h.at, now), h.action, h.actor, h.sandbox_name or "-",
+               (h.reason + (f" ({h.duration_ms:.0f} ms)" if h.duration_ms is not None else ""))[:100]]
+              for h in history]
+    out += ["Events:", _indent(table(events, ["Age", "Action", "By", "Sandbox", "Reason"])) if events else "  <none>"]
+    return "\n".join(out)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

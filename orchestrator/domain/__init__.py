@@ -1,0 +1,1 @@
+"""Pure domain: models, validation and decisions. No I/O libraries here."""

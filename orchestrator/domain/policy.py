@@ -1,0 +1,90 @@
+"""The verdict policy (SPEC §4): ordered rules, first match wins.
+
+A rule is a list of clauses that must all hold (AND); a rule with
+``any_of`` holds when any of its clause groups holds (OR of ANDs). The
+defaults reproduce SPEC §4; operators override them with a policy file
+(YAML or JSON) of the same shape::
+
+    rules:
+      - recommendation: rollback
+        any_of: [[{metric: regression, op: ">", value: 0.05}],
+                 [{metric: success_rate, op: "<", value: 0.70}]]
+    default: rollback
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator.domain.models import Metrics, Recommendation
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+class Clause(BaseModel):
+    metric: str
+    op: Literal[">", ">=", "<", "<="]
+    value: float
+
+    def holds(self, metrics: Metrics) -> bool:
+        actual = getattr(metrics, self.metric, None)
+        if actual is None:
+            actual = metrics.custom.get(self.metric)
+        if actual is None:  # an unmeasured figure never satisfies a clause
+            return False
+        return _OPS[self.op](actual, self.value)
+
+
+class Rule(BaseModel):
+    recommendation: Recommendation
+    any_of: list[list[Clause]] = Field(min_length=1)
+
+    def holds(self, metrics: Metrics) -> bool:
+        return any(all(c.holds(metrics) for c in group) for group in self.any_of)
+
+
+class Policy(BaseModel):
+    rules: list[Rule]
+    default: Recommendation = Recommendation.ROLLBACK
+
+    def decide(self, metrics: Metrics) -> tuple[Recommendation, str]:
+        """The recommendation and a one-line reason naming the rule that fired."""
+        for index, rule in enumerate(self.rules, start=1):
+            if rule.holds(metrics):
+                return rule.recommendation, f"rule {index}: {describe_rule(rule)}"
+        return self.default, "no rule matched: default"
+
+
+def describe_rule(rule: Rule) -> str:
+    groups = [" and ".join(f"{c.metric} {c.op} {c.value:g}" for c in g) for g in rule.any_of]
+    joined = " or ".join(f"({g})" if len(rule.any_of) > 1 else g for g in groups)
+    return f"{rule.recommendation.value} if {joined}"
+
+
+def _c(metric: str, op: str, value: float) -> Clause:
+    return Clause(metric=metric, op=op, value=value)
+
+
+DEFAULT_POLICY = Policy(
+    rules=[
+        Rule(
+            recommendation=Recommendation.ROLLBACK,
+            any_of=[[_c("regression", ">", 0.05)], [_c("success_rate", "<", 0.70)]],
+        ),
+        Rule(
+            recommendation=Recommendation.MERGE,
+            any_of=[
+                [_c("llm_reduction", ">", 0.30), _c("regression", "<", 0.03)],
+                [_c("success_rate", ">", 0.95)],
+            ],
+        ),
+        Rule(
+            recommendation=Recommendation.MERGE_WITH_ADAPTATIONS,
+            any_of=[[_c("success_rate", ">", 0.90), _c("regression", "<", 0.05)]],
+        ),
+    ],
+    default=Recommendation.ROLLBACK,
+)

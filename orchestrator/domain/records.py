@@ -1,0 +1,65 @@
+"""Views of stored state that cross layers (the store returns these, never rows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.domain.models import Condition, ExperimentRequest, Outcome, Phase, Recommendation
+
+
+class ExperimentView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    instance_id: str
+    experiment_type: str
+    risk_level: str
+    repo: str
+    commit: str | None
+    phase: Phase
+    reason: str | None = None
+    message: str | None = None
+    spec: ExperimentRequest | None  # None for a request rejected before it parsed
+    raw_excerpt: str | None = None
+    conditions: list[Condition] = []
+    recommendation: Recommendation | None = None
+    priority: int = 0
+    attempt: int = 0
+    cancel_requested: bool = False
+    trace_id: str | None = None
+    sandbox_name: str | None = None
+    image: str | None = None
+    preserved_until: datetime | None = None
+    outcome: Outcome | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    experiment_id: str | None
+    sandbox_name: str
+    action: str
+    actor: str
+    reason: str
+    duration_ms: float | None = None
+    details: dict[str, Any] = {}
+    at: datetime
+
+
+class CachedBaseline(BaseModel):
+    """A baseline run, cached per (repo, commit, validation command, image)."""
+
+    key: str
+    cases: dict[str, str]
+    parse_errors: list[str] = []
+    runtime_ms: int
+    exit_code: int
+    llm_count: int
+    created_at: datetime

@@ -1,0 +1,128 @@
+"""Read what a sandbox left in /genesis/out: pure functions over file bytes.
+
+Everything here is untrusted input written by the change under test, so
+every field is checked and anything malformed degrades to "not measured"
+rather than an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
+from orchestrator.domain.llm_calls import LlmPatterns, count_file
+from orchestrator.domain.scoring import RunFacts
+
+RESULT_FILE = "result.json"
+RESULT_MARKER = "GENESIS-RESULT "
+
+
+@dataclass(frozen=True)
+class RunnerResult:
+    """The runner's own document (see orchestrator/sandbox/runner.py)."""
+
+    status: str  # completed | patch_failed | runner_failed | missing
+    message: str
+    exit_code: int | None
+    runtime_ms: int
+    validation_started_ms: int | None
+    runner_started_ms: int | None
+    memory_peak_bytes: int | None
+    cpu_seconds: float | None
+    io_operations: int | None
+    touched: tuple[str, ...]
+
+
+def _int(value) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def parse_runner_result(files: dict[str, bytes], log_tail: str = "") -> RunnerResult:
+    """result.json, or the ``GENESIS-RESULT`` line of the log when the file is absent."""
+    raw = files.get(RESULT_FILE)
+    if raw is None:
+        lines = [line for line in log_tail.splitlines() if line.startswith(RESULT_MARKER)]
+        raw = lines[-1][len(RESULT_MARKER):].encode() if lines else None
+    try:
+        doc = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if not isinstance(doc, dict):
+        return RunnerResult("missing", "the sandbox left no result document", None, 0, None, None,
+                            None, None, None, ())
+    cpu = doc.get("cpu_seconds")
+    touched = doc.get("touched") if isinstance(doc.get("touched"), list) else []
+    return RunnerResult(
+        status=str(doc.get("status", "missing"))[:32],
+        message=str(doc.get("message", ""))[:4000],
+        exit_code=_int(doc.get("exit_code")),
+        runtime_ms=max(_int(doc.get("runtime_ms")) or 0, 0),
+        validation_started_ms=_int(doc.get("validation_started_ms")),
+        runner_started_ms=_int(doc.get("runner_started_ms")),
+        memory_peak_bytes=_int(doc.get("memory_peak_bytes")),
+        cpu_seconds=float(cpu) if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else None,
+        io_operations=_int(doc.get("io_operations")),
+        touched=tuple(str(t) for t in touched[:10_000]),
+    )
+
+
+def junit_documents(files: dict[str, bytes]) -> dict[str, bytes]:
+    """JUnit XML files at the top of /genesis/out (``*.xml`` except coverage)."""
+    return {name: data for name, data in files.items()
+            if "/" not in name and name.endswith(".xml") and name != "coverage.xml"}
+
+
+def test_report(files: dict[str, bytes], exit_code: int | None) -> TestReport:
+    documents = junit_documents(files)
+    if documents:
+        return parse_junit(documents)
+    return from_exit_code(exit_code if exit_code is not None else 1)
+
+
+def coverage_percent(files: dict[str, bytes]) -> float | None:
+    """Cobertura ``coverage.xml`` line rate, as a percentage."""
+    data = files.get("coverage.xml")
+    if not data:
+        return None
+    try:
+        rate = float(ET.fromstring(data).get("line-rate", ""))
+    except (ET.ParseError, ValueError):
+        return None
+    return round(rate * 100, 2) if 0 <= rate <= 1 else None
+
+
+def custom_metrics(files: dict[str, bytes]) -> dict:
+    try:
+        data = json.loads(files.get("metrics.json") or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_facts(result: RunnerResult, files: dict[str, bytes]) -> RunFacts:
+    return RunFacts(
+        runtime_ms=result.runtime_ms,
+        exit_code=result.exit_code if result.exit_code is not None else -1,
+        memory_peak_bytes=result.memory_peak_bytes,
+        cpu_seconds=result.cpu_seconds,
+        io_operations=result.io_operations,
+        coverage_percent=coverage_percent(files),
+        custom=custom_metrics(files),
+    )
+
+
+_CHANGED = re.compile(r"^changes/(before|after)/(.+)$")
+
+
+def changed_llm_count(baseline_count: int, files: dict[str, bytes], patterns: LlmPatterns) -> int:
+    """Baseline count adjusted by the touched files only: cost grows with the change."""
+    count = baseline_count
+    for name, data in files.items():
+        match = _CHANGED.match(name)
+        if match:
+            sign = -1 if match.group(1) == "before" else 1
+            count += sign * count_file(match.group(2), data, patterns)
+    return max(count, 0)

@@ -1,0 +1,78 @@
+"""Turn a run's raw results into SPEC §4 metrics, beside its baseline.
+
+Pure: the pipeline hands in what the sandbox produced (already parsed into a
+:class:`TestReport` and a :class:`RunFacts`) and gets :class:`Metrics` back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from orchestrator.domain.junit import TestReport, regression
+from orchestrator.domain.models import Baseline, Metrics
+
+MAX_CUSTOM_METRICS = 64  # metrics.json is untrusted; keep the record bounded
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What one sandbox run measured, other than test results."""
+
+    runtime_ms: int
+    exit_code: int
+    memory_peak_bytes: int | None = None
+    cpu_seconds: float | None = None
+    io_operations: int | None = None
+    coverage_percent: float | None = None
+    custom: dict = field(default_factory=dict)
+
+
+def clean_custom(raw: object) -> dict[str, float]:
+    """Keep only finite numbers under short string keys."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if len(out) >= MAX_CUSTOM_METRICS:
+            break
+        if isinstance(key, str) and len(key) <= 64 and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(value):
+                out[key] = float(value)
+    return out
+
+
+def baseline_of(report: TestReport, facts: RunFacts) -> Baseline:
+    return Baseline(success_rate=report.success_rate, test_count=report.total, runtime_ms=facts.runtime_ms)
+
+
+def score(
+    *,
+    report: TestReport,
+    facts: RunFacts,
+    baseline_report: TestReport,
+    baseline_facts: RunFacts,
+    llm_reduction: float | None,
+) -> Metrics:
+    perf = None
+    if baseline_facts.runtime_ms > 0:
+        perf = (facts.runtime_ms - baseline_facts.runtime_ms) / baseline_facts.runtime_ms
+    cpu_percent = None
+    if facts.cpu_seconds is not None and facts.runtime_ms > 0:
+        cpu_percent = round(100.0 * facts.cpu_seconds / (facts.runtime_ms / 1000.0), 1)
+    return Metrics(
+        success_rate=report.success_rate,
+        regression=regression(baseline_report, report),
+        llm_reduction=llm_reduction,
+        performance_delta=perf,
+        runtime_ms=facts.runtime_ms,
+        test_count=report.total,
+        failures=report.failed,
+        errors=report.errors,
+        skipped=report.skipped,
+        memory_peak_mb=None if facts.memory_peak_bytes is None else round(facts.memory_peak_bytes / 2**20, 1),
+        cpu_usage_percent=cpu_percent,
+        io_operations=facts.io_operations,
+        code_coverage_percent=facts.coverage_percent,
+        custom=clean_custom(facts.custom),
+    )

@@ -1,0 +1,62 @@
+"""One exception root for everything Genesis raises on purpose.
+
+Every error carries a stable machine ``code`` (it becomes ``error.code`` in
+the outcome message) and a human message. Third-party exceptions (docker,
+SQLAlchemy, git) are translated at the layer that calls them and chained
+with ``raise ... from``, so nothing above ``runtimes/`` or ``store/`` sees
+them.
+
+    GenesisError
+    ├── RequestRejected          the request cannot run as sent (intake)
+    │     codes: invalid_request, invalid_json, body_too_large,
+    │            too_many_files, invalid_path, empty_change,
+    │            resources_exceeded, unknown_repo, unknown_commit, conflict
+    ├── NotFound                 no such experiment / sandbox / image
+    ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
+    ├── RuntimeFailure           the sandbox runtime failed (runtime_error)
+    │     └── SandboxGone        a sandbox vanished under us (sandbox_lost)
+    └── StoreError               the database failed (store_error)
+"""
+
+from __future__ import annotations
+
+
+class GenesisError(Exception):
+    """Root of Genesis's own errors: a stable ``code`` and a message."""
+
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RequestRejected(GenesisError):
+    """A request that is malformed, hostile or impossible; never retried."""
+
+    code = "invalid_request"
+
+
+class NotFound(GenesisError):
+    code = "not_found"
+
+
+class ImageBuildError(GenesisError):
+    code = "build_failed"
+
+
+class RuntimeFailure(GenesisError):
+    code = "runtime_error"
+
+
+class SandboxGone(RuntimeFailure):
+    code = "sandbox_lost"
+
+
+class StoreError(GenesisError):
+    code = "store_error"

@@ -1,0 +1,34 @@
+"""Artifacts of a sandbox kept on the host after it is gone or stopped:
+the runner's result, JUnit files, the change's diff and the log.
+
+Written under ``<home>/artifacts/<experiment_id>/``; names come from the
+sandbox (untrusted), so each is reduced to a safe relative path first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from orchestrator.runtimes.base import SandboxOutput
+
+_SAFE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+LOG_FILE = "sandbox.log"
+
+
+def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: str | None = None) -> Path:
+    target = root / experiment_id
+    target.mkdir(parents=True, exist_ok=True)
+    for name, data in output.files.items():
+        if not _SAFE.match(name) or ".." in name.split("/"):
+            continue
+        path = target / "out" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (target / LOG_FILE).write_text(full_log if full_log is not None else output.log_tail)
+    return target
+
+
+def stored_log(root: Path, experiment_id: str) -> str | None:
+    path = root / experiment_id / LOG_FILE
+    return path.read_text() if path.exists() else None

@@ -1,0 +1,104 @@
+"""Intake: turn a raw request into a recorded Pending experiment, or a
+recorded rejection with a specific error code. Never raises on bad input
+from the client; every path ends in a stored record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+
+from orchestrator.domain.intake import decode_body, parse_request
+from orchestrator.domain.models import ExperimentRequest
+from orchestrator.domain.records import ExperimentView
+from orchestrator.errors import GenesisError, RequestRejected
+from orchestrator.settings import Settings
+from orchestrator.snapshots import git
+from orchestrator.store.repository import Store
+
+log = logging.getLogger(__name__)
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    view: ExperimentView
+    created: bool  # False for a duplicate of an existing request
+    error: RequestRejected | None = None
+
+
+def trace_id_from(traceparent: str | None) -> str:
+    """The W3C trace id of ``traceparent``, or a fresh one."""
+    if traceparent and (match := _TRACEPARENT.match(traceparent.strip().lower())):
+        return match.group(1)
+    return secrets.token_hex(16)
+
+
+def _identity(data: object, raw: bytes) -> tuple[str, str]:
+    """Best-effort (experiment_id, instance_id) of a request that did not parse."""
+    exp = data.get("experiment_id") if isinstance(data, dict) else None
+    inst = data.get("instance_id") if isinstance(data, dict) else None
+    exp_id = exp if isinstance(exp, str) and _SAFE_ID.match(exp) else None
+    inst_id = inst if isinstance(inst, str) and _SAFE_ID.match(inst) else "unknown"
+    # No usable id: a stable one derived from the body, so a re-send of the
+    # same bad request maps to the same record instead of a new one.
+    return exp_id or "rejected-" + hashlib.sha256(raw).hexdigest()[:24], inst_id
+
+
+class Intake:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._settings = settings
+        self._store = store
+        self._limits = settings.intake_limits()
+
+    def submit(self, body: bytes | str | dict, *, traceparent: str | None = None,
+               actor: str = "intake") -> IntakeResult:
+        raw = body if isinstance(body, bytes) else (body.encode() if isinstance(body, str)
+                                                     else json.dumps(body).encode())
+        trace_id = trace_id_from(traceparent)
+        data: object = body if isinstance(body, dict) else None
+        request: ExperimentRequest | None = None
+        try:
+            if data is None:
+                data = decode_body(raw, self._limits)
+            request = parse_request(data, self._limits)
+            commit = self._resolve(request)
+            view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor)
+            log.info("experiment accepted" if created else "duplicate request",
+                     extra={"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": trace_id})
+            return IntakeResult(view=view, created=created)
+        except RequestRejected as exc:
+            return self._reject(exc, data=data, raw=raw, request=request, trace_id=trace_id, actor=actor)
+
+    def _resolve(self, request: ExperimentRequest) -> str:
+        repo = self._settings.repos.get(request.repo)
+        if repo is None:
+            known = ", ".join(sorted(self._settings.repos)) or "none configured"
+            raise RequestRejected(f"unknown repo {request.repo!r} (known: {known})", code="unknown_repo")
+        try:
+            return git.resolve_commit(repo.path, request.base_ref)
+        except RequestRejected:
+            raise
+        except GenesisError as exc:
+            raise RequestRejected(f"repo {request.repo!r} cannot be read: {exc}", code="unknown_repo") from exc
+
+    def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str,
+                actor: str) -> IntakeResult:
+        exp_id, inst_id = (request.experiment_id, request.instance_id) if request else _identity(data, raw)
+        log.warning("request rejected", extra={"experiment_id": exp_id, "instance_id": inst_id,
+                                               "trace_id": trace_id, "code": exc.code})
+        if exc.code == "conflict":
+            # The original record stands; the conflict is audited against it.
+            self._store.audit(experiment_id=exp_id, sandbox_name="", action="conflict", actor=actor,
+                              reason=str(exc))
+            return IntakeResult(view=self._store.get(exp_id), created=False, error=exc)
+        excerpt = raw[:4000].decode("utf-8", "replace")
+        view = self._store.record_rejected(experiment_id=exp_id, instance_id=inst_id, code=exc.code,
+                                           message=str(exc), raw_excerpt=excerpt, request=request,
+                                           trace_id=trace_id, actor=actor)
+        return IntakeResult(view=view, created=False, error=exc)

@@ -1,0 +1,1 @@
+"""Sandbox runtimes: one protocol (``base.Runtime``), one module per backend."""

@@ -1,0 +1,99 @@
+"""The runtime protocol: what every sandbox backend must do, and nothing else.
+
+Runtimes do; they never decide. The pipeline (and later the controller)
+decides what to create, when to kill and what to keep. Every runtime
+delivers the change the same way (a bundle document the in-image runner
+reads from ``/genesis/in/bundle.json``) and returns results the same way
+(the files the runner wrote under ``/genesis/out``), so a Docker container
+and a Kubernetes pod are interchangeable behind this interface.
+
+Errors raised here are Genesis's own (:mod:`orchestrator.errors`); a
+backend translates its SDK's exceptions at its boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import AsyncIterator, Literal, Protocol
+
+MANAGED_BY = "genesis.managed-by"
+MANAGED_BY_VALUE = "genesis"
+LABEL_EXPERIMENT = "genesis.experiment-id"
+LABEL_INSTANCE = "genesis.instance-id"
+LABEL_ROLE = "genesis.role"  # "experiment" or "baseline"
+LABEL_ATTEMPT = "genesis.attempt"
+
+SandboxStatus = Literal["created", "running", "exited", "missing"]
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything a runtime needs to create one sandbox."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    bundle: bytes
+    cpu: float
+    memory_bytes: int
+    pids: int
+    network: bool = False
+    gpus: tuple[str, ...] = ()
+    tmp_bytes: int = 256 * 2**20  # tmpfs /tmp; counts against the memory limit
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    """What the runtime reports about one sandbox."""
+
+    name: str
+    status: SandboxStatus
+    labels: dict[str, str] = field(default_factory=dict)
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class SandboxOutput:
+    """Files the runner left under /genesis/out (bounded) and the log tail."""
+
+    files: dict[str, bytes]
+    log_tail: str
+    truncated: tuple[str, ...] = ()
+
+
+class Runtime(Protocol):
+    """A sandbox backend. All methods are coroutines; blocking SDKs use threads."""
+
+    name: str
+
+    async def ping(self) -> str:
+        """The backend's version; raises RuntimeFailure when unreachable."""
+
+    async def create(self, spec: SandboxSpec) -> None:
+        """Create the sandbox with its bundle delivered, not yet started."""
+
+    async def start(self, name: str) -> None: ...
+
+    async def wait(self, name: str, *, timeout_s: float) -> SandboxState | None:
+        """The final state once it exits, or ``None`` if still running at the timeout."""
+
+    async def kill(self, name: str) -> None: ...
+
+    async def inspect(self, name: str) -> SandboxState:
+        """Current state; ``status="missing"`` when it does not exist."""
+
+    async def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput: ...
+
+    async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
+        """Log lines as text; follows until the sandbox exits when ``follow``."""
+
+    async def remove(self, name: str) -> bool:
+        """Delete the sandbox; ``False`` when it was already gone."""
+
+    async def list(self, labels: dict[str, str]) -> list[SandboxState]:
+        """Every sandbox carrying all of ``labels``."""

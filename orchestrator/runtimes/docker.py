@@ -1,0 +1,269 @@
+"""The Docker runtime: one container per sandbox, through the docker SDK.
+
+Isolation set on every container (SPEC §5): no network unless asked
+(``network_mode=none``), the unprivileged sandbox user, all capabilities
+dropped, ``no-new-privileges``, memory limit with swap equal to it (no
+swap), CPU quota, pids limit, a private IPC namespace, ``init`` to reap
+zombies, and a size-capped tmpfs on /tmp. The root filesystem is the
+image's, made read-only to the sandbox user by ownership (see
+images/toolchain-python/Dockerfile); the container's own copy-on-write layer
+holds /workspace, so a change costs what it writes, not the size of the
+monorepo.
+
+Not here: deciding anything. Every docker / requests exception is
+translated into :mod:`orchestrator.errors` at this boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import time
+from datetime import datetime
+from functools import wraps
+from typing import AsyncIterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from orchestrator.errors import RuntimeFailure, SandboxGone
+from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState
+
+_TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
+LOG_TAIL_LINES = 200
+
+
+def _translate(func):
+    """Run a blocking SDK call in a thread and translate its errors."""
+
+    @wraps(func)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(func, self, *args, **kwargs)
+        except docker.errors.NotFound as exc:
+            raise SandboxGone(f"docker: {exc.explanation or exc}") from exc
+        except docker.errors.APIError as exc:
+            raise RuntimeFailure(f"docker: {exc.explanation or exc}") from exc
+        except _TRANSIENT as exc:
+            raise RuntimeFailure(f"docker engine unreachable: {exc}") from exc
+
+    return wrapper
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker gives nanoseconds; datetime takes microseconds.
+    trimmed = value.rstrip("Z")
+    if "." in trimmed:
+        head, frac = trimmed.split(".", 1)
+        trimmed = f"{head}.{frac[:6]}"
+    return datetime.fromisoformat(trimmed + "+00:00")
+
+
+def _state_of(container) -> SandboxState:
+    attrs = container.attrs
+    state = attrs.get("State", {})
+    status = {"created": "created", "running": "running", "restarting": "running",
+              "paused": "running"}.get(state.get("Status"), "exited")
+    return SandboxState(
+        name=container.name,
+        status=status,
+        labels=dict(attrs.get("Config", {}).get("Labels") or {}),
+        exit_code=state.get("ExitCode") if status == "exited" else None,
+        oom_killed=bool(state.get("OOMKilled")),
+        started_at=_parse_time(state.get("StartedAt")),
+        finished_at=_parse_time(state.get("FinishedAt")),
+        image=attrs.get("Config", {}).get("Image"),
+    )
+
+
+def bundle_archive(bundle: bytes) -> bytes:
+    """A tar holding bundle.json, read-only, owned by root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("bundle.json")
+        info.size, info.mode, info.mtime = len(bundle), 0o444, int(time.time())
+        tar.addfile(info, io.BytesIO(bundle))
+    return buffer.getvalue()
+
+
+class DockerRuntime:
+    """:class:`orchestrator.runtimes.base.Runtime` over the Docker Engine API."""
+
+    name = "docker"
+
+    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
+        self._client = client or (
+            docker.DockerClient(base_url=base_url, timeout=120) if base_url else docker.from_env(timeout=120)
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The SDK client, for the image builder in this package only."""
+        return self._client
+
+    @_translate
+    def ping(self) -> str:
+        return self._client.version()["Version"]
+
+    @_translate
+    def create(self, spec: SandboxSpec) -> None:
+        device_requests = []
+        if spec.gpus:
+            device_requests = [docker.types.DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
+        container = self._client.containers.create(
+            spec.image,
+            name=spec.name,
+            labels=spec.labels,
+            user="1000:1000",
+            network_mode="bridge" if spec.network else "none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            mem_limit=spec.memory_bytes,
+            memswap_limit=spec.memory_bytes,
+            nano_cpus=int(spec.cpu * 1e9),
+            pids_limit=spec.pids,
+            ipc_mode="private",
+            init=True,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
+            device_requests=device_requests,
+            detach=True,
+        )
+        try:
+            if not container.put_archive("/genesis/in", bundle_archive(spec.bundle)):
+                raise RuntimeFailure(f"could not deliver the bundle to {spec.name}")
+        except Exception:
+            container.remove(force=True)
+            raise
+
+    @_translate
+    def start(self, name: str) -> None:
+        self._client.containers.get(name).start()
+
+    @_translate
+    def wait(self, name: str, *, timeout_s: float) -> SandboxState | None:
+        container = self._client.containers.get(name)
+        try:
+            container.wait(timeout=max(timeout_s, 0.01))
+        except requests.exceptions.ConnectionError as exc:
+            # docker-py reports a wait that outlived its HTTP timeout this way.
+            if "timed out" not in str(exc).lower():
+                raise
+            return None
+        container.reload()
+        return _state_of(container)
+
+    @_translate
+    def kill(self, name: str) -> None:
+        container = self._client.containers.get(name)
+        try:
+            container.kill()
+        except docker.errors.APIError as exc:
+            if "is not running" not in str(exc):
+                raise
+
+    @_translate
+    def inspect(self, name: str) -> SandboxState:
+        try:
+            return _state_of(self._client.containers.get(name))
+        except docker.errors.NotFound:
+            return SandboxState(name=name, status="missing")
+
+    @_translate
+    def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
+        container = self._client.containers.get(name)
+        stream, _ = container.get_archive("/genesis/out")
+        files, truncated = _read_out_archive(stream, max_file_bytes=max_file_bytes)
+        tail = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES)
+        return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace"), truncated=tuple(truncated))
+
+    async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        done = object()
+
+        def pump() -> None:
+            try:
+                container = self._client.containers.get(name)
+                chunks = container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
+                for chunk in chunks:
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk.decode("utf-8", "replace"))
+            except docker.errors.NotFound as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, SandboxGone(f"docker: no sandbox {name}"))
+            except Exception as exc:  # translated below, on the loop side
+                loop.call_soon_threadsafe(queue.put_nowait, RuntimeFailure(f"docker logs: {exc}"))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        task = asyncio.create_task(asyncio.to_thread(pump))
+        try:
+            while (item := await queue.get()) is not done:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            if task.done():
+                await task
+
+    @_translate
+    def remove(self, name: str) -> bool:
+        try:
+            self._client.containers.get(name).remove(force=True, v=True)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    @_translate
+    def list(self, labels: dict[str, str]) -> list[SandboxState]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        return [_state_of(c) for c in self._client.containers.list(all=True, filters=filters)]
+
+    @_translate
+    def stats(self, name: str) -> dict:
+        """One raw cgroup sample of a running sandbox (for live views)."""
+        return self._client.containers.get(name).stats(stream=False)
+
+
+MAX_OUT_ARCHIVE_BYTES = 256 * 2**20  # a change may fill /genesis/out; never hold more
+
+
+def _bounded(stream, limit: int) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    for chunk in stream:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], True
+    return b"".join(chunks), False
+
+
+def _read_out_archive(stream, *, max_file_bytes: int) -> tuple[dict[str, bytes], list[str]]:
+    """Regular files of the /genesis/out tar, each capped at ``max_file_bytes``."""
+    data, cut = _bounded(stream, MAX_OUT_ARCHIVE_BYTES)
+    files: dict[str, bytes] = {}
+    truncated: list[str] = ["(archive)"] if cut else []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+            _read_members(tar, files, truncated, max_file_bytes)
+    except tarfile.TarError:
+        truncated.append("(unreadable tail)")
+    return files, truncated
+
+
+def _read_members(tar, files: dict[str, bytes], truncated: list[str], max_file_bytes: int) -> None:
+    for member in tar:
+        if not member.isfile():
+            continue  # links and devices written by the change are ignored
+        name = member.name.split("/", 1)[1] if "/" in member.name else member.name
+        handle = tar.extractfile(member)
+        data = handle.read(max_file_bytes + 1) if handle else b""
+        if len(data) > max_file_bytes:
+            truncated.append(name)
+            data = data[:max_file_bytes]
+        files[name] = data

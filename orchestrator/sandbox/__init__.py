@@ -1,0 +1,1 @@
+"""Files that are copied into sandbox images (not imported by the orchestrator)."""

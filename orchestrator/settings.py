@@ -1,0 +1,112 @@
+"""Configuration, read once at the edge (the CLI) and passed down explicitly.
+
+Sources, later wins: built-in defaults, a YAML file (``--config``,
+``$GENESIS_CONFIG`` or ``./genesis.yaml``), then a few environment variables
+for what differs per host (``GENESIS_HOME``, ``GENESIS_DATABASE_URL``,
+``GENESIS_BASE_IMAGE``). Host capacity (CPUs, memory) is measured here so
+intake can refuse impossible requests without asking the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.domain.intake import IntakeLimits
+from orchestrator.domain.models import Resources, Validation
+from orchestrator.domain.policy import DEFAULT_POLICY, Policy
+from orchestrator.errors import GenesisError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VALIDATION = Validation(command=["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                         "--junitxml=/genesis/out/junit.xml"])
+
+
+class RepoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    validation: Validation = DEFAULT_VALIDATION
+    toolchain: str = "python"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Path(".genesis")
+    database_url: str | None = None
+    runtime: str = "docker"
+    docker_url: str | None = None
+    base_image: str = "genesis/base:bookworm"
+    images_dir: Path = PROJECT_ROOT / "images"
+    repos: dict[str, RepoConfig] = Field(default_factory=dict)
+    default_resources: Resources = Resources(cpu=1, memory="1Gi", pids=512)
+    max_body_bytes: int = 4 * 2**20
+    max_files: int = 1000
+    max_gpus: int = 0
+    max_timeout_ms: int = 24 * 3_600_000
+    preserve_ttl_s: int = 7 * 24 * 3600
+    max_output_file_bytes: int = 16 * 2**20
+    policy: Policy = DEFAULT_POLICY
+    worker_poll_s: float = 1.0
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'genesis.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_files=self.max_files,
+            max_cpu=float(os.cpu_count() or 1),
+            max_memory_bytes=host_memory_bytes(),
+            max_gpus=self.max_gpus,
+            max_timeout_ms=self.max_timeout_ms,
+        )
+
+
+def host_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**30
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """Defaults, then the YAML file, then environment overrides."""
+    candidate = path or os.environ.get("GENESIS_CONFIG")
+    if candidate is None and Path("genesis.yaml").exists():
+        candidate = "genesis.yaml"
+    data: dict = {}
+    if candidate is not None:
+        try:
+            data = yaml.safe_load(Path(candidate).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise GenesisError(f"cannot read config {candidate}: {exc}", code="bad_config") from exc
+        base = Path(candidate).resolve().parent
+        for repo in (data.get("repos") or {}).values():
+            if isinstance(repo, dict) and "path" in repo:
+                repo["path"] = str((base / repo["path"]).resolve())
+        if "home" in data:
+            data["home"] = str((base / data["home"]).resolve())
+        if isinstance(data.get("policy_file"), str):
+            data["policy"] = yaml.safe_load((base / data.pop("policy_file")).read_text())
+    for env, key in (("GENESIS_HOME", "home"), ("GENESIS_DATABASE_URL", "database_url"),
+                     ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url")):
+        if os.environ.get(env):
+            data[key] = os.environ[env]
+    try:
+        return Settings.model_validate(data)
+    except ValueError as exc:
+        raise GenesisError(f"invalid configuration: {exc}", code="bad_config") from exc

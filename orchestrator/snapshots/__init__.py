@@ -1,0 +1,1 @@
+"""Snapshot images: the monorepo at one commit, on a toolchain base image."""

@@ -1,0 +1,372 @@
+"""The repository: every read and write of Genesis's state goes through here.
+
+Methods take and return domain models (:mod:`orchestrator.domain.records`),
+never rows. Each public method is one transaction; the ones that finish an
+experiment write the record, its metrics row, an audit entry and its outbox
+messages together, so no reader ever sees one without the others.
+Database errors are retried (tenacity, exponential backoff) when they look
+transient and surface as :class:`StoreError` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from orchestrator.domain.models import (
+    Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation,
+)
+from orchestrator.domain.records import CachedBaseline, ExperimentView, HistoryEntry
+from orchestrator.errors import GenesisError, NotFound, RequestRejected, StoreError
+from orchestrator.store.tables import (
+    BaselineRow, ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow, SnapshotImageRow,
+)
+
+_transient = retry(
+    retry=retry_if_exception_type(OperationalError),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    stop=stop_after_attempt(6),
+    reraise=True,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # SQLite drops the zone; we store UTC
+    return value
+
+
+def body_digest(request: ExperimentRequest) -> str:
+    """Digest of a request's meaning, for idempotency: same id + same digest = duplicate."""
+    canonical = json.dumps(request.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _view(row: ExperimentRow) -> ExperimentView:
+    return ExperimentView(
+        id=row.id, instance_id=row.instance_id, experiment_type=row.experiment_type,
+        risk_level=row.risk_level, repo=row.repo, commit=row.commit, phase=Phase(row.phase),
+        reason=row.reason, message=row.message,
+        spec=ExperimentRequest.model_validate(row.spec) if row.spec else None,
+        raw_excerpt=row.raw_excerpt,
+        conditions=[Condition.model_validate(c) for c in row.conditions or []],
+        recommendation=Recommendation(row.recommendation) if row.recommendation else None,
+        priority=row.priority, attempt=row.attempt, cancel_requested=row.cancel_requested,
+        trace_id=row.trace_id, sandbox_name=row.sandbox_name, image=row.image,
+        preserved_until=_aware(row.preserved_until),
+        outcome=Outcome.model_validate(row.outcome) if row.outcome else None,
+        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
+        started_at=_aware(row.started_at), finished_at=_aware(row.finished_at),
+    )
+
+
+def _set_condition(row: ExperimentRow, *, type_: str, status: str, reason: str, message: str,
+                   now: datetime) -> None:
+    conditions = [c for c in (row.conditions or []) if c["type"] != type_]
+    previous = next((c for c in row.conditions or [] if c["type"] == type_), None)
+    when = previous["last_transition_time"] if previous and previous["status"] == status else now.isoformat()
+    conditions.append({"type": type_, "status": status, "reason": reason, "message": message[:2000],
+                       "last_transition_time": when})
+    row.conditions = conditions
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except (IntegrityError, OperationalError):
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database: {exc}") from exc
+
+    # -- intake ---------------------------------------------------------------
+
+    @_transient
+    def submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None = None,
+               actor: str = "intake") -> tuple[ExperimentView, bool]:
+        """Record a valid request as Pending; ``(view, False)`` for a duplicate.
+
+        The same id with a different body raises ``RequestRejected(conflict)``.
+        """
+        digest = body_digest(request)
+        now = utcnow()
+        with self._tx() as session:
+            existing = session.get(ExperimentRow, request.experiment_id)
+            if existing is not None:
+                if existing.body_sha256 != digest:
+                    raise RequestRejected(
+                        f"experiment {request.experiment_id} already exists with a different body",
+                        code="conflict")
+                return _view(existing), False
+            row = ExperimentRow(
+                id=request.experiment_id, instance_id=request.instance_id,
+                experiment_type=request.experiment_type, risk_level=request.risk_level,
+                repo=request.repo, base_ref=request.base_ref, commit=commit,
+                spec=request.model_dump(mode="json"), body_sha256=digest, phase=Phase.PENDING.value,
+                conditions=[], priority=request.priority, attempt=0, cancel_requested=False,
+                trace_id=trace_id, created_at=now, updated_at=now,
+            )
+            _set_condition(row, type_="Accepted", status="True", reason="Queued",
+                           message=f"queued at priority {request.priority}", now=now)
+            session.add(row)
+            self._history(session, experiment_id=row.id, sandbox_name="", action="submitted",
+                          actor=actor, reason=f"request for {request.repo}@{commit[:12]}")
+            session.flush()
+            return _view(row), True
+
+    @_transient
+    def record_rejected(self, *, experiment_id: str, instance_id: str, code: str, message: str,
+                        raw_excerpt: str, request: ExperimentRequest | None = None,
+                        trace_id: str | None = None, actor: str = "intake") -> ExperimentView:
+        """Record a request that failed intake, as Failed, with its error and outcome."""
+        now = utcnow()
+        with self._tx() as session:
+            existing = session.get(ExperimentRow, experiment_id)
+            if existing is not None:
+                # A bad re-send of an id already on file: the record stands,
+                # the rejection is audited against it.
+                self._history(session, experiment_id=experiment_id, sandbox_name="", action="rejected",
+                              actor=actor, reason=f"{code}: {message}"[:2000])
+                return _view(existing)
+            row = ExperimentRow(
+                id=experiment_id, instance_id=instance_id,
+                experiment_type=request.experiment_type if request else "unknown",
+                risk_level=request.risk_level if request else "unknown",
+                repo=request.repo if request else "", base_ref=request.base_ref if request else "",
+                spec=request.model_dump(mode="json") if request else None, raw_excerpt=raw_excerpt[:4000],
+                body_sha256=hashlib.sha256(raw_excerpt.encode()).hexdigest(), phase=Phase.FAILED.value,
+                reason=code, message=message[:4000], conditions=[], priority=0, attempt=0,
+                cancel_requested=False, trace_id=trace_id, created_at=now, updated_at=now, finished_at=now,
+            )
+            _set_condition(row, type_="Accepted", status="False", reason=code, message=message, now=now)
+            outcome = Outcome(experiment_id=experiment_id, instance_id=instance_id, status="failed",
+                              recommendation=Recommendation.ROLLBACK, trace_id=trace_id, timestamp=now,
+                              error={"code": code, "message": message})
+            row.outcome = outcome.model_dump(mode="json")
+            session.add(row)
+            self._history(session, experiment_id=experiment_id, sandbox_name="", action="rejected",
+                          actor=actor, reason=f"{code}: {message}"[:2000])
+            self._enqueue_outcome(session, outcome, attempt=0)
+            session.flush()
+            return _view(row)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, experiment_id: str) -> ExperimentView:
+        with self._tx() as session:
+            row = session.get(ExperimentRow, experiment_id)
+            if row is None:
+                raise NotFound(f'experiments "{experiment_id}" not found')
+            return _view(row)
+
+    def list(self, *, phase: Phase | None = None, instance_id: str | None = None,
+             limit: int = 500) -> list[ExperimentView]:
+        with self._tx() as session:
+            query = select(ExperimentRow).order_by(ExperimentRow.created_at.desc()).limit(limit)
+            if phase is not None:
+                query = query.where(ExperimentRow.phase == phase.value)
+            if instance_id is not None:
+                query = query.where(ExperimentRow.instance_id == instance_id)
+            return [_view(r) for r in session.scalars(query)]
+
+    @_transient
+    def next_pending(self) -> ExperimentView | None:
+        """Highest priority first, then oldest."""
+        with self._tx() as session:
+            row = session.scalars(
+                select(ExperimentRow).where(ExperimentRow.phase == Phase.PENDING.value)
+                .order_by(ExperimentRow.priority.desc(), ExperimentRow.created_at.asc()).limit(1)
+            ).first()
+            return _view(row) if row else None
+
+    def history(self, experiment_id: str) -> list[HistoryEntry]:
+        with self._tx() as session:
+            rows = session.scalars(select(SandboxHistoryRow).where(SandboxHistoryRow.experiment_id == experiment_id)
+                                   .order_by(SandboxHistoryRow.id))
+            return [HistoryEntry(experiment_id=r.experiment_id, sandbox_name=r.sandbox_name, action=r.action,
+                                 actor=r.actor, reason=r.reason, duration_ms=r.duration_ms,
+                                 details=r.details or {}, at=_aware(r.at)) for r in rows]
+
+    def metrics(self, experiment_id: str) -> list[dict]:
+        with self._tx() as session:
+            rows = session.scalars(select(MetricsRow).where(MetricsRow.experiment_id == experiment_id)
+                                   .order_by(MetricsRow.id))
+            return [{c.name: getattr(r, c.name) for c in MetricsRow.__table__.columns} for r in rows]
+
+    def outbox(self, *, unpublished_only: bool = False) -> list[dict]:
+        with self._tx() as session:
+            query = select(OutboxRow).order_by(OutboxRow.id)
+            if unpublished_only:
+                query = query.where(OutboxRow.published_at.is_(None))
+            return [{"id": r.id, "experiment_id": r.experiment_id, "msg_id": r.msg_id, "subject": r.subject,
+                     "payload": r.payload, "headers": r.headers, "published_at": r.published_at}
+                    for r in session.scalars(query)]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @_transient
+    def transition(self, experiment_id: str, phase: Phase, *, reason: str, message: str = "",
+                   actor: str = "worker", **fields) -> ExperimentView:
+        """Move to ``phase``, set a condition, audit it; ``fields`` updates columns."""
+        now = utcnow()
+        with self._tx() as session:
+            row = self._row(session, experiment_id)
+            if Phase(row.phase).finished:
+                raise GenesisError(f"experiment {experiment_id} is already {row.phase}", code="already_finished")
+            row.phase, row.updated_at = phase.value, now
+            if phase is Phase.BUILDING and row.started_at is None:
+                row.started_at = now
+            for key, value in fields.items():
+                setattr(row, key, value)
+            _set_condition(row, type_=phase.value, status="True", reason=reason, message=message, now=now)
+            self._history(session, experiment_id=experiment_id, sandbox_name=row.sandbox_name or "",
+                          action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
+            return _view(row)
+
+    @_transient
+    def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
+                 preserved_until: datetime | None = None, actor: str = "worker") -> ExperimentView:
+        """Finish an experiment: record, metrics row, audit and outbox in one transaction."""
+        now = utcnow()
+        with self._tx() as session:
+            row = self._row(session, outcome.experiment_id)
+            if Phase(row.phase).finished:
+                return _view(row)  # finalized exactly once
+            row.phase, row.reason, row.message = phase.value, reason, message[:4000]
+            row.recommendation = outcome.recommendation.value
+            row.outcome = outcome.model_dump(mode="json")
+            row.preserved_until, row.updated_at, row.finished_at = preserved_until, now, now
+            _set_condition(row, type_=phase.value, status="True", reason=reason, message=message, now=now)
+            if outcome.metrics is not None:
+                session.add(self._metrics_row(outcome, attempt=row.attempt, now=now))
+            self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
+                          action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
+            self._enqueue_outcome(session, outcome, attempt=row.attempt)
+            return _view(row)
+
+    @_transient
+    def request_cancel(self, experiment_id: str) -> ExperimentView:
+        with self._tx() as session:
+            row = self._row(session, experiment_id)
+            row.cancel_requested, row.updated_at = True, utcnow()
+            return _view(row)
+
+    @_transient
+    def set_preserved_until(self, experiment_id: str, until: datetime | None) -> None:
+        with self._tx() as session:
+            self._row(session, experiment_id).preserved_until = until
+
+    def expired_preserved(self, now: datetime) -> list[ExperimentView]:
+        with self._tx() as session:
+            rows = session.scalars(select(ExperimentRow).where(ExperimentRow.preserved_until.is_not(None),
+                                                               ExperimentRow.preserved_until < now))
+            return [_view(r) for r in rows]
+
+    @_transient
+    def audit(self, *, experiment_id: str | None, sandbox_name: str, action: str, actor: str, reason: str,
+              duration_ms: float | None = None, details: dict | None = None) -> None:
+        with self._tx() as session:
+            self._history(session, experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
+                          actor=actor, reason=reason, duration_ms=duration_ms, details=details)
+
+    # -- caches -----------------------------------------------------------------
+
+    def baseline(self, key: str) -> CachedBaseline | None:
+        with self._tx() as session:
+            row = session.get(BaselineRow, key)
+            if row is None:
+                return None
+            return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
+                                  runtime_ms=row.runtime_ms, exit_code=row.exit_code, llm_count=row.llm_count,
+                                  created_at=_aware(row.created_at))
+
+    @_transient
+    def put_baseline(self, baseline: CachedBaseline, *, repo: str, commit: str, command: list[str],
+                     image: str) -> None:
+        with self._tx() as session:
+            session.merge(BaselineRow(key=baseline.key, repo=repo, commit=commit, command=command, image=image,
+                                      cases=baseline.cases, parse_errors=baseline.parse_errors,
+                                      runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code,
+                                      llm_count=baseline.llm_count, created_at=baseline.created_at))
+
+    @_transient
+    def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
+                    build_seconds: float | None) -> None:
+        """Record a snapshot image's use (and its build, when ``build_seconds`` is given)."""
+        now = utcnow()
+        with self._tx() as session:
+            row = session.get(SnapshotImageRow, tag)
+            if row is None:
+                row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
+                                       size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
+                                       created_at=now, last_used_at=now, uses=0)
+                session.add(row)
+            row.last_used_at, row.uses = now, (row.uses or 0) + 1
+
+    def images(self) -> list[dict]:
+        with self._tx() as session:
+            return [{c.name: getattr(r, c.name) for c in SnapshotImageRow.__table__.columns}
+                    for r in session.scalars(select(SnapshotImageRow).order_by(SnapshotImageRow.last_used_at))]
+
+    def count(self) -> int:
+        with self._tx() as session:
+            return session.scalar(select(func.count()).select_from(ExperimentRow)) or 0
+
+    # -- helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _row(session: Session, experiment_id: str) -> ExperimentRow:
+        row = session.get(ExperimentRow, experiment_id)
+        if row is None:
+            raise NotFound(f'experiments "{experiment_id}" not found')
+        return row
+
+    @staticmethod
+    def _history(session: Session, *, experiment_id, sandbox_name, action, actor, reason,
+                 duration_ms=None, details=None) -> None:
+        session.add(SandboxHistoryRow(experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
+                                      actor=actor, reason=reason, duration_ms=duration_ms,
+                                      details=details or {}, at=utcnow()))
+
+    @staticmethod
+    def _metrics_row(outcome: Outcome, *, attempt: int, now: datetime) -> MetricsRow:
+        m: Metrics = outcome.metrics  # type: ignore[assignment]
+        b = outcome.baseline
+        return MetricsRow(
+            experiment_id=outcome.experiment_id, attempt=attempt, recorded_at=now,
+            recommendation=outcome.recommendation.value,
+            baseline_success_rate=b.success_rate if b else None, baseline_test_count=b.test_count if b else None,
+            baseline_runtime_ms=b.runtime_ms if b else None,
+            **m.model_dump(),
+        )
+
+    @staticmethod
+    def _enqueue_outcome(session: Session, outcome: Outcome, *, attempt: int) -> None:
+        """Outcome messages go through the outbox; a relay publishes them with
+        ``Nats-Msg-Id`` = msg_id so a crash between commit and publish neither
+        loses nor duplicates one."""
+        kind = "completed" if outcome.status == "success" else "failed"
+        payload = outcome.model_dump(mode="json")
+        headers = {"traceparent": outcome.trace_id} if outcome.trace_id else {}
+        for subject in (f"genesis.experiment.{kind}.{outcome.experiment_id}", "centralcloud.experiment.result"):
+            msg_id = f"{outcome.experiment_id}:{attempt}:{subject.split('.')[0]}"
+            session.add(OutboxRow(experiment_id=outcome.experiment_id, msg_id=msg_id, subject=subject,
+                                  payload=payload, headers=headers, created_at=utcnow()))

@@ -1,0 +1,134 @@
+"""SQLAlchemy 2 table definitions. The Alembic migrations in ``migrations/``
+create exactly these; ``tests/test_store.py`` checks they agree."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiment_records"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(128), index=True)
+    experiment_type: Mapped[str] = mapped_column(String(64))
+    risk_level: Mapped[str] = mapped_column(String(16))
+    repo: Mapped[str] = mapped_column(String(128))
+    base_ref: Mapped[str] = mapped_column(String(256))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    spec: Mapped[dict | None] = mapped_column(JSON)
+    raw_excerpt: Mapped[str | None] = mapped_column(Text)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    conditions: Mapped[list] = mapped_column(JSON, default=list)
+    recommendation: Mapped[str | None] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    trace_id: Mapped[str | None] = mapped_column(String(64))
+    sandbox_name: Mapped[str | None] = mapped_column(String(128))
+    image: Mapped[str | None] = mapped_column(String(256))
+    preserved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),)
+
+
+class MetricsRow(Base):
+    __tablename__ = "experiment_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiment_records.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    success_rate: Mapped[float] = mapped_column(Float)
+    regression: Mapped[float] = mapped_column(Float)
+    llm_reduction: Mapped[float | None] = mapped_column(Float)
+    performance_delta: Mapped[float | None] = mapped_column(Float)
+    runtime_ms: Mapped[int] = mapped_column(BigInteger)
+    test_count: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    memory_peak_mb: Mapped[float | None] = mapped_column(Float)
+    cpu_usage_percent: Mapped[float | None] = mapped_column(Float)
+    io_operations: Mapped[int | None] = mapped_column(BigInteger)
+    code_coverage_percent: Mapped[float | None] = mapped_column(Float)
+    complexity_change: Mapped[int | None] = mapped_column(Integer)
+    custom: Mapped[dict] = mapped_column(JSON, default=dict)
+    baseline_success_rate: Mapped[float | None] = mapped_column(Float)
+    baseline_test_count: Mapped[int | None] = mapped_column(Integer)
+    baseline_runtime_ms: Mapped[int | None] = mapped_column(BigInteger)
+    recommendation: Mapped[str | None] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SandboxHistoryRow(Base):
+    __tablename__ = "sandbox_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    sandbox_name: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class BaselineRow(Base):
+    __tablename__ = "baseline_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo: Mapped[str] = mapped_column(String(128))
+    commit: Mapped[str] = mapped_column(String(64))
+    command: Mapped[list] = mapped_column(JSON)
+    image: Mapped[str] = mapped_column(String(256))
+    cases: Mapped[dict] = mapped_column(JSON)
+    parse_errors: Mapped[list] = mapped_column(JSON, default=list)
+    runtime_ms: Mapped[int] = mapped_column(BigInteger)
+    exit_code: Mapped[int] = mapped_column(Integer)
+    llm_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SnapshotImageRow(Base):
+    __tablename__ = "snapshot_images"
+
+    tag: Mapped[str] = mapped_column(String(256), primary_key=True)
+    repo: Mapped[str] = mapped_column(String(128))
+    commit: Mapped[str] = mapped_column(String(64))
+    toolchain: Mapped[str] = mapped_column(String(256))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    build_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OutboxRow(Base):
+    """Messages decided in the same transaction as the state change they report."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(String(64), index=True)
+    msg_id: Mapped[str] = mapped_column(String(128), unique=True)
+    subject: Mapped[str] = mapped_column(String(256))
+    payload: Mapped[dict] = mapped_column(JSON)
+    headers: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
