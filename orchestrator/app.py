@@ -41,7 +41,7 @@ class App:
         from orchestrator.runtimes.docker_images import DockerImages
         from orchestrator.snapshots.builder import SnapshotBuilder
         return SnapshotBuilder(DockerImages(self.runtime.client), images_dir=self.settings.images_dir,
-                               base_image=self.settings.base_image)
+                               base_image=self.settings.base_image, extra_labels=self.settings.extra_labels)
 
     @cached_property
     def intake(self) -> Intake:

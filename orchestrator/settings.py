@@ -52,6 +52,9 @@ class Settings(BaseModel):
     max_output_file_bytes: int = 16 * 2**20
     policy: Policy = DEFAULT_POLICY
     worker_poll_s: float = 1.0
+    # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
+    # so its leftovers can be found and removed by label).
+    extra_labels: dict[str, str] = Field(default_factory=dict)
 
     @property
     def db_url(self) -> str:

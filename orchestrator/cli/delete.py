@@ -1,7 +1,8 @@
 """``genesis delete experiment ID``: cancel it and roll it back.
 
-Pending: finalized as cancelled at once. Running: marked cancelled and its
-sandbox killed; the worker finalizes it. Finished and preserved: the
+Pending: finalized as cancelled at once. In flight: marked cancelled and
+its sandbox killed; the worker removes it and finalizes the experiment (the
+worker owns the sandbox while it runs, so the CLI never deletes it under it). Finished and preserved: the
 preserved sandbox is deleted. The record itself is kept (it is the audit).
 """
 
@@ -20,6 +21,17 @@ def register(sub) -> None:
     p.add_argument("kind", choices=["experiment", "experiments", "exp"])
     p.add_argument("name")
     p.set_defaults(run=run)
+
+
+async def _kill_sandboxes(app, experiment_id: str) -> int:
+    """Stop a running experiment's sandboxes; the worker tears them down and
+    finalizes the experiment as cancelled."""
+    states = await app.runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id})
+    for state in states:
+        await app.runtime.kill(state.name)
+        app.store.audit(experiment_id=experiment_id, sandbox_name=state.name, action="stopped", actor="cli",
+                        reason="killed: cancelled by genesis delete")
+    return len(states)
 
 
 async def _remove_sandboxes(app, experiment_id: str) -> int:
@@ -41,8 +53,11 @@ def run(app, args) -> int:
                           error=ErrorInfo(code="cancelled", message="cancelled by genesis delete"))
         app.store.finalize(outcome, phase=Phase.FAILED, reason="cancelled", message="cancelled by genesis delete",
                            actor="cli")
-    removed = asyncio.run(_remove_sandboxes(app, view.id))
-    if view.phase.finished:
+    if view.phase.finished or view.phase is Phase.PENDING:
+        removed = asyncio.run(_remove_sandboxes(app, view.id))
         app.store.set_preserved_until(view.id, None)
-    print(f'experiment "{view.id}" deleted' + (f" ({removed} sandbox removed)" if removed else ""))
+        print(f'experiment "{view.id}" deleted' + (f" ({removed} sandbox removed)" if removed else ""))
+    else:
+        killed = asyncio.run(_kill_sandboxes(app, view.id))
+        print(f'experiment "{view.id}" deleted (cancelling: {killed} sandbox stopped, rolled back by the worker)')
     return 0

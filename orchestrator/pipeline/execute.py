@@ -125,13 +125,13 @@ class Executor:
         if run.result.validation_started_ms is not None:
             startup = f"; validation started {run.result.validation_started_ms - run.created_wall_ms} ms after create"
         self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
-                              message=f"sandbox exit {run.state.exit_code}{startup}")
+                              message=f"validation exit {run.result.exit_code}{startup}")
         return await self._conclude(view, spec, run, baseline, snap.tag, ctx)
 
     # -- sandboxes ----------------------------------------------------------------
 
     def _labels(self, view: ExperimentView, *, role: str, attempt: int) -> dict[str, str]:
-        return {MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
+        return {**self.settings.extra_labels, MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
                 LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
 
     async def _sandbox(self, *, name: str, image: str, labels: dict[str, str], bundle: dict,
@@ -154,11 +154,12 @@ class Executor:
             self._audit(experiment_id, name, "started", "validation sandbox started")
             state, timed_out, cancelled = await self._wait(name, experiment_id, spec.timeout_ms / 1000)
             output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
-        except SandboxGone as exc:
-            raise Failure("sandbox_lost", str(exc)) from exc
         except RuntimeFailure as exc:
             await self._teardown(experiment_id, name, reason="runtime error")
-            raise Failure("runtime_error", str(exc)) from exc
+            if self.store.get(experiment_id).cancel_requested:
+                raise Failure("cancelled", "cancelled by request while running") from exc
+            code = "sandbox_lost" if isinstance(exc, SandboxGone) else "runtime_error"
+            raise Failure(code, str(exc)) from exc
         result = results.parse_runner_result(output.files, output.log_tail)
         return SandboxRun(state=state, output=output, result=result, timed_out=timed_out,
                           cancelled=cancelled, created_wall_ms=created_wall_ms)
@@ -172,11 +173,13 @@ class Executor:
                 self._audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
                 return await self.runtime.inspect(name), True, False
             state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
+            cancelled = self.store.get(experiment_id).cancel_requested
             if state is not None:
+                # A sandbox killed by `genesis delete` also ends up here.
                 self._audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
                             details={"oom_killed": state.oom_killed})
-                return state, False, False
-            if self.store.get(experiment_id).cancel_requested:
+                return state, False, cancelled
+            if cancelled:
                 await self.runtime.kill(name)
                 self._audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True

@@ -67,8 +67,10 @@ def snapshot_tag(repo: str, commit: str, toolchain_tag: str) -> str:
 class SnapshotBuilder:
     """Builds toolchain and snapshot images on demand; one build per tag at a time."""
 
-    def __init__(self, images: DockerImages, *, images_dir: Path, base_image: str) -> None:
+    def __init__(self, images: DockerImages, *, images_dir: Path, base_image: str,
+                 extra_labels: dict[str, str] | None = None) -> None:
         self._images = images
+        self._extra_labels = dict(extra_labels or {})
         self._images_dir = images_dir
         self._base_image = base_image
         self._locks: dict[str, asyncio.Lock] = {}
@@ -105,7 +107,7 @@ class SnapshotBuilder:
 
     async def _build(self, *, tag: str, base: str, repo_name: str, repo_path: Path, commit: str):
         dockerfile = f"FROM {base}\nADD repo.tar /workspace/\n".encode()
-        labels = {MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "snapshot", "genesis.repo": repo_name,
+        labels = {**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "snapshot", "genesis.repo": repo_name,
                   "genesis.commit": commit, "genesis.toolchain": base}
         with tempfile.TemporaryFile() as context:
             await asyncio.to_thread(self._write_context, context, dockerfile, repo_path, commit)

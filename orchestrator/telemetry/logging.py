@@ -34,5 +34,5 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO))
+    root.setLevel(logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO))
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)

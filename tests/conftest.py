@@ -1,0 +1,67 @@
+"""Shared fixtures: a real Docker Engine, a sample monorepo, a Genesis app.
+
+Everything a test run creates in Docker (sandboxes, snapshot images) carries
+the label ``genesis.test-run=<run id>`` and is removed by that label at the
+end of the session. Docker must be running (``scripts/setup.sh`` starts it);
+without it the Docker tests fail, they are never skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import RUN_ID, TEST_LABEL, make_repo
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no engine
+        pytest.fail(f"Docker Engine is not answering ({exc}); run scripts/setup.sh first")
+    yield client
+    selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True)
+    for image in client.images.list(filters=selector):
+        client.images.remove(image.id, force=True)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sample_repo(tmp_path_factory) -> Path:
+    return make_repo(tmp_path_factory.mktemp("repo") / "monorepo")
+
+
+@pytest.fixture(scope="session")
+def config_file(tmp_path_factory, sample_repo) -> Path:
+    """A genesis.yaml for this session: its own home, the sample repo, the test label."""
+    home = tmp_path_factory.mktemp("genesis-home")
+    path = home / "genesis.yaml"
+    path.write_text(json.dumps({
+        "home": str(home), "repos": {"monorepo": {"path": str(sample_repo)}},
+        "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "worker_poll_s": 0.2,
+    }))
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(config_file):
+    from orchestrator.settings import load_settings
+
+    return load_settings(config_file)
+
+
+@pytest.fixture(scope="session")
+def app(settings, docker_client):
+    from orchestrator.app import App
+
+    application = App(settings)
+    yield application
+    application.close()

@@ -1,0 +1,464 @@
+"""orchestrator.store.repository.Store on SQLite and PostgreSQL (SPEC §2, §3, §5, §7)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select, text
+
+from orchestrator.domain.models import (
+    Baseline, ExperimentRequest, Metrics, Outcome, Phase, Recommendation, SandboxInfo,
+)
+from orchestrator.domain.records import CachedBaseline
+from orchestrator.errors import GenesisError, NotFound, RequestRejected
+from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow
+
+UTC = timezone.utc
+COMMIT = "3f2a9c1" + "0" * 33
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _metrics() -> Metrics:
+    return Metrics(success_rate=0.95, regression=0.02, llm_reduction=0.38, performance_delta=-0.10,
+                   runtime_ms=183_000, test_count=250, failures=12, errors=1, skipped=3, memory_peak_mb=812.5,
+                   cpu_usage_percent=143.0, io_operations=5_120_000_000, code_coverage_percent=81.2,
+                   complexity_change=-3, custom={"fitness": 0.73, "latency_p99_ms": 12.5})
+
+
+def _outcome(experiment_id: str, *, status: str = "success",
+             recommendation: Recommendation = Recommendation.MERGE, metrics: Metrics | None = None,
+             error: dict | None = None, trace_id: str | None = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+             ) -> Outcome:
+    return Outcome(
+        experiment_id=experiment_id, instance_id="singularity-test-1", status=status,
+        recommendation=recommendation, metrics=metrics,
+        baseline=Baseline(success_rate=0.97, test_count=250, runtime_ms=199_000) if metrics else None,
+        sandbox=SandboxInfo(runtime="docker", image="genesis/snapshot:monorepo-3f2a9c1", name="genesis-x",
+                            preserved=recommendation.preserves_sandbox),
+        error=error, trace_id=trace_id, timestamp=_now(),
+    )
+
+
+def _rows(store, model, **where) -> int:
+    with store.engine.connect() as conn:
+        query = select(func.count()).select_from(model)
+        for key, value in where.items():
+            query = query.where(getattr(model, key) == value)
+        return conn.execute(query).scalar_one()
+
+
+# -- submit -----------------------------------------------------------------------
+
+
+def test_submit_records_a_pending_experiment_with_an_accepted_condition(store, make_request):
+    request = make_request(priority=7)
+    before = _now()
+    view, created = store.submit(request, commit=COMMIT, trace_id="trace-1", actor="intake-test")
+
+    assert created is True
+    assert view.id == request.experiment_id
+    assert view.phase is Phase.PENDING
+    assert view.commit == COMMIT and view.repo == "monorepo" and view.instance_id == "singularity-test-1"
+    assert view.priority == 7 and view.attempt == 0 and view.cancel_requested is False
+    assert view.trace_id == "trace-1"
+    assert view.spec == request  # the request round-trips through the JSON column
+    assert view.spec.changes.files[0].content == "def classify(x):\n    return 'héllo' if x else None\n"
+    assert view.reason is None and view.recommendation is None and view.outcome is None
+    assert view.finished_at is None and view.started_at is None
+    [accepted] = view.conditions
+    assert (accepted.type, accepted.status, accepted.reason) == ("Accepted", "True", "Queued")
+    assert "priority 7" in accepted.message
+    assert before - timedelta(seconds=5) <= view.created_at <= _now() + timedelta(seconds=5)
+
+    stored = store.get(request.experiment_id)
+    assert stored == view
+    assert store.count() == 1
+    [entry] = store.history(request.experiment_id)
+    assert (entry.action, entry.actor) == ("submitted", "intake-test")
+    assert COMMIT[:12] in entry.reason
+
+
+def test_submit_of_the_identical_request_is_a_duplicate(store, make_request):
+    request = make_request()
+    first, created = store.submit(request, commit=COMMIT)
+    assert created
+
+    again, created_again = store.submit(request, commit=COMMIT)
+    assert created_again is False
+    assert again == first
+    # The same body re-parsed from its JSON (as a re-delivered message would be) is also a duplicate.
+    reparsed = ExperimentRequest.model_validate_json(request.model_dump_json())
+    third, created_third = store.submit(reparsed, commit=COMMIT)
+    assert created_third is False and third.id == first.id
+
+    assert store.count() == 1
+    assert _rows(store, ExperimentRow, id=request.experiment_id) == 1
+    assert [h.action for h in store.history(request.experiment_id)] == ["submitted"]
+
+
+def test_submit_of_the_same_id_with_a_different_body_is_a_conflict(store, make_request):
+    request = make_request()
+    store.submit(request, commit=COMMIT)
+    changed = make_request(request.experiment_id, description="something else entirely")
+
+    with pytest.raises(RequestRejected) as excinfo:
+        store.submit(changed, commit=COMMIT)
+    assert excinfo.value.code == "conflict"
+    assert request.experiment_id in str(excinfo.value)
+    assert store.count() == 1
+    assert store.get(request.experiment_id).spec == request  # the first body stands
+
+
+def test_get_of_an_unknown_id_is_not_found(store):
+    with pytest.raises(NotFound) as excinfo:
+        store.get("no-such-experiment")
+    assert excinfo.value.code == "not_found"
+
+
+# -- queue ------------------------------------------------------------------------
+
+
+def test_next_pending_takes_highest_priority_then_oldest(store, make_request):
+    assert store.next_pending() is None
+    ids = {}
+    for name, priority in [("low-old", 0), ("high-old", 5), ("high-new", 5), ("negative", -3), ("low-new", 0)]:
+        ids[name] = store.submit(make_request(priority=priority), commit=COMMIT)[0].id
+        time.sleep(0.01)  # distinct created_at
+
+    order = []
+    while (view := store.next_pending()) is not None:
+        order.append(view.id)
+        store.transition(view.id, Phase.BUILDING, reason="Admitted")
+    assert order == [ids[n] for n in ("high-old", "high-new", "low-old", "low-new", "negative")]
+
+
+def test_next_pending_skips_non_pending_and_sees_requeued(store, make_request):
+    a = store.submit(make_request(priority=10), commit=COMMIT)[0]
+    time.sleep(0.01)
+    b = store.submit(make_request(priority=1), commit=COMMIT)[0]
+    store.transition(a.id, Phase.RUNNING, reason="Started")
+    assert store.next_pending().id == b.id
+    store.transition(a.id, Phase.PENDING, reason="Requeued")
+    assert store.next_pending().id == a.id
+
+
+# -- transitions ----------------------------------------------------------------------
+
+
+def test_transition_sets_phase_fields_conditions_and_history(store, make_request):
+    view = store.submit(make_request(), commit=COMMIT)[0]
+    eid = view.id
+
+    building = store.transition(eid, Phase.BUILDING, reason="BuildStarted", message="building snapshot",
+                                actor="worker-1", sandbox_name="genesis-abc", image="genesis/snapshot:x", attempt=1)
+    assert building.phase is Phase.BUILDING
+    assert building.sandbox_name == "genesis-abc" and building.image == "genesis/snapshot:x"
+    assert building.attempt == 1
+    assert building.started_at is not None
+    assert building.updated_at >= view.updated_at
+    assert [c.type for c in building.conditions] == ["Accepted", "Building"]
+    cond = building.conditions[-1]
+    assert (cond.status, cond.reason, cond.message) == ("True", "BuildStarted", "building snapshot")
+
+    time.sleep(0.01)
+    running = store.transition(eid, Phase.RUNNING, reason="Started", message="sandbox up")
+    assert running.phase is Phase.RUNNING
+    assert running.started_at == building.started_at  # set once, on Building
+    assert [c.type for c in running.conditions] == ["Accepted", "Building", "Running"]
+
+    # Same phase again: the condition is updated in place, not appended; its
+    # transition time stays (status did not change).
+    time.sleep(0.01)
+    again = store.transition(eid, Phase.RUNNING, reason="StillRunning", message="heartbeat")
+    assert [c.type for c in again.conditions] == ["Accepted", "Building", "Running"]
+    assert again.conditions[-1].reason == "StillRunning"
+    assert again.conditions[-1].last_transition_time == running.conditions[-1].last_transition_time
+
+    history = store.history(eid)
+    assert [h.action for h in history] == ["submitted", "phase:Building", "phase:Running", "phase:Running"]
+    assert history[1].actor == "worker-1"
+    assert history[1].sandbox_name == "genesis-abc"
+    assert history[1].reason == "BuildStarted: building snapshot"
+    assert history[-1].at >= history[1].at
+    assert store.get(eid) == again
+
+
+def test_transition_of_a_finished_experiment_is_refused(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.transition(eid, Phase.FAILED, reason="cancelled", message="by operator")
+    history_before = store.history(eid)
+
+    with pytest.raises(GenesisError) as excinfo:
+        store.transition(eid, Phase.RUNNING, reason="Started")
+    assert excinfo.value.code == "already_finished"
+    assert store.get(eid).phase is Phase.FAILED
+    assert store.history(eid) == history_before
+
+
+def test_transition_after_finalize_is_refused(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge")
+    with pytest.raises(GenesisError) as excinfo:
+        store.transition(eid, Phase.COLLECTING, reason="Collect")
+    assert excinfo.value.code == "already_finished"
+    assert store.get(eid).phase is Phase.SUCCEEDED
+
+
+def test_transition_of_an_unknown_id_is_not_found(store):
+    with pytest.raises(NotFound):
+        store.transition("missing", Phase.BUILDING, reason="x")
+
+
+# -- finalize ---------------------------------------------------------------------------
+
+
+def test_finalize_writes_record_metrics_and_outbox_once(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.transition(eid, Phase.BUILDING, reason="BuildStarted", sandbox_name="genesis-x", attempt=1)
+    store.transition(eid, Phase.COLLECTING, reason="Collecting")
+    metrics = _metrics()
+    outcome = _outcome(eid, metrics=metrics)
+    preserved = _now() + timedelta(days=7)
+
+    view = store.finalize(outcome, phase=Phase.SUCCEEDED, reason="Verdict", message="merge: llm_reduction 0.38",
+                          preserved_until=preserved, actor="worker-1")
+
+    assert view.phase is Phase.SUCCEEDED
+    assert view.recommendation is Recommendation.MERGE
+    assert view.reason == "Verdict" and view.message == "merge: llm_reduction 0.38"
+    assert view.outcome == outcome
+    assert view.finished_at is not None and view.finished_at >= view.started_at
+    assert view.preserved_until == preserved
+    assert view.conditions[-1].type == "Succeeded" and view.conditions[-1].status == "True"
+    assert store.get(eid) == view
+    with store.engine.connect() as conn:  # the outcome JSON as stored
+        stored = conn.execute(select(ExperimentRow.outcome).where(ExperimentRow.id == eid)).scalar_one()
+    assert stored == outcome.model_dump(mode="json")
+
+    [row] = store.metrics(eid)
+    for name, value in metrics.model_dump().items():
+        assert row[name] == value, name
+        if value is not None and name != "custom":
+            assert type(row[name]) is type(value), name  # typed columns, not strings
+    assert row["experiment_id"] == eid and row["attempt"] == 1 and row["recommendation"] == "merge"
+    assert (row["baseline_success_rate"], row["baseline_test_count"], row["baseline_runtime_ms"]) == (0.97, 250, 199_000)
+    assert row["recorded_at"] is not None
+
+    messages = [m for m in store.outbox() if m["experiment_id"] == eid]
+    assert sorted(m["subject"] for m in messages) == sorted(
+        [f"genesis.experiment.completed.{eid}", "centralcloud.experiment.result"])
+    assert len({m["msg_id"] for m in messages}) == 2
+    assert all(eid in m["msg_id"] for m in messages)
+    for m in messages:
+        assert m["payload"] == outcome.model_dump(mode="json")
+        assert m["headers"] == {"traceparent": outcome.trace_id}
+        assert m["published_at"] is None
+    assert len(store.outbox(unpublished_only=True)) == 2
+    history = store.history(eid)
+    assert history[-1].action == "phase:Succeeded" and history[-1].actor == "worker-1"
+
+    # Exactly once: a second finalize (even with another verdict) changes nothing.
+    second = store.finalize(_outcome(eid, recommendation=Recommendation.ROLLBACK, metrics=_metrics()),
+                            phase=Phase.FAILED, reason="Again", message="again")
+    assert second == view
+    assert store.get(eid) == view
+    assert len(store.metrics(eid)) == 1
+    assert _rows(store, MetricsRow, experiment_id=eid) == 1
+    assert len(store.outbox()) == 2
+    assert _rows(store, OutboxRow, experiment_id=eid) == 2
+    assert store.history(eid) == history
+
+
+def test_finalize_failed_goes_to_the_failed_subject_without_metrics(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    outcome = _outcome(eid, status="failed", recommendation=Recommendation.ROLLBACK, trace_id=None,
+                       error={"code": "timeout", "message": "killed after 600000 ms"})
+    view = store.finalize(outcome, phase=Phase.FAILED, reason="timeout", message="killed after 600000 ms")
+
+    assert view.phase is Phase.FAILED and view.reason == "timeout"
+    assert view.recommendation is Recommendation.ROLLBACK
+    assert view.outcome.error.code == "timeout"
+    assert view.preserved_until is None
+    assert store.metrics(eid) == []
+    messages = store.outbox()
+    assert sorted(m["subject"] for m in messages) == sorted(
+        [f"genesis.experiment.failed.{eid}", "centralcloud.experiment.result"])
+    assert all(m["headers"] == {} for m in messages)
+
+
+def test_outbox_msg_ids_stay_unique_across_experiments(store, make_request):
+    ids = [store.submit(make_request(), commit=COMMIT)[0].id for _ in range(3)]
+    for eid in ids:
+        store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="ok")
+    messages = store.outbox()
+    assert len(messages) == 6
+    assert len({m["msg_id"] for m in messages}) == 6
+    assert sum(m["subject"] == "centralcloud.experiment.result" for m in messages) == 3
+    assert [len(store.metrics(eid)) for eid in ids] == [1, 1, 1]
+
+
+# -- rejected requests -----------------------------------------------------------------
+
+
+def test_record_rejected_stores_a_failed_record_with_an_outcome(store):
+    eid = str(uuid.uuid4())
+    raw = '{"experiment_id": "%s", "changes": {"files": ["lib/x.py"]}}' % eid
+    view = store.record_rejected(experiment_id=eid, instance_id="singularity-test-1", code="invalid_request",
+                                 message="changes.files has paths but no content or patch", raw_excerpt=raw,
+                                 trace_id="trace-r")
+
+    assert view.phase is Phase.FAILED
+    assert view.reason == "invalid_request"
+    assert view.message == "changes.files has paths but no content or patch"
+    assert view.spec is None and view.raw_excerpt == raw
+    assert view.finished_at is not None
+    assert view.recommendation is None or view.recommendation is Recommendation.ROLLBACK
+    assert view.outcome is not None and view.outcome.status == "failed"
+    assert view.outcome.error.code == "invalid_request"
+    assert view.outcome.error.message == "changes.files has paths but no content or patch"
+    [accepted] = view.conditions
+    assert (accepted.type, accepted.status, accepted.reason) == ("Accepted", "False", "invalid_request")
+    assert store.get(eid) == view
+    assert store.count() == 1
+
+    messages = store.outbox()
+    assert f"genesis.experiment.failed.{eid}" in {m["subject"] for m in messages}
+    assert all(m["payload"]["error"]["code"] == "invalid_request" for m in messages)
+    assert [h.action for h in store.history(eid)] == ["rejected"]
+
+    # The same id again: no second record, no second outcome; the re-send is audited.
+    outbox_before = len(messages)
+    again = store.record_rejected(experiment_id=eid, instance_id="singularity-test-1", code="body_too_large",
+                                  message="too big", raw_excerpt="x" * 10)
+    assert again.id == eid and again.reason == "invalid_request"
+    assert store.count() == 1
+    assert len(store.outbox()) == outbox_before
+    history = store.history(eid)
+    assert [h.action for h in history] == ["rejected", "rejected"]
+    assert history[-1].reason.startswith("body_too_large")
+
+
+def test_record_rejected_for_an_accepted_id_keeps_the_accepted_record(store, make_request):
+    request = make_request()
+    store.submit(request, commit=COMMIT)
+    view = store.record_rejected(experiment_id=request.experiment_id, instance_id=request.instance_id,
+                                 code="invalid_request", message="bad re-send", raw_excerpt="{")
+    assert view.phase is Phase.PENDING and view.spec == request
+    assert store.count() == 1
+    assert store.outbox() == []
+    assert [h.action for h in store.history(request.experiment_id)] == ["submitted", "rejected"]
+
+
+def test_record_rejected_truncates_long_input(store):
+    eid = str(uuid.uuid4())
+    view = store.record_rejected(experiment_id=eid, instance_id="i-1", code="invalid_request",
+                                 message="m" * 10_000, raw_excerpt="r" * 100_000)
+    assert len(view.raw_excerpt) == 4000
+    assert len(view.message) == 4000
+    assert store.get(eid).raw_excerpt == "r" * 4000
+
+
+# -- cancel / preservation -------------------------------------------------------------
+
+
+def test_request_cancel_sets_the_flag(store, make_request):
+    view = store.submit(make_request(), commit=COMMIT)[0]
+    assert view.cancel_requested is False
+    time.sleep(0.01)
+    cancelled = store.request_cancel(view.id)
+    assert cancelled.cancel_requested is True
+    assert cancelled.updated_at > view.updated_at
+    assert store.get(view.id).cancel_requested is True
+    assert cancelled.phase is Phase.PENDING  # a request, not a transition
+    with pytest.raises(NotFound):
+        store.request_cancel("missing")
+
+
+def test_expired_preserved_and_clearing_preservation(store, make_request):
+    now = _now()
+    expired = store.submit(make_request(), commit=COMMIT)[0].id
+    live = store.submit(make_request(), commit=COMMIT)[0].id
+    never = store.submit(make_request(), commit=COMMIT)[0].id
+    store.set_preserved_until(expired, now - timedelta(hours=1))
+    store.set_preserved_until(live, now + timedelta(hours=1))
+
+    assert [v.id for v in store.expired_preserved(now)] == [expired]
+    assert store.get(expired).preserved_until == now - timedelta(hours=1)
+    assert store.get(never).preserved_until is None
+    # Two hours later both have expired.
+    assert {v.id for v in store.expired_preserved(now + timedelta(hours=2))} == {expired, live}
+
+    store.set_preserved_until(expired, None)
+    assert store.get(expired).preserved_until is None
+    assert store.expired_preserved(now) == []
+    assert [v.id for v in store.expired_preserved(now + timedelta(hours=2))] == [live]
+
+
+def test_finalize_preservation_is_swept_by_expired_preserved(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    until = _now() + timedelta(days=7)
+    store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge",
+                   preserved_until=until)
+    assert store.expired_preserved(_now()) == []
+    assert [v.id for v in store.expired_preserved(until + timedelta(seconds=1))] == [eid]
+
+
+# -- caches -----------------------------------------------------------------------
+
+
+def test_baseline_cache_round_trip(store):
+    key = "a" * 64
+    assert store.baseline(key) is None
+    baseline = CachedBaseline(key=key, cases={"tests/test_a.py::test_ok": "passed",
+                                              "tests/test_a.py::test_bad": "failed"},
+                              parse_errors=["junit-2.xml: not XML"], runtime_ms=199_000, exit_code=1,
+                              llm_count=42, created_at=_now())
+    store.put_baseline(baseline, repo="monorepo", commit=COMMIT, command=["pytest", "-q"], image="img:1")
+    assert store.baseline(key) == baseline
+
+    # Re-putting the same key replaces it (no duplicate-key error).
+    newer = baseline.model_copy(update={"runtime_ms": 1, "llm_count": 0, "parse_errors": []})
+    store.put_baseline(newer, repo="monorepo", commit=COMMIT, command=["pytest", "-q"], image="img:1")
+    assert store.baseline(key) == newer
+    assert store.baseline("b" * 64) is None
+
+
+def test_touch_image_creates_then_counts_uses(store):
+    assert store.images() == []
+    store.touch_image(tag="genesis/snapshot:monorepo-3f2a9c1", repo="monorepo", commit=COMMIT,
+                      toolchain="genesis/base:bookworm", size_bytes=3_500_000_000, build_seconds=41.5)
+    [first] = store.images()
+    assert first["uses"] == 1
+    assert first["size_bytes"] == 3_500_000_000 and first["build_seconds"] == 41.5
+    assert first["repo"] == "monorepo" and first["commit"] == COMMIT
+
+    time.sleep(0.01)
+    store.touch_image(tag="genesis/snapshot:monorepo-3f2a9c1", repo="monorepo", commit=COMMIT,
+                      toolchain="genesis/base:bookworm", size_bytes=3_500_000_000, build_seconds=None)
+    [second] = store.images()
+    assert second["uses"] == 2
+    assert second["build_seconds"] == 41.5  # a use is not a rebuild
+    assert second["created_at"] == first["created_at"]
+    assert second["last_used_at"] > first["last_used_at"]
+
+    store.touch_image(tag="genesis/snapshot:monorepo-other", repo="monorepo", commit="b" * 40,
+                      toolchain="genesis/base:bookworm", size_bytes=1, build_seconds=None)
+    images = store.images()
+    assert [i["tag"] for i in images] == ["genesis/snapshot:monorepo-3f2a9c1", "genesis/snapshot:monorepo-other"]
+    assert images[1]["uses"] == 1 and images[1]["build_seconds"] == 0.0
+
+
+# -- backend ------------------------------------------------------------------------
+
+
+def test_store_runs_on_the_parametrized_backend(store, backend):
+    assert store.engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[backend]
+    with store.engine.connect() as conn:
+        if backend == "postgres":
+            assert conn.execute(text("select current_database()")).scalar().startswith("genesis_t_")
