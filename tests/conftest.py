@@ -16,6 +16,29 @@ import pytest
 from helpers import RUN_ID, TEST_LABEL, make_repo
 
 
+def _remove_by_label() -> None:
+    """Remove every container and image this test run created, by its label."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception:  # noqa: BLE001 - no engine, nothing of ours to remove
+        return
+    selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True)
+    for image in client.images.list(filters=selector):
+        client.images.remove(image.id, force=True)
+    client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_docker_leftovers():
+    yield
+    _remove_by_label()
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     import docker
@@ -26,11 +49,6 @@ def docker_client():
     except Exception as exc:  # noqa: BLE001 - any failure means no engine
         pytest.fail(f"Docker Engine is not answering ({exc}); run scripts/setup.sh first")
     yield client
-    selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
-    for container in client.containers.list(all=True, filters=selector):
-        container.remove(force=True)
-    for image in client.images.list(filters=selector):
-        client.images.remove(image.id, force=True)
     client.close()
 
 

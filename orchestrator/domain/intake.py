@@ -32,9 +32,16 @@ class IntakeLimits:
     max_timeout_ms: int = 24 * 3_600_000
 
 
+def as_bytes(body: bytes | str) -> bytes:
+    """The body as bytes; a str that cannot be UTF-8 becomes bytes JSON will refuse."""
+    if isinstance(body, bytes):
+        return body
+    return body.encode("utf-8", "backslashreplace")
+
+
 def decode_body(body: bytes | str, limits: IntakeLimits) -> dict:
     """Bytes to a JSON object, refusing oversized and non-object bodies."""
-    raw = body.encode() if isinstance(body, str) else body
+    raw = as_bytes(body)
     if len(raw) > limits.max_body_bytes:
         raise RequestRejected(
             f"request body is {len(raw)} bytes; the limit is {limits.max_body_bytes}",
@@ -42,8 +49,8 @@ def decode_body(body: bytes | str, limits: IntakeLimits) -> dict:
         )
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestRejected(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge ints, deep nesting
+        raise RequestRejected(f"request body is not valid JSON: {str(exc)[:200]}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise RequestRejected("request body must be a JSON object", code="invalid_request")
     return data
@@ -56,6 +63,10 @@ def parse_request(body: bytes | str | dict, limits: IntakeLimits) -> ExperimentR
         request = ExperimentRequest.model_validate(data)
     except ValidationError as exc:
         raise RequestRejected(_first_error(exc), code="invalid_request") from exc
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        # Validators are written to raise ValueError; anything else still
+        # belongs to the client's body, never to a crash of intake.
+        raise RequestRejected(f"request does not validate: {str(exc)[:200]}", code="invalid_request") from exc
     check_changes(request, limits)
     check_resources(request.resources, request.timeout_ms, limits)
     return request

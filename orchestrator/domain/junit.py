@@ -69,7 +69,7 @@ def parse_junit(documents: dict[str, bytes]) -> TestReport:
     for name, data in sorted(documents.items()):
         try:
             root = ET.fromstring(data)
-        except ET.ParseError as exc:
+        except (ET.ParseError, LookupError, ValueError, RecursionError) as exc:  # LookupError: unknown encoding
             problems.append(f"{name}: {exc}")
             continue
         for case in root.iter("testcase"):

@@ -57,7 +57,7 @@ def _dotted(node: ast.AST) -> str | None:
 def count_python(source: str | bytes, patterns: LlmPatterns) -> int:
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep for the parser
         return 0
     compiled = [re.compile(p) for p in patterns.python_callees]
     count = 0

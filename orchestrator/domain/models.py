@@ -21,18 +21,23 @@ _MEMORY_UNITS = {
     "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
     "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,
 }
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*$")
+_MEMORY_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([kKmMgGtT]i?)?[bB]?\s*$")
 
 
 def parse_memory(value: str | int) -> int:
     """Kubernetes-style quantity ("512Mi", "4Gi", "1G", 1048576) to bytes."""
     if isinstance(value, int):
+        if not 0 <= value < 2**63:
+            raise ValueError(f"memory {value} is out of range")
         return value
     match = _MEMORY_RE.match(value)
     if not match:
         raise ValueError(f"memory {value!r} is not a quantity like '512Mi' or '4Gi'")
     number, unit = match.groups()
-    return int(float(number) * _MEMORY_UNITS[(unit or "").lower()])
+    value = float(number) * _MEMORY_UNITS[(unit or "").lower()]
+    if not value < 2**63:  # also false for inf
+        raise ValueError(f"memory {value!r} is beyond any host")
+    return int(value)
 
 
 class Phase(str, enum.Enum):

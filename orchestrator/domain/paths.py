@@ -14,8 +14,7 @@ import re
 from orchestrator.errors import RequestRejected
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_DIFF_GIT = re.compile(r"^diff --git (\S+) (\S+)$")
-_HEADER_PATH = re.compile(r"^(?:---|\+\+\+) (\S+)")
+_HEADER_PATH = re.compile(r"^(?:---|\+\+\+) (.+?)(?:\t.*)?$")
 _RENAME_COPY = re.compile(r"^(?:rename|copy) (?:from|to) (.+)$")
 _SYMLINK_MODE = "120000"
 
@@ -38,7 +37,7 @@ def check_path(path: str) -> str:
     normalised = posixpath.normpath(path)
     if normalised in (".", ""):
         raise reject("names the repository root, not a file")
-    if normalised.split("/")[0] == ".git":
+    if ".git" in normalised.split("/"):  # git itself refuses .git at any depth
         raise reject("paths into .git are not allowed")
     return normalised
 
@@ -50,19 +49,53 @@ def check_link_target(link_path: str, target: str) -> None:
             f"symlink {link_path!r} -> {target!r} escapes the repository", code="invalid_path"
         )
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
-    if resolved == ".." or resolved.startswith("../") or resolved.split("/")[0] == ".git":
+    if resolved == ".." or resolved.startswith("../") or ".git" in resolved.split("/"):
         raise RequestRejected(
             f"symlink {link_path!r} -> {target!r} escapes the repository", code="invalid_path"
         )
 
 
+def _unquote(raw: str) -> str:
+    """Git C-quotes names with special characters: "a/caf\\303\\251"."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        return raw[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return raw
+
+
 def _strip_prefix(raw: str) -> str | None:
+    raw = _unquote(raw.strip())
     if raw == "/dev/null":
         return None
-    raw = raw.strip('"')
     if raw[:2] in ("a/", "b/"):
         return raw[2:]
     return raw
+
+
+def _diff_git_names(rest: str) -> list[str | None]:
+    """Names of a ``diff --git a/X b/Y`` line; X and Y may contain spaces.
+
+    Git itself only trusts this line when both names are the same; other
+    cases (renames) carry their names on ``rename from/to`` lines, which are
+    checked separately, so here every plausible split is checked.
+    """
+    if rest.startswith('"'):
+        names = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', rest)
+        return [_strip_prefix(n) for n in names]
+    half = (len(rest) - 1) // 2
+    if len(rest) % 2 == 1 and rest[half] == " " and rest[:half][2:] == rest[half + 1:][2:]:
+        return [_strip_prefix(rest[:half]), _strip_prefix(rest[half + 1:])]
+    candidates: list[str | None] = []
+    for match in re.finditer(r" b/", rest):
+        candidates += [_strip_prefix(rest[:match.start()]), _strip_prefix(rest[match.start() + 1:])]
+    return candidates or [_strip_prefix(rest)]
+
+
+def _is_header_pair(lines: list[str], index: int) -> bool:
+    """``---`` then ``+++``: a file header, not a removed line that starts with "--"."""
+    line = lines[index]
+    if line.startswith("--- "):
+        return index + 1 < len(lines) and lines[index + 1].startswith("+++ ")
+    return line.startswith("+++ ") and index > 0 and lines[index - 1].startswith("--- ")
 
 
 def patch_paths(patch: str) -> list[str]:
@@ -71,12 +104,12 @@ def patch_paths(patch: str) -> list[str]:
     lines = patch.splitlines()
     for index, line in enumerate(lines):
         candidates: list[str | None] = []
-        if match := _DIFF_GIT.match(line):
-            candidates = [_strip_prefix(match.group(1)), _strip_prefix(match.group(2))]
-        elif match := _HEADER_PATH.match(line):
+        if line.startswith("diff --git "):
+            candidates = _diff_git_names(line[len("diff --git "):])
+        elif _is_header_pair(lines, index) and (match := _HEADER_PATH.match(line)):
             candidates = [_strip_prefix(match.group(1))]
         elif match := _RENAME_COPY.match(line):
-            candidates = [match.group(1).strip('"')]
+            candidates = [_unquote(match.group(1).strip())]
         for candidate in candidates:
             if candidate is not None:
                 seen.append(check_path(candidate))
@@ -88,11 +121,14 @@ def patch_paths(patch: str) -> list[str]:
 
 
 def _check_patch_symlink(lines: list[str], index: int, seen: list[str]) -> None:
-    """A patch that creates a symlink carries its target as the one added line."""
+    """A patch that creates a symlink carries its target as the hunk's added line."""
     link = seen[-1] if seen else "?"
+    in_hunk = False
     for line in lines[index + 1 :]:
         if line.startswith("diff --git "):
             return
-        if line.startswith("+") and not line.startswith("+++"):
+        if line.startswith("@@"):
+            in_hunk = True
+        elif in_hunk and line.startswith("+"):
             check_link_target(link, line[1:])
             return

@@ -30,9 +30,12 @@ class Clause(BaseModel):
     value: float
 
     def holds(self, metrics: Metrics) -> bool:
-        actual = getattr(metrics, self.metric, None)
+        # Named figures first, then custom ones; never other model attributes.
+        actual = getattr(metrics, self.metric) if self.metric in Metrics.model_fields else None
         if actual is None:
             actual = metrics.custom.get(self.metric)
+        if isinstance(actual, dict):
+            return False
         if actual is None:  # an unmeasured figure never satisfies a clause
             return False
         return _OPS[self.op](actual, self.value)

@@ -8,6 +8,7 @@ rather than an exception.
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -36,8 +37,29 @@ class RunnerResult:
     touched: tuple[str, ...]
 
 
+_INT_RANGE = 2**63  # anything beyond a signed 64-bit column is not a measurement
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) < _INT_RANGE else None
+
+
 def _int(value) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    number = _number(value)
+    return None if number is None else int(number)
+
+
+def _load_json(raw: bytes | None):
+    try:
+        return json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
 
 
 def parse_runner_result(files: dict[str, bytes], log_tail: str = "") -> RunnerResult:
@@ -46,14 +68,10 @@ def parse_runner_result(files: dict[str, bytes], log_tail: str = "") -> RunnerRe
     if raw is None:
         lines = [line for line in log_tail.splitlines() if line.startswith(RESULT_MARKER)]
         raw = lines[-1][len(RESULT_MARKER):].encode() if lines else None
-    try:
-        doc = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        doc = None
+    doc = _load_json(raw)
     if not isinstance(doc, dict):
         return RunnerResult("missing", "the sandbox left no result document", None, 0, None, None,
                             None, None, None, ())
-    cpu = doc.get("cpu_seconds")
     touched = doc.get("touched") if isinstance(doc.get("touched"), list) else []
     return RunnerResult(
         status=str(doc.get("status", "missing"))[:32],
@@ -63,7 +81,7 @@ def parse_runner_result(files: dict[str, bytes], log_tail: str = "") -> RunnerRe
         validation_started_ms=_int(doc.get("validation_started_ms")),
         runner_started_ms=_int(doc.get("runner_started_ms")),
         memory_peak_bytes=_int(doc.get("memory_peak_bytes")),
-        cpu_seconds=float(cpu) if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) else None,
+        cpu_seconds=_number(doc.get("cpu_seconds")),
         io_operations=_int(doc.get("io_operations")),
         touched=tuple(str(t) for t in touched[:10_000]),
     )
@@ -89,16 +107,13 @@ def coverage_percent(files: dict[str, bytes]) -> float | None:
         return None
     try:
         rate = float(ET.fromstring(data).get("line-rate", ""))
-    except (ET.ParseError, ValueError):
+    except (ET.ParseError, LookupError, ValueError, RecursionError):
         return None
     return round(rate * 100, 2) if 0 <= rate <= 1 else None
 
 
 def custom_metrics(files: dict[str, bytes]) -> dict:
-    try:
-        data = json.loads(files.get("metrics.json") or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return {}
+    data = _load_json(files.get("metrics.json"))
     return data if isinstance(data, dict) else {}
 
 

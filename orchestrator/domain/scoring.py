@@ -36,9 +36,15 @@ def clean_custom(raw: object) -> dict[str, float]:
     for key, value in raw.items():
         if len(out) >= MAX_CUSTOM_METRICS:
             break
-        if isinstance(key, str) and len(key) <= 64 and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(value):
-                out[key] = float(value)
+        if not (isinstance(key, str) and len(key) <= 64) or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            try:
+                number = float(value)
+            except OverflowError:  # JSON integers are unbounded
+                continue
+            if math.isfinite(number):
+                out[key] = number
     return out
 
 

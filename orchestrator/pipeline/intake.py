@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from orchestrator.domain.intake import decode_body, parse_request
+from orchestrator.domain.intake import as_bytes, decode_body, parse_request
 from orchestrator.domain.models import ExperimentRequest
 from orchestrator.domain.records import ExperimentView
 from orchestrator.errors import GenesisError, RequestRejected
@@ -58,8 +58,7 @@ class Intake:
 
     def submit(self, body: bytes | str | dict, *, traceparent: str | None = None,
                actor: str = "intake") -> IntakeResult:
-        raw = body if isinstance(body, bytes) else (body.encode() if isinstance(body, str)
-                                                     else json.dumps(body).encode())
+        raw = json.dumps(body).encode() if isinstance(body, dict) else as_bytes(body)
         trace_id = trace_id_from(traceparent)
         data: object = body if isinstance(body, dict) else None
         request: ExperimentRequest | None = None

@@ -76,7 +76,7 @@ def cgroup_usage():
 
 def safe_target(rel):
     """Absolute path for ``rel`` that provably stays inside the workspace."""
-    if rel.startswith("/") or ".." in rel.split("/") or rel.split("/")[0] == ".git":
+    if rel.startswith("/") or ".." in rel.split("/") or ".git" in rel.split("/"):
         raise ChangeFailed("path %r leaves the workspace" % rel)
     target = os.path.join(WORKSPACE, rel)
     parent = os.path.realpath(os.path.dirname(target))

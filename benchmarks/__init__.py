@@ -1,0 +1,1 @@
+"""Genesis benchmarks: figures printed beside a named baseline, as ratios."""
