@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator, Literal, Protocol
+from typing import AsyncIterator, BinaryIO, Literal, Protocol
 
 MANAGED_BY = "genesis.managed-by"
 MANAGED_BY_VALUE = "genesis"
@@ -97,3 +97,26 @@ class Runtime(Protocol):
 
     async def list(self, labels: dict[str, str]) -> list[SandboxState]:
         """Every sandbox carrying all of ``labels``."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    tag: str
+    id: str
+    size_bytes: int
+    labels: dict[str, str]
+    created: datetime | None
+
+
+class ImageStore(Protocol):
+    """Where snapshot images are built and kept (the Docker engine's image store)."""
+
+    async def get(self, tag: str) -> ImageInfo | None: ...
+
+    async def build(self, context: BinaryIO, *, tag: str, labels: dict[str, str],
+                    buildargs: dict[str, str] | None = None) -> ImageInfo:
+        """Build from a tar build context; raises ImageBuildError with the log tail."""
+
+    async def remove(self, tag: str) -> None: ...
+
+    async def list(self, labels: dict[str, str]) -> list[ImageInfo]: ...

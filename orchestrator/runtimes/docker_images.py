@@ -7,7 +7,6 @@ keep; this module only talks to the engine and translates its errors.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
@@ -15,15 +14,7 @@ import docker.errors
 import requests.exceptions
 
 from orchestrator.errors import ImageBuildError, NotFound, RuntimeFailure
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    tag: str
-    id: str
-    size_bytes: int
-    labels: dict[str, str]
-    created: datetime | None
+from orchestrator.runtimes.base import ImageInfo
 
 
 def _info(image, tag: str) -> ImageInfo:
@@ -38,6 +29,8 @@ def _info(image, tag: str) -> ImageInfo:
 
 
 class DockerImages:
+    """:class:`orchestrator.runtimes.base.ImageStore` over the Docker Engine."""
+
     def __init__(self, client: docker.DockerClient) -> None:
         self._client = client
 

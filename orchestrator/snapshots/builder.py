@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import ImageBuildError
-from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE
-from orchestrator.runtimes.docker_images import DockerImages
+from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, ImageStore
 from orchestrator.snapshots import git
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def snapshot_tag(repo: str, commit: str, toolchain_tag: str) -> str:
 class SnapshotBuilder:
     """Builds toolchain and snapshot images on demand; one build per tag at a time."""
 
-    def __init__(self, images: DockerImages, *, images_dir: Path, base_image: str,
+    def __init__(self, images: ImageStore, *, images_dir: Path, base_image: str,
                  extra_labels: dict[str, str] | None = None) -> None:
         self._images = images
         self._extra_labels = dict(extra_labels or {})

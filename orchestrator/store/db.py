@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.errors import StoreError
@@ -47,7 +47,11 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # Sessions in UTC whatever the server's zone, so timestamps read back as
+    # UTC; options already in the URL (e.g. a search_path) are kept.
+    given = make_url(url).query.get("options", "")
+    options = " ".join(filter(None, [given if isinstance(given, str) else " ".join(given), "-c timezone=UTC"]))
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
 
 
 def _alembic_config() -> Config:

@@ -43,9 +43,25 @@ def utcnow() -> datetime:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+    """Every datetime leaves the store in UTC, whatever the backend did to it."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)  # SQLite drops the zone; we store UTC
-    return value
+    return value.astimezone(timezone.utc)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Every datetime enters the store in UTC (SQLite would keep the wall time and drop the offset)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+    return value.astimezone(timezone.utc)
+
+
+def _columns(row, table) -> dict:
+    return {c.name: _aware(v) if isinstance(v := getattr(row, c.name), datetime) else v for c in table.columns}
 
 
 def body_digest(request: ExperimentRequest) -> str:
@@ -99,13 +115,22 @@ class Store:
 
     # -- intake ---------------------------------------------------------------
 
-    @_transient
     def submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None = None,
                actor: str = "intake") -> tuple[ExperimentView, bool]:
         """Record a valid request as Pending; ``(view, False)`` for a duplicate.
 
         The same id with a different body raises ``RequestRejected(conflict)``.
+        Two submits racing on one id: the loser's insert fails on the primary
+        key and it answers from the winner's row, as a duplicate or conflict.
         """
+        try:
+            return self._submit(request, commit=commit, trace_id=trace_id, actor=actor)
+        except IntegrityError:
+            return self._submit(request, commit=commit, trace_id=trace_id, actor=actor)
+
+    @_transient
+    def _submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None,
+                actor: str) -> tuple[ExperimentView, bool]:
         digest = body_digest(request)
         now = utcnow()
         with self._tx() as session:
@@ -132,11 +157,21 @@ class Store:
             session.flush()
             return _view(row), True
 
+    def record_rejected(self, **kwargs) -> ExperimentView:
+        """Record a request that failed intake, as Failed, with its error and outcome.
+
+        Keyword arguments as :meth:`_record_rejected`; a race on the id is
+        answered from the row that won, as in :meth:`submit`.
+        """
+        try:
+            return self._record_rejected(**kwargs)
+        except IntegrityError:
+            return self._record_rejected(**kwargs)
+
     @_transient
-    def record_rejected(self, *, experiment_id: str, instance_id: str, code: str, message: str,
-                        raw_excerpt: str, request: ExperimentRequest | None = None,
-                        trace_id: str | None = None, actor: str = "intake") -> ExperimentView:
-        """Record a request that failed intake, as Failed, with its error and outcome."""
+    def _record_rejected(self, *, experiment_id: str, instance_id: str, code: str, message: str,
+                         raw_excerpt: str, request: ExperimentRequest | None = None,
+                         trace_id: str | None = None, actor: str = "intake") -> ExperimentView:
         now = utcnow()
         with self._tx() as session:
             existing = session.get(ExperimentRow, experiment_id)
@@ -154,6 +189,7 @@ class Store:
                 spec=request.model_dump(mode="json") if request else None, raw_excerpt=raw_excerpt[:4000],
                 body_sha256=hashlib.sha256(raw_excerpt.encode()).hexdigest(), phase=Phase.FAILED.value,
                 reason=code, message=message[:4000], conditions=[], priority=0, attempt=0,
+                recommendation=Recommendation.ROLLBACK.value,
                 cancel_requested=False, trace_id=trace_id, created_at=now, updated_at=now, finished_at=now,
             )
             _set_condition(row, type_="Accepted", status="False", reason=code, message=message, now=now)
@@ -209,7 +245,7 @@ class Store:
         with self._tx() as session:
             rows = session.scalars(select(MetricsRow).where(MetricsRow.experiment_id == experiment_id)
                                    .order_by(MetricsRow.id))
-            return [{c.name: getattr(r, c.name) for c in MetricsRow.__table__.columns} for r in rows]
+            return [_columns(r, MetricsRow.__table__) for r in rows]
 
     def outbox(self, *, unpublished_only: bool = False) -> list[dict]:
         with self._tx() as session:
@@ -217,7 +253,7 @@ class Store:
             if unpublished_only:
                 query = query.where(OutboxRow.published_at.is_(None))
             return [{"id": r.id, "experiment_id": r.experiment_id, "msg_id": r.msg_id, "subject": r.subject,
-                     "payload": r.payload, "headers": r.headers, "published_at": r.published_at}
+                     "payload": r.payload, "headers": r.headers, "published_at": _aware(r.published_at)}
                     for r in session.scalars(query)]
 
     # -- lifecycle --------------------------------------------------------------
@@ -253,7 +289,7 @@ class Store:
             row.phase, row.reason, row.message = phase.value, reason, message[:4000]
             row.recommendation = outcome.recommendation.value
             row.outcome = outcome.model_dump(mode="json")
-            row.preserved_until, row.updated_at, row.finished_at = preserved_until, now, now
+            row.preserved_until, row.updated_at, row.finished_at = _utc(preserved_until), now, now
             _set_condition(row, type_=phase.value, status="True", reason=reason, message=message, now=now)
             if outcome.metrics is not None:
                 session.add(self._metrics_row(outcome, attempt=row.attempt, now=now))
@@ -272,12 +308,12 @@ class Store:
     @_transient
     def set_preserved_until(self, experiment_id: str, until: datetime | None) -> None:
         with self._tx() as session:
-            self._row(session, experiment_id).preserved_until = until
+            self._row(session, experiment_id).preserved_until = _utc(until)
 
     def expired_preserved(self, now: datetime) -> list[ExperimentView]:
         with self._tx() as session:
             rows = session.scalars(select(ExperimentRow).where(ExperimentRow.preserved_until.is_not(None),
-                                                               ExperimentRow.preserved_until < now))
+                                                               ExperimentRow.preserved_until < _utc(now)))
             return [_view(r) for r in rows]
 
     @_transient
@@ -323,7 +359,7 @@ class Store:
 
     def images(self) -> list[dict]:
         with self._tx() as session:
-            return [{c.name: getattr(r, c.name) for c in SnapshotImageRow.__table__.columns}
+            return [_columns(r, SnapshotImageRow.__table__)
                     for r in session.scalars(select(SnapshotImageRow).order_by(SnapshotImageRow.last_used_at))]
 
     def count(self) -> int:

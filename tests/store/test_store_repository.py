@@ -461,4 +461,57 @@ def test_store_runs_on_the_parametrized_backend(store, backend):
     assert store.engine.dialect.name == {"sqlite": "sqlite", "postgres": "postgresql"}[backend]
     with store.engine.connect() as conn:
         if backend == "postgres":
-            assert conn.execute(text("select current_database()")).scalar().startswith("genesis_t_")
+            # Its own database per test (or its own schema, on a reused server whose role may not create databases).
+            database, schema = conn.execute(text("select current_database(), current_schema()")).one()
+            assert database.startswith("genesis_t_") or schema.startswith("genesis_t_")
+
+
+# -- concurrency ----------------------------------------------------------------------
+
+
+def test_a_duplicate_submitted_concurrently_is_still_a_duplicate(store, make_request):
+    """Two intake workers (or `genesis apply` and a worker) get the same request
+    at once: one records it, the other must answer "duplicate", not crash with
+    a database error (SPEC §2: same id + same body = duplicate)."""
+    import threading
+
+    from orchestrator.store.repository import Store
+
+    inserted, release = threading.Event(), threading.Event()
+
+    class PausedStore(Store):
+        """A replica paused inside its submit transaction, after its INSERT."""
+
+        @staticmethod
+        def _history(session, **kwargs):
+            Store._history(session, **kwargs)
+            if kwargs.get("action") == "submitted":
+                session.flush()
+                inserted.set()
+                assert release.wait(30)
+
+    request = make_request()
+    results: dict[str, object] = {}
+
+    def run(name, target):
+        try:
+            results[name] = target.submit(request, commit=COMMIT)
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion below
+            results[name] = exc
+
+    first = threading.Thread(target=run, args=("first", PausedStore(store.engine)))
+    first.start()
+    assert inserted.wait(30)
+    second = threading.Thread(target=run, args=("second", store))
+    second.start()
+    second.join(0.5)  # let the second reach its INSERT (it may block on the first's row lock)
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert not first.is_alive() and not second.is_alive()
+
+    assert isinstance(results["first"], tuple) and results["first"][1] is True, results["first"]
+    assert isinstance(results["second"], tuple), f"second submit raised {results['second']!r}"
+    view, created = results["second"]
+    assert created is False and view.id == request.experiment_id
+    assert store.count() == 1
