@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 from orchestrator.domain.models import Phase
 from orchestrator.errors import GenesisError
+from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
-from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE
 from orchestrator.store.repository import utcnow
 
 log = logging.getLogger(__name__)
@@ -86,10 +85,5 @@ class Worker:
             self.store.set_preserved_until(view.id, None)
 
     async def _remove_sandboxes(self, experiment_id: str, *, reason: str) -> None:
-        labels = {MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}
-        for state in await self.executor.runtime.list(labels):
-            started = time.monotonic()
-            if await self.executor.runtime.remove(state.name):
-                self.store.audit(experiment_id=experiment_id, sandbox_name=state.name, action="deleted",
-                                 actor=self.executor.actor, reason=reason,
-                                 duration_ms=(time.monotonic() - started) * 1000)
+        await lifecycle.remove_sandboxes(self.executor.runtime, self.store, experiment_id,
+                                         actor=self.executor.actor, reason=reason)

@@ -9,11 +9,10 @@ preserved sandbox is deleted. The record itself is kept (it is the audit).
 from __future__ import annotations
 
 import asyncio
-import time
 
-from orchestrator.domain.models import ErrorInfo, Outcome, Phase, Recommendation
+from orchestrator.domain.models import Phase
+from orchestrator.pipeline import lifecycle
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE
-from orchestrator.store.repository import utcnow
 
 
 def register(sub) -> None:
@@ -34,27 +33,14 @@ async def _kill_sandboxes(app, experiment_id: str) -> int:
     return len(states)
 
 
-async def _remove_sandboxes(app, experiment_id: str) -> int:
-    removed = 0
-    for state in await app.runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}):
-        started = time.monotonic()
-        if await app.runtime.remove(state.name):
-            removed += 1
-            app.store.audit(experiment_id=experiment_id, sandbox_name=state.name, action="deleted", actor="cli",
-                            reason="rollback: genesis delete", duration_ms=(time.monotonic() - started) * 1000)
-    return removed
-
-
 def run(app, args) -> int:
     view = app.store.request_cancel(args.name)
     if view.phase is Phase.PENDING:
-        outcome = Outcome(experiment_id=view.id, instance_id=view.instance_id, status="failed",
-                          recommendation=Recommendation.ROLLBACK, trace_id=view.trace_id, timestamp=utcnow(),
-                          error=ErrorInfo(code="cancelled", message="cancelled by genesis delete"))
-        app.store.finalize(outcome, phase=Phase.FAILED, reason="cancelled", message="cancelled by genesis delete",
-                           actor="cli")
+        lifecycle.fail(app.store, view, code="cancelled", message="cancelled by genesis delete", actor="cli",
+                       runtime_name=app.runtime.name)
     if view.phase.finished or view.phase is Phase.PENDING:
-        removed = asyncio.run(_remove_sandboxes(app, view.id))
+        removed = asyncio.run(lifecycle.remove_sandboxes(app.runtime, app.store, view.id, actor="cli",
+                                                         reason="rollback: genesis delete"))
         app.store.set_preserved_until(view.id, None)
         print(f'experiment "{view.id}" deleted' + (f" ({removed} sandbox removed)" if removed else ""))
     else:

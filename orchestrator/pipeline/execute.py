@@ -23,13 +23,11 @@ from datetime import timedelta
 from orchestrator.domain import results
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
-from orchestrator.domain.models import (
-    Baseline, ErrorInfo, ExperimentRequest, Outcome, Phase, Recommendation, SandboxInfo, Validation,
-)
+from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
 from orchestrator.domain.records import CachedBaseline, ExperimentView
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
 from orchestrator.errors import GenesisError, ImageBuildError, RuntimeFailure, SandboxGone
-from orchestrator.pipeline import artifacts
+from orchestrator.pipeline import artifacts, lifecycle
 from orchestrator.runtimes.base import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE,
     Runtime, SandboxOutput, SandboxSpec, SandboxState,
@@ -140,8 +138,8 @@ class Executor:
         res = spec.resources
         sandbox = SandboxSpec(name=name, image=image, labels=labels, bundle=json.dumps(bundle).encode(),
                               cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network)
-        if await self.runtime.remove(name):  # a leftover of a crashed attempt: never run twice
-            self._audit(experiment_id, name, "deleted", "leftover of an interrupted run")
+        # A leftover of a crashed attempt under this name: never run twice.
+        await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
         try:
             await self.runtime.create(sandbox)
@@ -184,14 +182,10 @@ class Executor:
                 self._audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True
 
-    async def _teardown(self, experiment_id: str, name: str, *, reason: str) -> float:
+    async def _teardown(self, experiment_id: str, name: str, *, reason: str) -> float | None:
         """Delete the sandbox (rollback); returns how long it took, in ms."""
-        started = time.monotonic()
-        removed = await self.runtime.remove(name)
-        elapsed_ms = (time.monotonic() - started) * 1000
-        if removed:
-            self._audit(experiment_id, name, "deleted", reason, duration_ms=elapsed_ms)
-        return elapsed_ms
+        return await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
+                                              actor=self.actor, reason=reason)
 
     # -- baseline -----------------------------------------------------------------
 
@@ -299,15 +293,8 @@ class Executor:
         return "".join(chunks)
 
     def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
-        if view.phase.finished:
-            return view
-        outcome = Outcome(
-            experiment_id=view.id, instance_id=view.instance_id, status="failed",
-            recommendation=Recommendation.ROLLBACK, error=ErrorInfo(code=code, message=message),
-            trace_id=view.trace_id, timestamp=utcnow(),
-            sandbox=SandboxInfo(runtime=self.runtime.name, image=view.image or "", name=view.sandbox_name),
-        )
-        return self.store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=self.actor)
+        return lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
+                              runtime_name=self.runtime.name)
 
     def _audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
         self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,

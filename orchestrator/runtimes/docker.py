@@ -194,7 +194,7 @@ class DockerRuntime:
                 chunks = container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
                 for chunk in chunks:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk.decode("utf-8", "replace"))
-            except docker.errors.NotFound as exc:
+            except docker.errors.NotFound:
                 loop.call_soon_threadsafe(queue.put_nowait, SandboxGone(f"docker: no sandbox {name}"))
             except Exception as exc:  # translated below, on the loop side
                 loop.call_soon_threadsafe(queue.put_nowait, RuntimeFailure(f"docker logs: {exc}"))

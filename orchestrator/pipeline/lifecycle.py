@@ -1,0 +1,48 @@
+"""Lifecycle steps shared by the worker, the executor and the CLI: removing
+an experiment's sandboxes (rollback) and finalizing an experiment as Failed.
+One implementation each, so every path audits and records the same way."""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator.domain.models import ErrorInfo, Outcome, Phase, Recommendation, SandboxInfo
+from orchestrator.domain.records import ExperimentView
+from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE, Runtime
+from orchestrator.store.repository import Store, utcnow
+
+
+async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str | None, name: str, actor: str,
+                         reason: str) -> float | None:
+    """Delete one sandbox and audit it with its duration; ``None`` if it was already gone."""
+    started = time.monotonic()
+    if not await runtime.remove(name):
+        return None
+    elapsed_ms = (time.monotonic() - started) * 1000
+    store.audit(experiment_id=experiment_id, sandbox_name=name, action="deleted", actor=actor, reason=reason,
+                duration_ms=elapsed_ms)
+    return elapsed_ms
+
+
+async def remove_sandboxes(runtime: Runtime, store: Store, experiment_id: str, *, actor: str, reason: str) -> int:
+    """Delete every sandbox labelled with ``experiment_id``; returns how many."""
+    removed = 0
+    for state in await runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}):
+        if await remove_sandbox(runtime, store, experiment_id=experiment_id, name=state.name, actor=actor,
+                                reason=reason) is not None:
+            removed += 1
+    return removed
+
+
+def fail(store: Store, view: ExperimentView, *, code: str, message: str, actor: str,
+         runtime_name: str) -> ExperimentView:
+    """Finalize as Failed with ``code``; a no-op on an experiment already finished."""
+    if view.phase.finished:
+        return view
+    outcome = Outcome(
+        experiment_id=view.id, instance_id=view.instance_id, status="failed",
+        recommendation=Recommendation.ROLLBACK, error=ErrorInfo(code=code, message=message),
+        trace_id=view.trace_id, timestamp=utcnow(),
+        sandbox=SandboxInfo(runtime=runtime_name, image=view.image or "", name=view.sandbox_name),
+    )
+    return store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
