@@ -51,6 +51,13 @@ class App:
     def executor(self) -> Executor:
         return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots)
 
+    def controller(self, *, leader: bool = True):
+        """A reconciling controller; ``leader=False`` skips the election (tests, ``--once``)."""
+        from orchestrator.controller.loop import Controller
+        from orchestrator.store.leases import Leader
+        return Controller(self.executor, leader=Leader(self.engine) if leader else None,
+                          pass_interval_s=self.settings.pass_interval_s)
+
     def close(self) -> None:
         if "runtime" in self.__dict__:
             self.runtime.close()

@@ -59,4 +59,10 @@ class SandboxGone(RuntimeFailure):
 
 
 class StoreError(GenesisError):
+    """The database failed; ``transient`` when retrying may help (connection lost)."""
+
     code = "store_error"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient

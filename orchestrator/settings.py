@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.domain.intake import IntakeLimits
-from orchestrator.domain.models import Resources, Validation
+from orchestrator.domain.models import Resources, Validation, parse_memory
+from orchestrator.domain.planner import Capacity, Limits
 from orchestrator.domain.policy import DEFAULT_POLICY, Policy
 from orchestrator.errors import GenesisError
 
@@ -46,12 +47,19 @@ class Settings(BaseModel):
     default_resources: Resources = Resources(cpu=1, memory="1Gi", pids=512)
     max_body_bytes: int = 4 * 2**20
     max_files: int = 1000
-    max_gpus: int = 0
+    # Controller (SPEC §6): admission limits and retries.
+    max_concurrent: int = 2
+    per_instance_quota: int | None = None
+    cpu_budget: float | None = None  # default: the host's CPUs
+    memory_budget: str | None = None  # default: the host's memory
+    gpus: list[str] = Field(default_factory=list)  # whole devices sandboxes may get, e.g. ["0", "1"]
+    backoff_limit: int = 3
+    phase_deadline_s: float = 1800.0
+    pass_interval_s: float = 1.0
     max_timeout_ms: int = 24 * 3_600_000
     preserve_ttl_s: int = 7 * 24 * 3600
     max_output_file_bytes: int = 16 * 2**20
     policy: Policy = DEFAULT_POLICY
-    worker_poll_s: float = 1.0
     # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
     # so its leftovers can be found and removed by label).
     extra_labels: dict[str, str] = Field(default_factory=dict)
@@ -64,13 +72,26 @@ class Settings(BaseModel):
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
 
+    def capacity(self) -> Capacity:
+        return Capacity(
+            max_concurrent=self.max_concurrent, per_instance=self.per_instance_quota,
+            cpu=self.cpu_budget or float(os.cpu_count() or 1),
+            memory_bytes=parse_memory(self.memory_budget) if self.memory_budget else host_memory_bytes(),
+            gpus=tuple(self.gpus),
+        )
+
+    def limits(self) -> Limits:
+        return Limits(backoff_limit=self.backoff_limit, phase_deadline_s=self.phase_deadline_s)
+
     def intake_limits(self) -> IntakeLimits:
+        """What one request may ask for: never more than the controller could ever admit."""
+        capacity = self.capacity()
         return IntakeLimits(
             max_body_bytes=self.max_body_bytes,
             max_files=self.max_files,
-            max_cpu=float(os.cpu_count() or 1),
-            max_memory_bytes=host_memory_bytes(),
-            max_gpus=self.max_gpus,
+            max_cpu=capacity.cpu,
+            max_memory_bytes=capacity.memory_bytes,
+            max_gpus=len(self.gpus),
             max_timeout_ms=self.max_timeout_ms,
         )
 

@@ -64,7 +64,7 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
     path = home / "genesis.yaml"
     path.write_text(json.dumps({
         "home": str(home), "repos": {"monorepo": {"path": str(sample_repo)}},
-        "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "worker_poll_s": 0.2,
+        "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
     }))
     return path
 

@@ -45,10 +45,16 @@ def hostile(script: str, **overrides) -> dict:
 
 
 def run_experiment(app, body: dict):
-    """Submit through intake and run to the end; returns the final view."""
+    """Submit through intake and let a controller run it to the end; returns the final view."""
     result = app.intake.submit(json.dumps(body).encode())
     assert result.error is None, f"rejected: {result.error} ({result.error.code})"
-    return asyncio.run(app.executor.run(result.view.id))
+    drain(app)
+    return app.store.get(result.view.id)
+
+
+def drain(app, *, timeout_s: float = 300) -> None:
+    """Reconcile until nothing is pending or running (no leader election)."""
+    asyncio.run(app.controller(leader=False).run_until_idle(timeout_s=timeout_s))
 
 
 def sandboxes_of(docker_client, experiment_id: str) -> list:

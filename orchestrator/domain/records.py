@@ -38,6 +38,10 @@ class ExperimentView(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    deadline_at: datetime | None = None
+    not_before: datetime | None = None
+    kill_reason: str | None = None
+    gpus: tuple[str, ...] = ()
 
 
 class HistoryEntry(BaseModel):

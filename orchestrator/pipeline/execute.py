@@ -26,7 +26,7 @@ from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
 from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
 from orchestrator.domain.records import CachedBaseline, ExperimentView
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
-from orchestrator.errors import GenesisError, ImageBuildError, RuntimeFailure, SandboxGone
+from orchestrator.errors import GenesisError, ImageBuildError, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle
 from orchestrator.runtimes.base import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE,
@@ -38,7 +38,7 @@ from orchestrator.snapshots.builder import SnapshotBuilder
 from orchestrator.store.repository import Store, utcnow
 
 log = logging.getLogger(__name__)
-CANCEL_POLL_S = 1.0  # how often a waiting sandbox checks for `genesis delete`
+CANCEL_POLL_S = 1.0  # how often a waiting baseline checks for `genesis delete`
 
 
 @dataclass(frozen=True)
@@ -70,36 +70,73 @@ def baseline_key(*, repo: str, commit: str, validation: Validation, image: str) 
 
 class Executor:
     def __init__(self, *, settings: Settings, store: Store, runtime: Runtime, snapshots: SnapshotBuilder,
-                 actor: str = "worker", llm_patterns: LlmPatterns | None = None) -> None:
+                 actor: str = "controller", llm_patterns: LlmPatterns | None = None) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
         self.snapshots = snapshots
         self.actor = actor
         self.patterns = llm_patterns or LlmPatterns()
+        # One baseline run per key at a time: concurrent experiments on one
+        # commit wait for the first and then read the cache.
+        self._baseline_locks: dict[str, asyncio.Lock] = {}
 
-    async def run(self, experiment_id: str) -> ExperimentView:
+    # -- steps the controller drives ---------------------------------------------
+
+    async def start(self, experiment_id: str) -> ExperimentView:
+        """Building → Running: snapshot image, baseline, then the sandbox with the change.
+
+        Idempotent for one attempt: an interrupted start is simply run again
+        (deterministic image tags and sandbox names; leftovers are removed).
+        Infrastructure errors (``RuntimeFailure``) propagate for the
+        controller to retry; failures of the change finalize the experiment.
+        """
         view = self.store.get(experiment_id)
-        if view.phase.finished:
+        if view.phase is not Phase.BUILDING:
             return view
-        ctx = {"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": view.trace_id}
+        ctx = self._ctx(view)
         try:
             if view.cancel_requested:
                 raise Failure("cancelled", "cancelled before it started")
-            return await self._run(view, ctx)
+            return await self._start(view, ctx)
         except Failure as failure:
-            log.warning("experiment_failed", extra={**ctx, "code": failure.code, "reason": str(failure)})
-            return self.fail(self.store.get(experiment_id), failure.code, str(failure))
+            return self._failed(experiment_id, failure, ctx)
 
-    async def _run(self, view: ExperimentView, ctx: dict) -> ExperimentView:
+    async def collect(self, experiment_id: str) -> ExperimentView:
+        """Running (sandbox exited) → Collecting → Succeeded | Failed."""
+        view = self.store.get(experiment_id)
+        if view.phase is Phase.RUNNING:
+            view = self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
+                                         message=f"sandbox {view.sandbox_name} exited")
+        if view.phase is not Phase.COLLECTING:
+            return view
+        ctx = self._ctx(view)
+        try:
+            return await self._collect(view, ctx)
+        except Failure as failure:
+            return self._failed(experiment_id, failure, ctx)
+
+    async def kill(self, experiment_id: str, sandbox: str, *, reason: str) -> None:
+        """Stop a running sandbox for ``reason`` (timeout | cancelled); collect follows."""
+        self.store.set_kill_reason(experiment_id, reason)
+        await self.runtime.kill(sandbox)
+        why = "killed at the timeout" if reason == "timeout" else "killed: cancelled by request"
+        self._audit(experiment_id, sandbox, "stopped", why)
+
+    def _ctx(self, view: ExperimentView) -> dict:
+        return {"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": view.trace_id}
+
+    def _failed(self, experiment_id: str, failure: "Failure", ctx: dict) -> ExperimentView:
+        log.warning("experiment_failed", extra={**ctx, "code": failure.code, "reason": str(failure)})
+        return self.fail(self.store.get(experiment_id), failure.code, str(failure))
+
+    async def _start(self, view: ExperimentView, ctx: dict) -> ExperimentView:
         spec = view.spec
         assert spec is not None and view.commit is not None
         repo = self.settings.repos.get(spec.repo)
         if repo is None:
             raise Failure("unknown_repo", f"repo {spec.repo!r} is no longer configured")
         log.info("experiment_start", extra=ctx)
-        view = self.store.transition(view.id, Phase.BUILDING, reason="BuildingSnapshot", actor=self.actor,
-                                     message=f"{spec.repo}@{view.commit[:12]}", attempt=view.attempt + 1)
         try:
             snap = await self.snapshots.ensure(repo_name=spec.repo, repo_path=repo.path, commit=view.commit,
                                                toolchain=repo.toolchain)
@@ -110,21 +147,39 @@ class Executor:
         validation = spec.validation or repo.validation
         self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=snap.tag,
                               message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)")
-        baseline = await self._baseline(view, spec, snap.tag, validation)
+        await self._baseline(view, spec, snap.tag, validation)
         name = sandbox_name(view.id, view.attempt)
-        self.store.transition(view.id, Phase.RUNNING, reason="SandboxStarting", message=name,
-                              actor=self.actor, sandbox_name=name)
-        labels = self._labels(view, role="experiment", attempt=view.attempt)
         bundle = {"changes": spec.changes.model_dump(mode="json", exclude_none=True),
                   "validation": validation.model_dump(mode="json")}
-        run = await self._sandbox(name=name, image=snap.tag, labels=labels, bundle=bundle, spec=spec,
-                                  experiment_id=view.id)
-        startup = ""
-        if run.result.validation_started_ms is not None:
-            startup = f"; validation started {run.result.validation_started_ms - run.created_wall_ms} ms after create"
-        self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
-                              message=f"validation exit {run.result.exit_code}{startup}")
-        return await self._conclude(view, spec, run, baseline, snap.tag, ctx)
+        created_wall_ms = await self._launch(name=name, image=snap.tag, spec=spec, experiment_id=view.id,
+                                             labels=self._labels(view, role="experiment", attempt=view.attempt),
+                                             bundle=bundle)
+        deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
+        log.info("sandbox_created", extra={**ctx, "sandbox": name})
+        return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
+                                     message=f"{name}; created at {created_wall_ms} ms", sandbox_name=name,
+                                     deadline_at=deadline)
+
+    async def _collect(self, view: ExperimentView, ctx: dict) -> ExperimentView:
+        spec = view.spec
+        assert spec is not None and view.sandbox_name is not None
+        state = await self.runtime.inspect(view.sandbox_name)
+        if state.status == "missing":
+            raise SandboxGone(f"sandbox {view.sandbox_name} vanished before its results were collected")
+        output = await self.runtime.collect(view.sandbox_name, max_file_bytes=self.settings.max_output_file_bytes)
+        result = results.parse_runner_result(output.files, output.log_tail)
+        cancelled = view.cancel_requested or view.kill_reason == "cancelled"
+        run = SandboxRun(state=state, output=output, result=result, timed_out=view.kill_reason == "timeout",
+                         cancelled=cancelled, created_wall_ms=0)
+        repo = self.settings.repos.get(spec.repo)
+        validation = spec.validation or (repo.validation if repo else None)
+        baseline = None
+        if validation is not None and view.image:
+            baseline = self.store.baseline(baseline_key(repo=spec.repo, commit=view.commit or "",
+                                                        validation=validation, image=view.image))
+        if baseline is None and not (run.cancelled or run.timed_out):
+            raise SandboxGone("the baseline of this experiment is no longer cached")
+        return await self._conclude(view, spec, run, baseline, view.image or "", ctx)
 
     # -- sandboxes ----------------------------------------------------------------
 
@@ -132,37 +187,27 @@ class Executor:
         return {**self.settings.extra_labels, MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
                 LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
 
-    async def _sandbox(self, *, name: str, image: str, labels: dict[str, str], bundle: dict,
-                       spec: ExperimentRequest, experiment_id: str) -> SandboxRun:
-        """Create, start and wait for one sandbox; kill it at the deadline or on cancel."""
+    async def _launch(self, *, name: str, image: str, labels: dict[str, str], bundle: dict,
+                      spec: ExperimentRequest, experiment_id: str) -> int:
+        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation."""
         res = spec.resources
         sandbox = SandboxSpec(name=name, image=image, labels=labels, bundle=json.dumps(bundle).encode(),
                               cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network)
-        # A leftover of a crashed attempt under this name: never run twice.
+        # A leftover of an interrupted attempt under this name: never run twice.
         await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
-        try:
-            await self.runtime.create(sandbox)
-            self._audit(experiment_id, name, "created", f"image {image}",
-                        details={"cpu": res.cpu, "memory_bytes": res.memory_bytes, "pids": res.pids,
-                                 "network": spec.network})
-            self._audit(experiment_id, name, "changes_applied", "bundle delivered to /genesis/in",
-                        details={"bundle_bytes": len(sandbox.bundle)})
-            await self.runtime.start(name)
-            self._audit(experiment_id, name, "started", "validation sandbox started")
-            state, timed_out, cancelled = await self._wait(name, experiment_id, spec.timeout_ms / 1000)
-            output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
-        except RuntimeFailure as exc:
-            await self._teardown(experiment_id, name, reason="runtime error")
-            if self.store.get(experiment_id).cancel_requested:
-                raise Failure("cancelled", "cancelled by request while running") from exc
-            code = "sandbox_lost" if isinstance(exc, SandboxGone) else "runtime_error"
-            raise Failure(code, str(exc)) from exc
-        result = results.parse_runner_result(output.files, output.log_tail)
-        return SandboxRun(state=state, output=output, result=result, timed_out=timed_out,
-                          cancelled=cancelled, created_wall_ms=created_wall_ms)
+        await self.runtime.create(sandbox)
+        self._audit(experiment_id, name, "created", f"image {image}",
+                    details={"cpu": res.cpu, "memory_bytes": res.memory_bytes, "pids": res.pids,
+                             "network": spec.network})
+        self._audit(experiment_id, name, "changes_applied", "bundle delivered to /genesis/in",
+                    details={"bundle_bytes": len(sandbox.bundle)})
+        await self.runtime.start(name)
+        self._audit(experiment_id, name, "started", f"{labels.get(LABEL_ROLE, 'experiment')} sandbox started")
+        return created_wall_ms
 
-    async def _wait(self, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
+    async def _run_to_exit(self, *, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
+        """Wait for a sandbox this step owns (the baseline); kill it at the deadline or on cancel."""
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = deadline - time.monotonic()
@@ -173,7 +218,6 @@ class Executor:
             state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
             cancelled = self.store.get(experiment_id).cancel_requested
             if state is not None:
-                # A sandbox killed by `genesis delete` also ends up here.
                 self._audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
                             details={"oom_killed": state.oom_killed})
                 return state, False, cancelled
@@ -192,27 +236,42 @@ class Executor:
     async def _baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
                         validation: Validation) -> CachedBaseline:
         key = baseline_key(repo=spec.repo, commit=view.commit or "", validation=validation, image=image)
-        cached = self.store.baseline(key)
-        if cached is not None:
-            return cached
+        async with self._baseline_locks.setdefault(key, asyncio.Lock()):
+            cached = self.store.baseline(key)
+            if cached is not None:
+                return cached
+            return await self._run_baseline(view, spec, image, validation, key)
+
+    async def _run_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
+                            validation: Validation, key: str) -> CachedBaseline:
         self.store.transition(view.id, Phase.BUILDING, reason="RunningBaseline", actor=self.actor,
                               message="validation on the unmodified snapshot")
         name = f"genesis-baseline-{key[:16]}"
-        run = await self._sandbox(name=name, image=image, labels=self._labels(view, role="baseline", attempt=0),
-                                  bundle={"changes": {}, "validation": validation.model_dump(mode="json")},
-                                  spec=spec, experiment_id=view.id)
+        bundle = {"changes": {}, "validation": validation.model_dump(mode="json")}
+        await self._launch(name=name, image=image, labels=self._labels(view, role="baseline", attempt=view.attempt),
+                           bundle=bundle, spec=spec, experiment_id=view.id)
+        state, timed_out, cancelled = await self._run_to_exit(name=name, experiment_id=view.id,
+                                                              timeout_s=spec.timeout_ms / 1000)
+        output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
         await self._teardown(view.id, name, reason="baseline collected")
-        if run.cancelled:
+        if cancelled:
             raise Failure("cancelled", "cancelled while the baseline ran")
+        result = results.parse_runner_result(output.files, output.log_tail)
+        if result.status != "completed" and not (timed_out or state.oom_killed):
+            # The runner never finished (daemon restart, sandbox killed): infrastructure.
+            raise SandboxGone(f"the baseline sandbox ended without a result ({result.status})")
+        run = SandboxRun(state=state, output=output, result=result, timed_out=timed_out, cancelled=False,
+                         created_wall_ms=0)
         files = run.output.files if run.output else {}
         report = results.test_report(files, run.result.exit_code)
+        # A baseline that times out or runs out of memory is still the truth
+        # about the unmodified tree (no passing tests), so it is cached too.
         baseline = CachedBaseline(key=key, cases=report.cases, parse_errors=list(report.parse_errors),
                                   runtime_ms=run.result.runtime_ms, exit_code=run.result.exit_code or 0,
                                   llm_count=await asyncio.to_thread(self._tree_llm_count, spec.repo, view.commit),
                                   created_at=utcnow())
-        if run.result.status == "completed" and not run.timed_out and not run.state.oom_killed:
-            self.store.put_baseline(baseline, repo=spec.repo, commit=view.commit or "",
-                                    command=validation.command, image=image)
+        self.store.put_baseline(baseline, repo=spec.repo, commit=view.commit or "",
+                                command=validation.command, image=image)
         return baseline
 
     def _tree_llm_count(self, repo_name: str, commit: str | None) -> int:
@@ -225,8 +284,8 @@ class Executor:
     # -- verdict ------------------------------------------------------------------
 
     async def _conclude(self, view: ExperimentView, spec: ExperimentRequest, run: SandboxRun,
-                        baseline: CachedBaseline, image: str, ctx: dict) -> ExperimentView:
-        name = sandbox_name(view.id, view.attempt)
+                        baseline: CachedBaseline | None, image: str, ctx: dict) -> ExperimentView:
+        name = view.sandbox_name or sandbox_name(view.id, view.attempt)
         output = run.output
         full_log = await self._full_log(name)
         if output is not None:
@@ -236,6 +295,12 @@ class Executor:
             await self._teardown(view.id, name, reason=f"rollback: {failure.code}")
             log.info("rollback_initiated", extra={**ctx, "code": failure.code})
             raise failure
+        if run.result.status != "completed" or baseline is None:
+            # The runner was killed from outside (daemon restart, host OOM, a
+            # node going away): not the change's fault, so the attempt is retried.
+            await self._teardown(view.id, name, reason="sandbox ended without a result")
+            raise SandboxGone(f"sandbox {name} ended without a result ({run.result.status}, "
+                              f"exit {run.state.exit_code})")
         log.info("tests_completed", extra={**ctx, "exit_code": run.result.exit_code})
         files = output.files if output else {}
         report = results.test_report(files, run.result.exit_code)
@@ -277,12 +342,8 @@ class Executor:
             return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
         if run.state.oom_killed:
             return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")
-        status = run.result.status
-        if status == "patch_failed":
+        if run.result.status == "patch_failed":
             return Failure("patch_failed", run.result.message or "the change did not apply")
-        if status != "completed":
-            return Failure("runtime_error", f"the sandbox runner did not complete ({status}): "
-                                            f"{run.result.message or 'exit ' + str(run.state.exit_code)}")
         return None
 
     async def _full_log(self, name: str) -> str | None:

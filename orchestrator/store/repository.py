@@ -19,11 +19,12 @@ from typing import Iterator
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from orchestrator.domain.models import (
     Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation,
 )
+from orchestrator.domain.planner import Desired
 from orchestrator.domain.records import CachedBaseline, ExperimentView, HistoryEntry
 from orchestrator.errors import GenesisError, NotFound, RequestRejected, StoreError
 from orchestrator.store.tables import (
@@ -31,7 +32,7 @@ from orchestrator.store.tables import (
 )
 
 _transient = retry(
-    retry=retry_if_exception_type(OperationalError),
+    retry=retry_if_exception(lambda exc: isinstance(exc, StoreError) and exc.transient),
     wait=wait_exponential(multiplier=0.2, max=5),
     stop=stop_after_attempt(6),
     reraise=True,
@@ -85,6 +86,8 @@ def _view(row: ExperimentRow) -> ExperimentView:
         outcome=Outcome.model_validate(row.outcome) if row.outcome else None,
         created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
         started_at=_aware(row.started_at), finished_at=_aware(row.finished_at),
+        deadline_at=_aware(row.deadline_at), not_before=_aware(row.not_before), kill_reason=row.kill_reason,
+        gpus=tuple(row.gpus or ()),
     )
 
 
@@ -98,6 +101,22 @@ def _set_condition(row: ExperimentRow, *, type_: str, status: str, reason: str, 
     row.conditions = conditions
 
 
+_DESIRED_COLUMNS = ("id", "instance_id", "phase", "priority", "created_at", "attempt", "cancel_requested",
+                    "sandbox_name", "phase_since", "deadline_at", "not_before", "preserved_until", "kill_reason",
+                    "cpu", "memory_bytes", "gpus_requested", "gpus")
+
+
+def _desired(row) -> Desired:
+    return Desired(
+        id=row.id, instance_id=row.instance_id, phase=Phase(row.phase), priority=row.priority,
+        created_at=_aware(row.created_at), attempt=row.attempt, cancel_requested=row.cancel_requested,
+        sandbox_name=row.sandbox_name, phase_since=_aware(row.phase_since), deadline_at=_aware(row.deadline_at),
+        not_before=_aware(row.not_before), preserved_until=_aware(row.preserved_until),
+        kill_reason=row.kill_reason, cpu=row.cpu or 0.0, memory_bytes=row.memory_bytes or 0,
+        gpus_requested=row.gpus_requested or 0, gpus_assigned=tuple(row.gpus or ()),
+    )
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -108,8 +127,10 @@ class Store:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except (IntegrityError, OperationalError):
-            raise
+        except IntegrityError:
+            raise  # submit() turns a lost insert race into a duplicate or conflict
+        except OperationalError as exc:
+            raise StoreError(f"database unavailable: {exc.orig or exc}", transient=True) from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database: {exc}") from exc
 
@@ -147,7 +168,9 @@ class Store:
                 repo=request.repo, base_ref=request.base_ref, commit=commit,
                 spec=request.model_dump(mode="json"), body_sha256=digest, phase=Phase.PENDING.value,
                 conditions=[], priority=request.priority, attempt=0, cancel_requested=False,
-                trace_id=trace_id, created_at=now, updated_at=now,
+                trace_id=trace_id, created_at=now, updated_at=now, phase_since=now,
+                cpu=request.resources.cpu, memory_bytes=request.resources.memory_bytes,
+                gpus_requested=request.resources.gpu,
             )
             _set_condition(row, type_="Accepted", status="True", reason="Queued",
                            message=f"queued at priority {request.priority}", now=now)
@@ -191,6 +214,7 @@ class Store:
                 reason=code, message=message[:4000], conditions=[], priority=0, attempt=0,
                 recommendation=Recommendation.ROLLBACK.value,
                 cancel_requested=False, trace_id=trace_id, created_at=now, updated_at=now, finished_at=now,
+                phase_since=now,
             )
             _set_condition(row, type_="Accepted", status="False", reason=code, message=message, now=now)
             outcome = Outcome(experiment_id=experiment_id, instance_id=instance_id, status="failed",
@@ -267,6 +291,8 @@ class Store:
             row = self._row(session, experiment_id)
             if Phase(row.phase).finished:
                 raise GenesisError(f"experiment {experiment_id} is already {row.phase}", code="already_finished")
+            if row.phase != phase.value:
+                row.phase_since = now
             row.phase, row.updated_at = phase.value, now
             if phase is Phase.BUILDING and row.started_at is None:
                 row.started_at = now
@@ -287,6 +313,7 @@ class Store:
             if Phase(row.phase).finished:
                 return _view(row)  # finalized exactly once
             row.phase, row.reason, row.message = phase.value, reason, message[:4000]
+            row.phase_since, row.gpus = now, None
             row.recommendation = outcome.recommendation.value
             row.outcome = outcome.model_dump(mode="json")
             row.preserved_until, row.updated_at, row.finished_at = _utc(preserved_until), now, now
@@ -322,6 +349,64 @@ class Store:
         with self._tx() as session:
             self._history(session, experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
                           actor=actor, reason=reason, duration_ms=duration_ms, details=details)
+
+    # -- controller -------------------------------------------------------------
+
+    @_transient
+    def desired(self) -> list[Desired]:
+        """Records the controller must look at: unfinished, or finished with a preserved sandbox."""
+        with self._tx() as session:
+            rows = session.execute(
+                select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
+                .where((ExperimentRow.phase.not_in([Phase.SUCCEEDED.value, Phase.FAILED.value]))
+                       | ExperimentRow.preserved_until.is_not(None)))
+            return [_desired(r) for r in rows]
+
+    @_transient
+    def desired_of(self, experiment_id: str) -> Desired | None:
+        with self._tx() as session:
+            row = session.execute(select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
+                                  .where(ExperimentRow.id == experiment_id)).first()
+            return _desired(row) if row is not None else None
+
+    @_transient
+    def admit(self, experiment_id: str, *, gpus: tuple[str, ...], actor: str) -> ExperimentView | None:
+        """Pending → Building with the next attempt number; ``None`` if no longer admissible."""
+        now = utcnow()
+        with self._tx() as session:
+            row = self._row(session, experiment_id, lock=True)
+            if row.phase != Phase.PENDING.value or row.cancel_requested:
+                return None
+            row.phase, row.phase_since, row.updated_at = Phase.BUILDING.value, now, now
+            row.attempt, row.gpus, row.not_before, row.kill_reason = row.attempt + 1, list(gpus), None, None
+            row.started_at = row.started_at or now
+            message = f"attempt {row.attempt}" + (f", GPUs {', '.join(gpus)}" if gpus else "")
+            _set_condition(row, type_=Phase.BUILDING.value, status="True", reason="Admitted", message=message,
+                           now=now)
+            self._history(session, experiment_id=row.id, sandbox_name="", action="phase:Building", actor=actor,
+                          reason=f"Admitted: {message}")
+            return _view(row)
+
+    @_transient
+    def requeue(self, experiment_id: str, *, reason: str, not_before: datetime, actor: str) -> None:
+        """An infrastructure failure: back to Pending, retried after ``not_before``."""
+        with self._tx() as session:
+            row = self._row(session, experiment_id, lock=True)
+            if Phase(row.phase).finished:
+                return
+            now = utcnow()
+            row.phase, row.phase_since, row.updated_at = Phase.PENDING.value, now, now
+            row.not_before, row.kill_reason, row.gpus, row.deadline_at = _utc(not_before), None, None, None
+            message = f"{reason}; retry after {row.not_before.isoformat(timespec='seconds')}"
+            _set_condition(row, type_="Retrying", status="True", reason="InfrastructureFailure", message=message,
+                           now=now)
+            self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
+                          action="phase:Pending", actor=actor, reason=f"Requeued: {message}")
+
+    @_transient
+    def set_kill_reason(self, experiment_id: str, reason: str) -> None:
+        with self._tx() as session:
+            self._row(session, experiment_id).kill_reason = reason
 
     # -- caches -----------------------------------------------------------------
 
@@ -369,8 +454,8 @@ class Store:
     # -- helpers ----------------------------------------------------------------
 
     @staticmethod
-    def _row(session: Session, experiment_id: str) -> ExperimentRow:
-        row = session.get(ExperimentRow, experiment_id)
+    def _row(session: Session, experiment_id: str, *, lock: bool = False) -> ExperimentRow:
+        row = session.get(ExperimentRow, experiment_id, with_for_update=lock or None)
         if row is None:
             raise NotFound(f'experiments "{experiment_id}" not found')
         return row

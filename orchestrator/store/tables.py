@@ -43,8 +43,18 @@ class ExperimentRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Controller state (migration 0002).
+    phase_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    kill_reason: Mapped[str | None] = mapped_column(String(32))
+    cpu: Mapped[float] = mapped_column(Float, server_default="0", default=0.0)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
+    gpus_requested: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+    gpus: Mapped[list | None] = mapped_column(JSON)
 
-    __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),)
+    __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),
+                      Index("ix_experiment_preserved", "preserved_until"))
 
 
 class MetricsRow(Base):
@@ -117,6 +127,16 @@ class SnapshotImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     uses: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LeaseRow(Base):
+    """A named lease: who leads, until when (the SQLite stand-in for an advisory lock)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxRow(Base):

@@ -49,7 +49,7 @@ def test_good_change_merges_and_is_preserved_bad_change_rolls_back(app, docker_c
     good = run_experiment(app, example("good-change.yaml"))
     bad = run_experiment(app, example("bad-change.yaml"))
 
-    assert good.phase.value == "Succeeded" and bad.phase.value == "Succeeded"
+    assert good.phase.value == "Succeeded" and bad.phase.value == "Succeeded", (good.message, bad.message)
     assert good.recommendation.value in ("merge", "merge_with_adaptations")
     assert bad.recommendation.value == "rollback"
 

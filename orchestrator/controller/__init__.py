@@ -1,0 +1,1 @@
+"""The reconciling controller: observe, plan (pure), apply; one leader at a time."""

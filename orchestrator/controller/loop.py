@@ -1,0 +1,213 @@
+"""The reconcile loop behind ``genesis serve``.
+
+Each pass reads desired state (the store) and actual state (sandboxes the
+runtime reports by label), asks :func:`orchestrator.domain.planner.plan`
+what to do, and applies the actions: quick ones inline (teardown, kill,
+retry, fail), long ones (start: image + baseline + launch; collect) as
+tasks, at most one per experiment, tracked as "in flight" so the next pass
+leaves them alone.
+
+It survives anything by construction: all state lives in the store and the
+runtime, so a controller killed at any point and started again sees the same
+world and carries on (adopting running sandboxes, re-driving interrupted
+steps). Errors of one pass are logged and retried with exponential backoff;
+the loop never spins and never dies of one bad record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable
+
+from orchestrator.domain import planner
+from orchestrator.domain.planner import Action, Admit, Collect, Fail, Kill, Observed, Resume, Retry, Teardown, Unpreserve
+from orchestrator.errors import GenesisError, RuntimeFailure, StoreError
+from orchestrator.pipeline import lifecycle
+from orchestrator.pipeline.execute import Executor
+from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE
+from orchestrator.store.leases import Leader
+from orchestrator.store.repository import utcnow
+
+log = logging.getLogger(__name__)
+MAX_ERROR_BACKOFF_S = 30.0
+
+
+class Controller:
+    def __init__(self, executor: Executor, *, leader: Leader | None = None, pass_interval_s: float = 1.0,
+                 actor: str = "controller") -> None:
+        self.executor = executor
+        self.store = executor.store
+        self.runtime = executor.runtime
+        self.settings = executor.settings
+        self.capacity = self.settings.capacity()
+        self.limits = self.settings.limits()
+        self.leader = leader
+        self.pass_interval_s = pass_interval_s
+        self.actor = actor
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.passes = 0
+        self.leading = False
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile until :meth:`shutdown`; a standby while another process leads."""
+        errors = 0
+        while not self._stopping.is_set():
+            try:
+                if await self._lead():
+                    await self.reconcile_once()
+                errors = 0
+                delay = self.pass_interval_s
+            except (GenesisError, OSError) as exc:
+                errors += 1
+                delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
+                log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
+            await self._sleep(delay)
+        await self._drain()
+
+    async def run_until_idle(self, *, timeout_s: float = 600.0) -> int:
+        """Reconcile until nothing is pending or in flight (``serve --once``, tests)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            if not await self._lead():
+                await self._sleep(self.pass_interval_s)
+                continue
+            await self.reconcile_once()
+            if not self._tasks and not any(d.phase.value in ("Pending", "Building", "Running", "Collecting")
+                                           for d in self.store.desired()):
+                return self.passes
+            await self._sleep(self.pass_interval_s)
+        if not self._stopping.is_set():
+            raise GenesisError(f"experiments still unfinished after {timeout_s:.0f}s", code="timeout")
+        return self.passes
+
+    async def _lead(self) -> bool:
+        was = self.leading
+        self.leading = self.leader is None or await asyncio.to_thread(self.leader.acquire)
+        if self.leading != was:
+            log.info("leading" if self.leading else "standby",
+                     extra={"holder": self.leader.holder if self.leader else None})
+        return self.leading
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def __aenter__(self) -> "Controller":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.shutdown()
+        await self._drain()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _drain(self) -> None:
+        """Let in-flight steps finish; whatever is cut short is re-driven by the next leader."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=30)
+        for task in self._tasks.values():
+            task.cancel()
+        if self.leader is not None:
+            await asyncio.to_thread(self.leader.release)
+
+    # -- one pass -----------------------------------------------------------------
+
+    async def reconcile_once(self) -> list[Action]:
+        started = time.monotonic()
+        # Taken before reading state: a step that ends while we read still
+        # counts as in flight this pass, so a stale view of its record can
+        # never make the planner reap its sandbox or re-drive it.
+        in_flight = frozenset(self._tasks)
+        desired = await asyncio.to_thread(self.store.desired)
+        states = await self.runtime.list({MANAGED_BY: MANAGED_BY_VALUE})
+        observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"))
+                    for s in states]
+        actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
+                               in_flight=in_flight | frozenset(self._tasks))
+        for action in actions:
+            try:
+                await self._apply(action)
+            except GenesisError as exc:  # one bad record never stops the pass
+                log.warning("action failed", extra={"action": type(action).__name__, "error": str(exc),
+                                                    "experiment_id": getattr(action, "experiment_id", None)})
+        self.passes += 1
+        log.debug("reconcile pass", extra={"actions": len(actions), "seconds": time.monotonic() - started})
+        return actions
+
+    async def _apply(self, action: Action) -> None:
+        if isinstance(action, Teardown):
+            await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=action.experiment_id,
+                                           name=action.sandbox, actor=self.actor, reason=action.reason)
+            if action.clear_preserved and action.experiment_id:
+                self.store.set_preserved_until(action.experiment_id, None)
+        elif isinstance(action, Unpreserve):
+            self.store.set_preserved_until(action.experiment_id, None)
+        elif isinstance(action, Fail):
+            lifecycle.fail(self.store, self.store.get(action.experiment_id), code=action.code,
+                           message=action.message, actor=self.actor, runtime_name=self.runtime.name)
+        elif isinstance(action, Retry):
+            self.store.requeue(action.experiment_id, reason=action.reason, not_before=action.not_before,
+                               actor=self.actor)
+        elif isinstance(action, Kill):
+            await self.executor.kill(action.experiment_id, action.sandbox, reason=action.reason)
+        elif isinstance(action, Admit):
+            if self.store.admit(action.experiment_id, gpus=action.gpus, actor=self.actor) is not None:
+                self._spawn(action.experiment_id, self.executor.start(action.experiment_id))
+        elif isinstance(action, Resume):
+            step = self.executor.start if action.step == "start" else self.executor.collect
+            self._spawn(action.experiment_id, step(action.experiment_id))
+        elif isinstance(action, Collect):
+            self._spawn(action.experiment_id, self.executor.collect(action.experiment_id))
+
+    def _spawn(self, experiment_id: str, step: Awaitable) -> None:
+        task = asyncio.create_task(self._guard(experiment_id, step), name=f"genesis:{experiment_id}")
+        self._tasks[experiment_id] = task
+
+    async def _guard(self, experiment_id: str, step: Awaitable) -> None:
+        """Run one step; an infrastructure failure becomes a retry with backoff."""
+        try:
+            await step
+        except (RuntimeFailure, StoreError) as exc:
+            log.warning("infrastructure failure; will retry", extra={"experiment_id": experiment_id,
+                                                                     "error": str(exc)})
+            await self._retry_after_failure(experiment_id, str(exc))
+        except GenesisError as exc:
+            if exc.code != "already_finished":
+                await self._fail_quietly(experiment_id, exc.code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one experiment
+            log.exception("step crashed", extra={"experiment_id": experiment_id})
+            await self._fail_quietly(experiment_id, "runtime_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._tasks.pop(experiment_id, None)
+            self._wake.set()
+
+    async def _retry_after_failure(self, experiment_id: str, reason: str) -> None:
+        try:
+            record = self.store.desired_of(experiment_id)
+            if record is None or record.phase.finished:
+                return
+            await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
+                                             reason=f"retrying: {reason}"[:500])
+            await self._apply(planner.retry_or_fail(record, reason[:500], now=utcnow(), limits=self.limits))
+        except GenesisError as exc:  # store or runtime still down: the next pass re-drives it
+            log.warning("could not record the retry", extra={"experiment_id": experiment_id, "error": str(exc)})
+
+    async def _fail_quietly(self, experiment_id: str, code: str, message: str) -> None:
+        try:
+            await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
+                                             reason=f"rollback: {code}")
+            lifecycle.fail(self.store, self.store.get(experiment_id), code=code, message=message,
+                           actor=self.actor, runtime_name=self.runtime.name)
+        except GenesisError as exc:
+            log.warning("could not record the failure", extra={"experiment_id": experiment_id, "error": str(exc)})
