@@ -49,14 +49,17 @@ class App:
 
     @cached_property
     def executor(self) -> Executor:
-        return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots)
+        from orchestrator.store.leases import holder_id
+        # The audit trail names the process that acted: controller:<host>:<pid>.
+        return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots,
+                        actor=f"controller:{holder_id()}")
 
     def controller(self, *, leader: bool = True):
         """A reconciling controller; ``leader=False`` skips the election (tests, ``--once``)."""
         from orchestrator.controller.loop import Controller
         from orchestrator.store.leases import Leader
         return Controller(self.executor, leader=Leader(self.engine) if leader else None,
-                          pass_interval_s=self.settings.pass_interval_s)
+                          pass_interval_s=self.settings.pass_interval_s, actor=self.executor.actor)
 
     def close(self) -> None:
         if "runtime" in self.__dict__:

@@ -54,6 +54,7 @@ class Settings(BaseModel):
     memory_budget: str | None = None  # default: the host's memory
     gpus: list[str] = Field(default_factory=list)  # whole devices sandboxes may get, e.g. ["0", "1"]
     backoff_limit: int = 3
+    backoff_base_s: float = 2.0
     phase_deadline_s: float = 1800.0
     pass_interval_s: float = 1.0
     max_timeout_ms: int = 24 * 3_600_000
@@ -81,7 +82,8 @@ class Settings(BaseModel):
         )
 
     def limits(self) -> Limits:
-        return Limits(backoff_limit=self.backoff_limit, phase_deadline_s=self.phase_deadline_s)
+        return Limits(backoff_limit=self.backoff_limit, backoff_base_s=self.backoff_base_s,
+                      phase_deadline_s=self.phase_deadline_s)
 
     def intake_limits(self) -> IntakeLimits:
         """What one request may ask for: never more than the controller could ever admit."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import RUN_ID, TEST_LABEL, make_repo
+from pgserver import postgres_server, postgres_url  # noqa: F401 - fixtures for every test package
 
 
 def _remove_by_label() -> None:

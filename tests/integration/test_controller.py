@@ -197,6 +197,5 @@ def test_timeout_and_a_vanished_repo_fail_alone_while_others_finish(app, setting
 
 
 async def _admit_only(app, experiment_id: str) -> None:
-    controller = app.controller(leader=False)
     app.store.admit(experiment_id, gpus=(), actor="test")
     await app.executor.start(experiment_id)

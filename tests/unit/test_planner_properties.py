@@ -45,15 +45,20 @@ FOREIGN_GPU = "gx"  # assigned to a record but not (or no longer) on the host
 PROPS = settings(max_examples=300, deadline=None)
 
 # Exact binary fractions, so sums compare without float noise.
-cpus = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 4.0])
-memories = st.sampled_from([16 * MI, 256 * MI, 512 * MI, GI, 2 * GI, 4 * GI])
-offsets = st.sampled_from([-86_400, -3_600, -1_801, -60, -1, 0, 1, 60, 3_600])  # seconds from NOW
-maybe_time = st.one_of(st.none(), offsets.map(lambda s: NOW + timedelta(seconds=s)))
+cpus = st.sampled_from([0.25, 0.5, 1.0, 1.0, 1.5, 2.0, 4.0])
+memories = st.sampled_from([16 * MI, 256 * MI, 512 * MI, GI, GI, 2 * GI, 4 * GI])
+OFFSETS = [-86_400, -3_600, -1_801, -60, -1, 0, 1, 60, 3_600]  # seconds from NOW
+TIMES = [NOW + timedelta(seconds=s) for s in OFFSETS]
+maybe_time = st.sampled_from([None] * 4 + TIMES)
+# Weighted towards what makes admission interesting: ready Pending records
+# competing for a few slots, a few GPUs and a CPU/memory budget that binds.
+phases = st.sampled_from([Phase.PENDING] * 4 + [Phase.BUILDING, Phase.RUNNING, Phase.COLLECTING,
+                                                Phase.SUCCEEDED, Phase.FAILED])
 
 
 @st.composite
 def a_record(draw, rid: str) -> Desired:
-    phase = draw(st.sampled_from(list(Phase)))
+    phase = draw(phases)
     return Desired(
         id=rid,
         instance_id=draw(st.sampled_from(["i0", "i1", "i2"])),
@@ -61,16 +66,16 @@ def a_record(draw, rid: str) -> Desired:
         priority=draw(st.integers(-2, 2)),
         created_at=NOW - timedelta(minutes=draw(st.integers(0, 5))),
         attempt=draw(st.integers(0, 4)),
-        cancel_requested=draw(st.booleans()),
+        cancel_requested=draw(st.sampled_from([False, False, False, True])),
         sandbox_name=draw(st.sampled_from([None, f"sb-{rid}", f"sb-{rid}", f"sb-{rid}-old"])),
         phase_since=draw(maybe_time),
         deadline_at=draw(maybe_time),
-        not_before=draw(maybe_time),
+        not_before=draw(st.sampled_from([None] * 6 + TIMES)),
         preserved_until=draw(maybe_time),
         kill_reason=draw(st.sampled_from([None, None, "timeout", "cancelled"])),
         cpu=draw(cpus),
         memory_bytes=draw(memories),
-        gpus_requested=draw(st.integers(0, 2)),
+        gpus_requested=draw(st.sampled_from([0, 0, 1, 1, 2])),
         gpus_assigned=tuple(draw(st.lists(st.sampled_from(GPU_IDS + (FOREIGN_GPU,)), max_size=2, unique=True))),
     )
 
@@ -86,7 +91,7 @@ class World:
 
 @st.composite
 def worlds(draw) -> World:
-    ids = [f"e{i}" for i in range(draw(st.integers(0, 8)))]
+    ids = [f"e{i}" for i in range(draw(st.integers(0, 10)))]
     desired = [draw(a_record(rid)) for rid in ids]
     draw(st.randoms()).shuffle(desired)
 
@@ -104,14 +109,14 @@ def worlds(draw) -> World:
 
     n_gpus = draw(st.integers(0, 4))
     capacity = Capacity(
-        max_concurrent=draw(st.integers(0, 5)),
-        per_instance=draw(st.one_of(st.none(), st.integers(0, 3))),
-        cpu=draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 4.0, 8.0])),
-        memory_bytes=draw(st.sampled_from([0, GI, 2 * GI, 4 * GI, 8 * GI])),
+        max_concurrent=draw(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8])),
+        per_instance=draw(st.sampled_from([None, None, 0, 1, 2, 3])),
+        cpu=draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0])),
+        memory_bytes=draw(st.sampled_from([0, GI, 2 * GI, 4 * GI, 6 * GI, 8 * GI, 16 * GI])),
         gpus=tuple(draw(st.permutations(GPU_IDS[:n_gpus]))),
     )
     limits = Limits(backoff_limit=draw(st.integers(0, 4)))
-    in_flight = frozenset(draw(st.lists(st.sampled_from(ids + ["not-a-record"]), unique=True)))
+    in_flight = frozenset(draw(st.lists(st.sampled_from(ids + ["not-a-record"]), max_size=4, unique=True)))
     return World(desired, observed_list, capacity, limits, in_flight)
 
 

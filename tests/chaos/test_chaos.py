@@ -1,0 +1,294 @@
+"""Chaos: the controller killed, the Docker daemon and PostgreSQL restarted,
+two controllers at once. Each test owns what it kills: its `genesis serve`
+processes, its own dockerd (separate socket and data root), its own
+PostgreSQL server. Afterwards every experiment must be finalized exactly
+once, with one outcome in the outbox, and no sandbox left that should not
+exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, RUN_ID, TEST_LABEL, request_body
+
+pytestmark = pytest.mark.docker
+FINAL = ("phase:Succeeded", "phase:Failed")
+
+
+def write_config(path: Path, repo: Path, **extra) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "genesis.yaml"
+    config.write_text(json.dumps({
+        "home": str(path), "repos": {"monorepo": {"path": str(repo)}}, "extra_labels": {TEST_LABEL: RUN_ID},
+        "pass_interval_s": 0.2, "backoff_base_s": 0.2, "backoff_limit": 50, "preserve_ttl_s": 3600, **extra}))
+    return config
+
+
+def start_serve(config: Path) -> subprocess.Popen:
+    env = dict(os.environ, GENESIS_CONFIG=str(config))
+    log = open(config.parent / "serve.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "serve"], env=env, cwd=ROOT,
+                            stdout=log, stderr=log)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def experiment(*, passes: bool, seconds: float, **overrides) -> dict:
+    script = f"import sys, time\ntime.sleep({seconds})\nsys.exit({0 if passes else 1})\n"
+    return request_body(changes={"files": [{"path": "work.py", "content": script}]},
+                        validation={"command": ["python3", "work.py"]},
+                        resources={"cpu": 0.5, "memory": "256Mi", "pids": 128}, **overrides)
+
+
+def wait_finished(app, ids, *, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(app.store.get(i).phase.finished for i in ids):
+            return
+        time.sleep(0.3)
+    pending = {i: app.store.get(i).phase.value for i in ids if not app.store.get(i).phase.finished}
+    raise AssertionError(f"not finished after {timeout_s}s: {pending}")
+
+
+def assert_finalized_once(app, ids) -> None:
+    for experiment_id in ids:
+        finals = [h for h in app.store.history(experiment_id) if h.action in FINAL]
+        assert len(finals) == 1, (experiment_id, [h.action for h in app.store.history(experiment_id)])
+    outbox = Counter((r["experiment_id"], r["subject"].split(".")[0]) for r in app.store.outbox()
+                     if r["experiment_id"] in ids)
+    assert all(outbox[(i, "genesis")] == 1 and outbox[(i, "centralcloud")] == 1 for i in ids), outbox
+
+
+def assert_only_preserved_remain(app, client, ids) -> None:
+    for experiment_id in ids:
+        view = app.store.get(experiment_id)
+        names = sorted(c.name for c in client.containers.list(
+            all=True, filters={"label": f"genesis.experiment-id={experiment_id}"}))
+        expected = [view.sandbox_name] if view.preserved_until is not None else []
+        assert names == expected, (experiment_id, view.phase.value, view.recommendation, names)
+
+
+class OneSandboxPerExperiment:
+    """Watches that no experiment ever has two sandboxes running at once."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.violations: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                running = self._client.containers.list(filters={"label": f"{TEST_LABEL}={RUN_ID}", "status": "running"})
+            except Exception:  # noqa: BLE001 - a daemon restart in progress
+                time.sleep(0.2)
+                continue
+            per = Counter(c.labels.get("genesis.experiment-id") for c in running)
+            self.violations += [{k: v} for k, v in per.items() if v > 1]
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def chaos_app(tmp_path, sample_repo, docker_client):
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2)
+    app = App(load_settings(config))
+    yield app, config
+    app.close()
+
+
+def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_client):
+    app, config = chaos_app
+    rng = random.Random(20261121)
+    bodies = [experiment(passes=i % 3 != 0, seconds=rng.uniform(0.5, 1.5)) for i in range(10)]
+    ids = [app.intake.submit(json.dumps(b).encode()).view.id for b in bodies]
+    kills = 0
+    with OneSandboxPerExperiment(docker_client) as watch:
+        while kills < 10:
+            proc = start_serve(config)
+            time.sleep(rng.uniform(0.3, 2.5))  # a random point: building, running, collecting...
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        proc = start_serve(config)
+        try:
+            wait_finished(app, ids)
+        finally:
+            stop(proc)
+    assert kills >= 10
+    assert watch.violations == []
+    for body, experiment_id in zip(bodies, ids):
+        view = app.store.get(experiment_id)
+        passes = "sys.exit(0)" in body["changes"]["files"][0]["content"]
+        assert view.phase.value == "Succeeded", (experiment_id, view.message)
+        assert view.recommendation.value == ("merge" if passes else "rollback")
+    assert_finalized_once(app, ids)
+    assert_only_preserved_remain(app, docker_client, ids)
+
+
+def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(chaos_app, docker_client):
+    app, config = chaos_app
+    first = start_serve(config)
+    time.sleep(1.5)  # let the first take the lease
+    second = start_serve(config)
+    try:
+        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=0.5)).encode()).view.id
+               for _ in range(4)]
+        wait_finished(app, ids)
+        actors = {h.actor for i in ids for h in app.store.history(i) if h.actor.startswith("controller:")}
+        assert actors == {f"controller:{os.uname().nodename}:{first.pid}"}
+
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        later = [app.intake.submit(json.dumps(experiment(passes=True, seconds=0.5)).encode()).view.id
+                 for _ in range(2)]
+        wait_finished(app, later)
+        actors = {h.actor for i in later for h in app.store.history(i) if h.actor.startswith("controller:")}
+        assert actors == {f"controller:{os.uname().nodename}:{second.pid}"}
+    finally:
+        stop(first)
+        stop(second)
+    assert_finalized_once(app, ids + later)
+
+
+def test_postgresql_restarted_mid_run(tmp_path, sample_repo, docker_client, postgres_server, postgres_url):
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, database_url=postgres_url)
+    app = App(load_settings(config))
+    proc = start_serve(config)
+    try:
+        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=2)).encode()).view.id for _ in range(4)]
+        deadline = time.monotonic() + 120
+        while not any(app.store.get(i).phase.value == "Running" for i in ids):
+            assert time.monotonic() < deadline, "nothing started"
+            time.sleep(0.2)
+        postgres_server.stop()
+        time.sleep(3)
+        assert proc.poll() is None, "the controller died with the database"
+        postgres_server.start()
+        app.engine.dispose()  # drop the test's own dead connections
+        wait_finished(app, ids)
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        app.close()
+    assert all(app.store.get(i).phase.value == "Succeeded" for i in ids)
+    assert_finalized_once(app, ids)
+    assert_only_preserved_remain(app, docker_client, ids)
+
+
+class OwnDockerd:
+    """A second Docker daemon this test starts, restarts and stops (own socket and data root)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="gdk-", dir="/tmp"))
+        self.socket = f"unix://{self.root}/docker.sock"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.root / "dockerd.log", "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+             "--pidfile", str(self.root / "docker.pid"), "-H", self.socket, "--bridge=none",
+             "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        import docker
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                docker.DockerClient(base_url=self.socket).ping()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.monotonic() < deadline, (self.root / "dockerd.log").read_text()[-2000:]
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+    def remove(self) -> None:
+        subprocess.run(["rm", "-rf", str(self.root)], check=False)
+
+
+@pytest.fixture
+def own_dockerd(app):
+    import asyncio
+
+    toolchain = asyncio.run(app.snapshots.toolchain())  # built on the main engine if missing
+    daemon = OwnDockerd()
+    daemon.start()
+    try:
+        save = subprocess.Popen(["docker", "save", toolchain], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "-H", daemon.socket, "load", "-q"], stdin=save.stdout, check=True,
+                       capture_output=True)
+        save.wait()
+        yield daemon
+    finally:
+        daemon.stop()
+        daemon.remove()
+
+
+def test_docker_daemon_restarted_mid_run(tmp_path, sample_repo, own_dockerd):
+    import docker
+
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, docker_url=own_dockerd.socket)
+    app = App(load_settings(config))
+    proc = start_serve(config)
+    try:
+        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=4)).encode()).view.id for _ in range(3)]
+        deadline = time.monotonic() + 180
+        while not any(app.store.get(i).phase.value == "Running" for i in ids):
+            assert time.monotonic() < deadline, "nothing started"
+            time.sleep(0.2)
+        own_dockerd.stop()   # stops every container it runs
+        time.sleep(2)
+        own_dockerd.start()
+        wait_finished(app, ids)
+        assert proc.poll() is None, "the controller died with the Docker daemon"
+    finally:
+        stop(proc)
+    client = docker.DockerClient(base_url=own_dockerd.socket)
+    views = [app.store.get(i) for i in ids]
+    assert all(v.phase.value == "Succeeded" for v in views), [v.message for v in views]
+    assert max(v.attempt for v in views) >= 2  # the interrupted ones ran again
+    assert_finalized_once(app, ids)
+    assert_only_preserved_remain(app, client, ids)
+    app.close()
