@@ -1,6 +1,8 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
-Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500).
+Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
+``--only sandbox,controller,throughput`` (default: all), ``--count N``
+experiments per throughput level (default 16).
 Everything created carries the label ``genesis.bench=<run>`` and is removed.
 """
 
@@ -11,7 +13,7 @@ import asyncio
 
 import docker
 
-from benchmarks import sandbox
+from benchmarks import controller, sandbox
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -19,11 +21,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
+    parser.add_argument("--count", type=int, default=16)
+    parser.add_argument("--only", default="sandbox,controller,throughput")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     report = Report()
     client = docker.from_env()
     try:
-        asyncio.run(sandbox.run(report, runs=args.runs, big_mb=args.big_mb))
+        if "sandbox" in only:
+            asyncio.run(sandbox.run(report, runs=args.runs, big_mb=args.big_mb))
+        if "controller" in only:
+            controller.pass_figures(report, runs=args.runs)
+        if "throughput" in only:
+            controller.throughput(report, count=args.count, levels=(2, 4, 8))
     finally:
         cleanup(client)
     report.print()

@@ -1,0 +1,163 @@
+"""Controller figures.
+
+1. pass time and memory with 10,000 records of which 1,000 are active:
+   the pure planner alone, and a pass over the real store (SQLite), both
+   beside the same pass with 1,000 records (the cost of history).
+2. throughput: trivial experiments per minute at max_concurrent 2, 4, 8,
+   beside the same number of raw ``docker run --rm`` in a shell loop; and
+   the orchestrator's CPU seconds per experiment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report, stats_ms
+from orchestrator.domain.models import Phase
+from orchestrator.domain.planner import Capacity, Desired, Limits, Observed, plan
+from orchestrator.store.db import make_engine, upgrade
+from orchestrator.store.repository import Store
+from orchestrator.store.tables import ExperimentRow
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
+ACTIVE = (Phase.BUILDING, Phase.RUNNING, Phase.RUNNING, Phase.COLLECTING)
+
+
+def synthetic(total: int, active: int, rng: random.Random) -> tuple[list[Desired], list[Observed]]:
+    desired, observed = [], []
+    for index in range(total):
+        eid = f"exp-{index:06d}"
+        if index < active:
+            phase = rng.choice(ACTIVE)
+        elif index < active * 2:
+            phase = Phase.PENDING
+        else:
+            continue  # finished and not preserved: the store never returns these
+        name = f"genesis-{eid}-a1"
+        desired.append(Desired(id=eid, instance_id=f"inst-{index % 50}", phase=phase, priority=rng.randint(0, 9),
+                               created_at=NOW - timedelta(seconds=index), attempt=1, sandbox_name=name,
+                               phase_since=NOW, deadline_at=NOW + timedelta(hours=1), cpu=0.5,
+                               memory_bytes=2**28))
+        if phase is Phase.RUNNING:
+            observed.append(Observed(name, eid, "running"))
+    return desired, observed
+
+
+def timed_plan(desired, observed, runs: int) -> tuple[dict, int]:
+    capacity = Capacity(max_concurrent=2000, cpu=4000, memory_bytes=2**50)
+    samples = []
+    tracemalloc.start()
+    for _ in range(runs):
+        started = time.perf_counter()
+        plan(desired, observed, now=NOW, capacity=capacity, limits=Limits())
+        samples.append((time.perf_counter() - started) * 1000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return stats_ms(samples), peak
+
+
+def fill_store(store: Store, total: int, active: int, rng: random.Random) -> None:
+    rows = []
+    for index in range(total):
+        phase = rng.choice(ACTIVE) if index < active else (
+            Phase.PENDING if index < 2 * active else rng.choice((Phase.SUCCEEDED, Phase.FAILED)))
+        rows.append(dict(id=f"exp-{index:06d}", instance_id=f"inst-{index % 50}", experiment_type="bench",
+                         risk_level="low", repo="monorepo", base_ref="main", commit="0" * 40,
+                         spec={"pad": "x" * 2000}, body_sha256="0" * 64, phase=phase.value, conditions=[],
+                         priority=rng.randint(0, 9), attempt=1, cancel_requested=False,
+                         sandbox_name=f"genesis-exp-{index:06d}-a1", created_at=NOW, updated_at=NOW,
+                         phase_since=NOW, cpu=0.5, memory_bytes=2**28, gpus_requested=0))
+    with store.engine.begin() as conn:
+        conn.execute(ExperimentRow.__table__.insert(), rows)
+
+
+def store_pass(total: int, active: int, runs: int) -> tuple[dict, int]:
+    rng = random.Random(total)
+    with tempfile.TemporaryDirectory(prefix="genesis-bench-db-") as scratch:
+        engine = make_engine(f"sqlite:///{scratch}/bench.db")
+        upgrade(engine)
+        store = Store(engine)
+        fill_store(store, total, active, rng)
+        capacity = Capacity(max_concurrent=2000, cpu=4000, memory_bytes=2**50)
+        samples = []
+        tracemalloc.start()
+        for _ in range(runs):
+            started = time.perf_counter()
+            desired = store.desired()
+            observed = [Observed(d.sandbox_name or "", d.id, "running") for d in desired if d.phase is Phase.RUNNING]
+            plan(desired, observed, now=NOW, capacity=capacity, limits=Limits())
+            samples.append((time.perf_counter() - started) * 1000)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        engine.dispose()
+    return stats_ms(samples), peak
+
+
+def pass_figures(report: Report, runs: int) -> None:
+    rng = random.Random(7)
+    big = timed_plan(*synthetic(10_000, 1_000, rng), runs)
+    small = timed_plan(*synthetic(1_000, 100, rng), runs)
+    report.data["planner"] = {"10k_1k_active": big[0], "1k_100_active": small[0], "peak_bytes": big[1]}
+    report.add("planner pass, 10k records / 1k active (ms)", f"{big[0]['median_ms']:.1f}",
+               f"{small[0]['median_ms']:.1f} (1k/100)", f"{big[0]['median_ms'] / small[0]['median_ms']:.1f}x")
+    report.add("  planner peak memory (MiB)", f"{big[1] / 2**20:.1f}", f"{small[1] / 2**20:.1f}", "")
+    big_store = store_pass(10_000, 1_000, runs)
+    small_store = store_pass(1_000, 100, runs)
+    report.data["store_pass"] = {"10k_1k_active": big_store[0], "1k_100_active": small_store[0]}
+    report.add("pass with the SQLite store, 10k / 1k active (ms)", f"{big_store[0]['median_ms']:.1f}",
+               f"{small_store[0]['median_ms']:.1f} (1k/100)",
+               f"{big_store[0]['median_ms'] / small_store[0]['median_ms']:.1f}x")
+    report.add("  store pass peak memory (MiB)", f"{big_store[1] / 2**20:.1f}", f"{small_store[1] / 2**20:.1f}", "")
+
+
+def raw_docker_loop(image: str, count: int) -> float:
+    script = (f"for i in $(seq {count}); do docker run --rm --network none --label {BENCH_LABEL}={RUN_ID} "
+              f"--entrypoint true {image} >/dev/null; done")
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - started
+
+
+def throughput(report: Report, *, count: int, levels: tuple[int, ...]) -> None:
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    with tempfile.TemporaryDirectory(prefix="genesis-bench-tp-") as scratch:
+        home = Path(scratch)
+        subprocess.run([str(ROOT / "scripts" / "make-sample-repo.sh"), str(home / "repo")], check=True)
+        for level in levels:
+            config = home / f"g{level}.yaml"
+            config.write_text(json.dumps({
+                "home": str(home / f"h{level}"), "repos": {"monorepo": {"path": str(home / "repo")}},
+                "extra_labels": {BENCH_LABEL: RUN_ID}, "max_concurrent": level, "pass_interval_s": 0.1,
+                "preserve_ttl_s": 0}))
+            app = App(load_settings(config))
+            body = {"instance_id": "bench", "repo": "monorepo", "base_ref": "main",
+                    "changes": {"files": [{"path": "x.txt", "content": "x"}]},
+                    "validation": {"command": ["true"]},
+                    "resources": {"cpu": 0.25, "memory": "128Mi", "pids": 64}}
+            # Warm: snapshot image and baseline exist before timing.
+            app.intake.submit(json.dumps(dict(body, experiment_id=str(uuid.uuid4()))).encode())
+            asyncio.run(app.controller(leader=False).run_until_idle())
+            for _ in range(count):
+                app.intake.submit(json.dumps(dict(body, experiment_id=str(uuid.uuid4()))).encode())
+            cpu0, started = time.process_time(), time.perf_counter()
+            asyncio.run(app.controller(leader=False).run_until_idle())
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+            image = app.store.images()[-1]["tag"]
+            app.close()
+            raw = raw_docker_loop(image, count)
+            report.data.setdefault("throughput", {})[level] = {"experiments": count, "wall_s": wall,
+                                                               "cpu_s": cpu, "raw_loop_s": raw}
+            report.add(f"throughput, max_concurrent {level} (experiments/min)", f"{60 * count / wall:.0f}",
+                       f"{60 * count / raw:.0f} (docker run loop)", f"{raw / wall:.2f}x")
+            report.add(f"  orchestrator CPU per experiment, max_concurrent {level} (s)", f"{cpu / count:.3f}", "", "")
