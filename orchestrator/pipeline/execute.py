@@ -191,8 +191,10 @@ class Executor:
                       spec: ExperimentRequest, experiment_id: str) -> int:
         """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation."""
         res = spec.resources
+        gpus = self.store.get(experiment_id).gpus  # whole devices the controller assigned at admission
         sandbox = SandboxSpec(name=name, image=image, labels=labels, bundle=json.dumps(bundle).encode(),
-                              cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network)
+                              cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
+                              gpus=gpus)
         # A leftover of an interrupted attempt under this name: never run twice.
         await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
