@@ -158,8 +158,21 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
     assert_only_preserved_remain(app, docker_client, ids)
 
 
-def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(chaos_app, docker_client):
-    app, config = chaos_app
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def leader_app(request, tmp_path, sample_repo, docker_client):
+    """SQLite (lease row) or PostgreSQL (advisory lock)."""
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    extra = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
+    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, **extra)
+    app = App(load_settings(config))
+    yield app, config
+    app.close()
+
+
+def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(leader_app, docker_client):
+    app, config = leader_app
     first = start_serve(config)
     time.sleep(1.5)  # let the first take the lease
     second = start_serve(config)

@@ -61,7 +61,20 @@ def app3(settings, docker_client):
     application.close()
 
 
-def test_twenty_experiments_never_exceed_max_concurrent(app3, docker_client):
+@pytest.fixture
+def app3_postgres(settings, docker_client, postgres_url):
+    """The same on a real PostgreSQL server (a fresh database)."""
+    from orchestrator.app import App
+
+    application = App(settings.model_copy(update={"max_concurrent": 3, "database_url": postgres_url}))
+    yield application
+    application.close()
+
+
+@pytest.mark.postgres
+def test_twenty_experiments_never_exceed_max_concurrent(app3_postgres, docker_client):
+    app3 = app3_postgres
+    assert app3.engine.dialect.name == "postgresql"
     instance = f"batch-{time.monotonic_ns()}"
     small = {"cpu": 0.5, "memory": "256Mi", "pids": 128}  # 3 x 0.5 CPU fits this 2-CPU host
     ids = [submit(app3, **sleeper(0.8, instance_id=instance, resources=small)) for _ in range(20)]

@@ -29,6 +29,7 @@ from orchestrator.domain.planner import (
     Resume,
     Retry,
     Teardown,
+    Unpreserve,
     plan,
 )
 
@@ -116,7 +117,8 @@ def worlds(draw) -> World:
         gpus=tuple(draw(st.permutations(GPU_IDS[:n_gpus]))),
     )
     limits = Limits(backoff_limit=draw(st.integers(0, 4)))
-    in_flight = frozenset(draw(st.lists(st.sampled_from(ids + ["not-a-record"]), max_size=4, unique=True)))
+    in_flight = frozenset([rid for rid in ids if draw(st.sampled_from([False, False, False, True]))]
+                          + draw(st.sampled_from([[], [], ["not-a-record"]])))
     return World(desired, observed_list, capacity, limits, in_flight)
 
 
@@ -261,6 +263,41 @@ def check_cancelled_pending_records_are_failed_cancelled(world: World, actions) 
             assert fails.get(record.id) == "cancelled"
 
 
+def check_no_second_kill(world: World, actions) -> None:
+    by_id = {d.id: d for d in world.desired}
+    for kill in (a for a in actions if isinstance(a, Kill)):
+        record = by_id[kill.experiment_id]
+        assert record.phase is Phase.RUNNING and record.kill_reason is None, f"Kill for {record}"
+        assert kill.sandbox == record.sandbox_name
+        assert kill.reason == ("cancelled" if record.cancel_requested else "timeout")
+
+
+def check_retry_only_within_the_backoff_limit(world: World, actions) -> None:
+    by_id = {d.id: d for d in world.desired}
+    for action in actions:
+        if isinstance(action, Retry):
+            record = by_id[action.experiment_id]
+            assert record.attempt < world.limits.backoff_limit, f"retried past the limit: {record}"
+            assert not record.cancel_requested, "retried a cancelled record"
+            assert action.not_before > NOW
+        elif isinstance(action, Fail) and action.code == "sandbox_lost":
+            assert by_id[action.experiment_id].attempt >= world.limits.backoff_limit
+
+
+def check_unpreserve_exactly_when_expired_and_gone(world: World, actions) -> None:
+    names = {s.name for s in world.observed}
+    unpreserved = Counter(a.experiment_id for a in actions if isinstance(a, Unpreserve))
+    for record in world.desired:
+        expected = (record.phase.finished and record.preserved_until is not None
+                    and record.preserved_until <= NOW and record.sandbox_name not in names)
+        assert unpreserved[record.id] == int(expected), record
+    cleared = {a.sandbox for a in actions if isinstance(a, Teardown) and a.clear_preserved}
+    for record in world.desired:
+        if (record.phase.finished and record.preserved_until is not None and record.preserved_until <= NOW
+                and record.sandbox_name in names and record.id not in world.in_flight):
+            assert record.sandbox_name in cleared, f"expired preserved sandbox kept: {record}"
+
+
 # -- admission quality: priority first, and no idle room left behind -------------------
 
 
@@ -337,6 +374,9 @@ CHECKS = [
     check_in_flight_records_get_no_phase_change,
     check_only_eligible_pending_records_are_admitted,              # property 6
     check_cancelled_pending_records_are_failed_cancelled,
+    check_no_second_kill,
+    check_retry_only_within_the_backoff_limit,
+    check_unpreserve_exactly_when_expired_and_gone,
     check_admission_is_work_conserving,
     check_the_best_ranked_record_is_admitted_when_it_fits,
     check_plan_is_deterministic,
@@ -375,6 +415,9 @@ def test_checks_catch_a_broken_plan():
         check_teardowns_spare_live_preserved_and_in_flight_sandboxes: [Teardown("sb-e0", "e0", "x")],
         check_at_most_one_phase_change_per_record: [Kill("e0", "sb-e0", "timeout"), Collect("e0", "sb-e0")],
         check_only_eligible_pending_records_are_admitted: [Admit("e0")],
+        check_no_second_kill: [Kill("e0", "sb-e0", "cancelled")],
+        check_retry_only_within_the_backoff_limit: [Retry("e0", "x", NOW)],
+        check_unpreserve_exactly_when_expired_and_gone: [Unpreserve("e0")],
     }
     assert run(world) == [Teardown("orphan-0", "ghost", run(world)[0].reason)]
     for check in CHECKS:
