@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
+import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +62,46 @@ def drain(app, *, timeout_s: float = 300) -> None:
 
 def sandboxes_of(docker_client, experiment_id: str) -> list:
     return docker_client.containers.list(all=True, filters={"label": f"genesis.experiment-id={experiment_id}"})
+
+
+class RunningSandboxes:
+    """Samples this test run's running sandboxes every 50 ms, in a thread.
+
+    ``peak``: most running at once (optionally of one instance);
+    ``doubles``: moments when one experiment had two running at once.
+    """
+
+    def __init__(self, docker_client, *, instance_id: str | None = None) -> None:
+        self._client = docker_client
+        self._labels = [f"{TEST_LABEL}={RUN_ID}"] + ([f"genesis.instance-id={instance_id}"] if instance_id else [])
+        self.peak = 0
+        self.doubles: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                running = self._client.containers.list(filters={"label": self._labels, "status": "running"})
+            except Exception:  # noqa: BLE001 - e.g. a daemon restart in progress
+                time.sleep(0.2)
+                continue
+            self.peak = max(self.peak, len(running))
+            per = Counter(c.labels.get("genesis.experiment-id") for c in running)
+            self.doubles += [{k: v} for k, v in per.items() if v > 1]
+            time.sleep(0.05)
+
+    def __enter__(self) -> "RunningSandboxes":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_until(predicate, *, timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(poll_s)

@@ -14,15 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, RUN_ID, TEST_LABEL, request_body
+from helpers import ROOT, RUN_ID, TEST_LABEL, RunningSandboxes, request_body, wait_until
 
 pytestmark = pytest.mark.docker
 FINAL = ("phase:Succeeded", "phase:Failed")
@@ -89,35 +87,6 @@ def assert_only_preserved_remain(app, client, ids) -> None:
         assert names == expected, (experiment_id, view.phase.value, view.recommendation, names)
 
 
-class OneSandboxPerExperiment:
-    """Watches that no experiment ever has two sandboxes running at once."""
-
-    def __init__(self, client) -> None:
-        self._client = client
-        self.violations: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                running = self._client.containers.list(filters={"label": f"{TEST_LABEL}={RUN_ID}", "status": "running"})
-            except Exception:  # noqa: BLE001 - a daemon restart in progress
-                time.sleep(0.2)
-                continue
-            per = Counter(c.labels.get("genesis.experiment-id") for c in running)
-            self.violations += [{k: v} for k, v in per.items() if v > 1]
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @pytest.fixture
 def chaos_app(tmp_path, sample_repo, docker_client):
     from orchestrator.app import App
@@ -135,7 +104,7 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
     bodies = [experiment(passes=i % 3 != 0, seconds=rng.uniform(0.5, 1.5)) for i in range(10)]
     ids = [app.intake.submit(json.dumps(b).encode()).view.id for b in bodies]
     kills = 0
-    with OneSandboxPerExperiment(docker_client) as watch:
+    with RunningSandboxes(docker_client) as watch:
         while kills < 10:
             proc = start_serve(config)
             time.sleep(rng.uniform(0.3, 2.5))  # a random point: building, running, collecting...
@@ -148,7 +117,7 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
         finally:
             stop(proc)
     assert kills >= 10
-    assert watch.violations == []
+    assert watch.doubles == []
     for body, experiment_id in zip(bodies, ids):
         view = app.store.get(experiment_id)
         passes = "sys.exit(0)" in body["changes"]["files"][0]["content"]
@@ -205,10 +174,8 @@ def test_postgresql_restarted_mid_run(tmp_path, sample_repo, docker_client, post
     proc = start_serve(config)
     try:
         ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=2)).encode()).view.id for _ in range(4)]
-        deadline = time.monotonic() + 120
-        while not any(app.store.get(i).phase.value == "Running" for i in ids):
-            assert time.monotonic() < deadline, "nothing started"
-            time.sleep(0.2)
+        wait_until(lambda: any(app.store.get(i).phase.value == "Running" for i in ids), timeout_s=120,
+                   what="a sandbox to run")
         postgres_server.stop()
         time.sleep(3)
         assert proc.poll() is None, "the controller died with the database"
@@ -287,10 +254,8 @@ def test_docker_daemon_restarted_mid_run(tmp_path, sample_repo, own_dockerd):
     proc = start_serve(config)
     try:
         ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=4)).encode()).view.id for _ in range(3)]
-        deadline = time.monotonic() + 180
-        while not any(app.store.get(i).phase.value == "Running" for i in ids):
-            assert time.monotonic() < deadline, "nothing started"
-            time.sleep(0.2)
+        wait_until(lambda: any(app.store.get(i).phase.value == "Running" for i in ids), timeout_s=180,
+                   what="a sandbox to run")
         own_dockerd.stop()   # stops every container it runs
         time.sleep(2)
         own_dockerd.start()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from datetime import timedelta
 
 import pytest
 
-from helpers import RUN_ID, TEST_LABEL, drain, request_body, run_experiment, sandboxes_of
+from helpers import RUN_ID, TEST_LABEL, RunningSandboxes, drain, request_body, run_experiment, sandboxes_of
 
 pytestmark = pytest.mark.docker
 
@@ -25,30 +24,6 @@ def submit(app, **overrides) -> str:
 def sleeper(seconds: float, **overrides) -> dict:
     return dict(changes={"files": [{"path": "nap.py", "content": f"import time\ntime.sleep({seconds})\n"}]},
                 validation={"command": ["python3", "nap.py"]}, **overrides)
-
-
-class RunningSandboxes:
-    """Samples how many of this test run's sandboxes run at once (docker ps every 50 ms)."""
-
-    def __init__(self, docker_client, instance_id: str) -> None:
-        self._client, self._instance = docker_client, instance_id
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        filters = {"label": [f"{TEST_LABEL}={RUN_ID}", f"genesis.instance-id={self._instance}"], "status": "running"}
-        while not self._stop.is_set():
-            self.peak = max(self.peak, len(self._client.containers.list(filters=filters)))
-            time.sleep(0.05)
-
-    def __enter__(self) -> "RunningSandboxes":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -78,7 +53,7 @@ def test_twenty_experiments_never_exceed_max_concurrent(app3_postgres, docker_cl
     instance = f"batch-{time.monotonic_ns()}"
     small = {"cpu": 0.5, "memory": "256Mi", "pids": 128}  # 3 x 0.5 CPU fits this 2-CPU host
     ids = [submit(app3, **sleeper(0.8, instance_id=instance, resources=small)) for _ in range(20)]
-    with RunningSandboxes(docker_client, instance) as sampler:
+    with RunningSandboxes(docker_client, instance_id=instance) as sampler:
         drain(app3)
     views = [app3.store.get(i) for i in ids]
     assert all(v.phase.value == "Succeeded" for v in views), [v.message for v in views if v.phase.value != "Succeeded"]
@@ -91,7 +66,7 @@ def test_cpu_accounting_never_oversubscribes_the_host(app3, docker_client):
     # max_concurrent allows 3, but three 1-CPU experiments do not fit in 2 CPUs.
     instance = f"cpu-{time.monotonic_ns()}"
     ids = [submit(app3, **sleeper(0.8, instance_id=instance)) for _ in range(6)]
-    with RunningSandboxes(docker_client, instance) as sampler:
+    with RunningSandboxes(docker_client, instance_id=instance) as sampler:
         drain(app3)
     assert all(app3.store.get(i).phase.value == "Succeeded" for i in ids)
     assert sampler.peak == 2
