@@ -26,7 +26,7 @@ class App:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.engine)
+        return Store(self.engine, legacy_mirrors=self.settings.nats.legacy_mirrors)
 
     @cached_property
     def runtime(self):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from orchestrator.domain.intake import IntakeLimits
 from orchestrator.domain.models import Resources, Validation, parse_memory
@@ -32,6 +32,37 @@ class RepoConfig(BaseModel):
     path: Path
     validation: Validation = DEFAULT_VALIDATION
     toolchain: str = "python"
+
+
+class NatsSettings(BaseModel):
+    """Where agents reach Genesis. Secrets are ``SecretStr``: never printed or logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = "nats://127.0.0.1:4222"  # comma-separated servers; null switches NATS off
+    user: str | None = None
+    password: SecretStr | None = None
+    token: SecretStr | None = None
+    nkeys_seed: Path | None = None  # an NKey seed file
+    creds_file: Path | None = None  # a JWT + NKey .creds file
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    request_stream: str = "GENESIS_REQUESTS"
+    outcome_stream: str = "GENESIS_OUTCOMES"
+    dlq_stream: str = "GENESIS_DLQ"
+    consumer: str = "genesis-intake"
+    ack_wait_s: float = 30.0
+    max_deliver: int = 5
+    nak_backoff_s: list[float] = Field(default_factory=lambda: [1.0, 5.0, 15.0, 30.0])
+    fetch_batch: int = 64
+    duplicate_window_s: float = 3600.0  # the relay's Nats-Msg-Id de-duplication horizon
+    legacy_mirrors: bool = False  # also publish agent.events.experiment.{completed,failed}.<id>
+    health_interval_s: float = 300.0
+    report_interval_s: float = 86400.0
+
+    def servers(self) -> list[str]:
+        return [u.strip() for u in (self.url or "").split(",") if u.strip()]
 
 
 class Settings(BaseModel):
@@ -64,6 +95,7 @@ class Settings(BaseModel):
     # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
     # so its leftovers can be found and removed by label).
     extra_labels: dict[str, str] = Field(default_factory=dict)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
 
     @property
     def db_url(self) -> str:
@@ -132,6 +164,11 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
                      ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url")):
         if os.environ.get(env):
             data[key] = os.environ[env]
+    nats_env = {"GENESIS_NATS_URL": "url", "GENESIS_NATS_USER": "user", "GENESIS_NATS_PASSWORD": "password",
+                "GENESIS_NATS_TOKEN": "token", "GENESIS_NATS_CREDS": "creds_file"}
+    for env, key in nats_env.items():  # secrets from a Kubernetes Secret arrive this way
+        if os.environ.get(env):
+            data.setdefault("nats", {})[key] = os.environ[env]
     try:
         return Settings.model_validate(data)
     except ValueError as exc:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from helpers import RUN_ID, TEST_LABEL, make_repo
-from pgserver import postgres_server, postgres_url  # noqa: F401 - fixtures for every test package
+from natsserver import nats_server  # noqa: F401 - fixtures for every test package
+from pgserver import postgres_server, postgres_url  # noqa: F401
 
 
 def _remove_by_label() -> None:

@@ -1,4 +1,5 @@
-"""``genesis serve``: the reconciling controller (``--once``: until the queue is empty).
+"""``genesis serve``: the reconciling controller, and NATS intake and outcomes
+when ``nats.url`` is set (``--once``: run the queue empty, without NATS).
 
 Several ``serve`` processes may run: one leads (PostgreSQL advisory lock, or
 a lease row on SQLite), the others wait as standbys and take over when it dies.
@@ -12,23 +13,36 @@ import signal
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="run the controller")
-    p.add_argument("--once", action="store_true", help="exit when nothing is pending or running")
+    p.add_argument("--once", action="store_true", help="exit when nothing is pending or running (no NATS)")
+    p.add_argument("--no-nats", action="store_true", help="do not connect to NATS (CLI and database only)")
     p.set_defaults(run=run)
 
 
-async def _serve(app, once: bool) -> None:
+async def _serve(app, once: bool, nats_on: bool) -> None:
     await app.runtime.ping()
     controller = app.controller(leader=True)
+    service = None
+    if nats_on and app.settings.nats.url and not once:
+        from orchestrator.messaging.service import NatsService
+        service = NatsService(app, controller)
+
+    def stop() -> None:
+        controller.shutdown()
+        if service is not None:
+            service.shutdown()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, controller.shutdown)
+        loop.add_signal_handler(sig, stop)
     async with controller:
         if once:
             await controller.run_until_idle()
-        else:
+        elif service is None:
             await controller.run()
+        else:
+            await asyncio.gather(controller.run(), service.run())
 
 
 def run(app, args) -> int:
-    asyncio.run(_serve(app, args.once))
+    asyncio.run(_serve(app, args.once, not args.no_nats))
     return 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from orchestrator.domain.intake import as_bytes, decode_body, parse_request
 from orchestrator.domain.models import ExperimentRequest
 from orchestrator.domain.records import ExperimentView
+from orchestrator.domain.subjects import valid_reply_subject
 from orchestrator.errors import GenesisError, RequestRejected
 from orchestrator.settings import Settings
 from orchestrator.snapshots import git
@@ -39,15 +40,17 @@ def trace_id_from(traceparent: str | None) -> str:
     return secrets.token_hex(16)
 
 
-def _identity(data: object, raw: bytes) -> tuple[str, str]:
-    """Best-effort (experiment_id, instance_id) of a request that did not parse."""
+def _identity(data: object, raw: bytes, subject_instance: str | None) -> tuple[str, str, bool]:
+    """Best-effort (experiment_id, instance_id, id_is_the_clients) of a request that did not parse."""
     exp = data.get("experiment_id") if isinstance(data, dict) else None
     inst = data.get("instance_id") if isinstance(data, dict) else None
     exp_id = exp if isinstance(exp, str) and _SAFE_ID.match(exp) else None
-    inst_id = inst if isinstance(inst, str) and _SAFE_ID.match(inst) else "unknown"
+    inst_id = inst if isinstance(inst, str) and _SAFE_ID.match(inst) else (subject_instance or "unknown")
+    if exp_id is not None:
+        return exp_id, inst_id, True
     # No usable id: a stable one derived from the body, so a re-send of the
     # same bad request maps to the same record instead of a new one.
-    return exp_id or "rejected-" + hashlib.sha256(raw).hexdigest()[:24], inst_id
+    return "rejected-" + hashlib.sha256(raw).hexdigest()[:24], inst_id, False
 
 
 class Intake:
@@ -56,10 +59,17 @@ class Intake:
         self._store = store
         self._limits = settings.intake_limits()
 
-    def submit(self, body: bytes | str | dict, *, traceparent: str | None = None,
-               actor: str = "intake") -> IntakeResult:
+    def submit(self, body: bytes | str | dict, *, traceparent: str | None = None, actor: str = "intake",
+               reply_to: str | None = None, subject_instance: str | None = None) -> IntakeResult:
+        """Record ``body`` as an experiment or as a rejection; never raises on bad input.
+
+        ``reply_to`` (the ``Genesis-Reply-To`` header) also receives the outcome;
+        ``subject_instance`` is the instance id of the request subject, used
+        when the body has none.
+        """
         raw = json.dumps(body).encode() if isinstance(body, dict) else as_bytes(body)
         trace_id = trace_id_from(traceparent)
+        reply_to = valid_reply_subject(reply_to)
         data: object = body if isinstance(body, dict) else None
         request: ExperimentRequest | None = None
         try:
@@ -67,12 +77,14 @@ class Intake:
                 data = decode_body(raw, self._limits)
             request = parse_request(data, self._limits)
             commit = self._resolve(request)
-            view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor)
+            view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor,
+                                               reply_to=reply_to)
             log.info("experiment accepted" if created else "duplicate request",
                      extra={"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": trace_id})
             return IntakeResult(view=view, created=created)
         except RequestRejected as exc:
-            return self._reject(exc, data=data, raw=raw, request=request, trace_id=trace_id, actor=actor)
+            return self._reject(exc, data=data, raw=raw, request=request, trace_id=trace_id, actor=actor,
+                                reply_to=reply_to, subject_instance=subject_instance)
 
     def _resolve(self, request: ExperimentRequest) -> str:
         repo = self._settings.repos.get(request.repo)
@@ -86,18 +98,21 @@ class Intake:
         except GenesisError as exc:
             raise RequestRejected(f"repo {request.repo!r} cannot be read: {exc}", code="unknown_repo") from exc
 
-    def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str,
-                actor: str) -> IntakeResult:
-        exp_id, inst_id = (request.experiment_id, request.instance_id) if request else _identity(data, raw)
+    def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str, actor: str,
+                reply_to: str | None, subject_instance: str | None) -> IntakeResult:
+        if request is not None:
+            exp_id, inst_id, usable = request.experiment_id, request.instance_id, True
+        else:
+            exp_id, inst_id, usable = _identity(data, raw, subject_instance)
         log.warning("request rejected", extra={"experiment_id": exp_id, "instance_id": inst_id,
                                                "trace_id": trace_id, "code": exc.code})
         if exc.code == "conflict":
-            # The original record stands; the conflict is audited against it.
-            self._store.audit(experiment_id=exp_id, sandbox_name="", action="conflict", actor=actor,
-                              reason=str(exc))
+            self._store.record_conflict(experiment_id=exp_id, instance_id=inst_id, message=str(exc),
+                                        body_sha256=hashlib.sha256(raw).hexdigest(), trace_id=trace_id,
+                                        reply_to=reply_to, actor=actor)
             return IntakeResult(view=self._store.get(exp_id), created=False, error=exc)
         excerpt = raw[:4000].decode("utf-8", "replace")
         view = self._store.record_rejected(experiment_id=exp_id, instance_id=inst_id, code=exc.code,
                                            message=str(exc), raw_excerpt=excerpt, request=request,
-                                           trace_id=trace_id, actor=actor)
+                                           trace_id=trace_id, actor=actor, reply_to=reply_to, usable_id=usable)
         return IntakeResult(view=view, created=False, error=exc)

@@ -225,6 +225,12 @@ class DockerRuntime:
         return [_state_of(c) for c in self._client.containers.list(all=True, filters=filters)]
 
     @_translate
+    def disk_usage(self) -> int:
+        """Bytes in the writable layers of Genesis's sandboxes."""
+        listed = self._client.api.containers(all=True, size=True, filters={"label": "genesis.managed-by=genesis"})
+        return sum(int(c.get("SizeRw") or 0) for c in listed)
+
+    @_translate
     def stats(self, name: str) -> dict:
         """One raw cgroup sample of a running sandbox (for live views)."""
         return self._client.containers.get(name).stats(stream=False)

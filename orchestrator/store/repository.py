@@ -12,57 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from typing import Iterator
+from datetime import datetime
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from orchestrator.domain.models import (
-    Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation,
-)
+from orchestrator.domain.models import Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation
 from orchestrator.domain.planner import Desired
-from orchestrator.domain.records import CachedBaseline, ExperimentView, HistoryEntry
-from orchestrator.errors import GenesisError, NotFound, RequestRejected, StoreError
-from orchestrator.store.tables import (
-    BaselineRow, ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow, SnapshotImageRow,
-)
-
-_transient = retry(
-    retry=retry_if_exception(lambda exc: isinstance(exc, StoreError) and exc.transient),
-    wait=wait_exponential(multiplier=0.2, max=5),
-    stop=stop_after_attempt(6),
-    reraise=True,
-)
+from orchestrator.domain.records import ExperimentView, HistoryEntry
+from orchestrator.domain.reports import FinishedRow
+from orchestrator.domain.subjects import conflict_routes, outcome_routes
+from orchestrator.errors import GenesisError, NotFound, RequestRejected
+from orchestrator.store.base import _aware, _columns, _utc, transient, utcnow
+from orchestrator.store.caches import CachesMixin
+from orchestrator.store.outbox import OutboxMixin, enqueue
+from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """Every datetime leaves the store in UTC, whatever the backend did to it."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)  # SQLite drops the zone; we store UTC
-    return value.astimezone(timezone.utc)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Every datetime enters the store in UTC (SQLite would keep the wall time and drop the offset)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store; use an aware UTC datetime")
-    return value.astimezone(timezone.utc)
-
-
-def _columns(row, table) -> dict:
-    return {c.name: _aware(v) if isinstance(v := getattr(row, c.name), datetime) else v for c in table.columns}
 
 
 def body_digest(request: ExperimentRequest) -> str:
@@ -117,41 +84,32 @@ def _desired(row) -> Desired:
     )
 
 
-class Store:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+class Store(CachesMixin, OutboxMixin):
+    """Experiments, their lifecycle and the controller's view of them."""
 
-    @contextmanager
-    def _tx(self) -> Iterator[Session]:
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except IntegrityError:
-            raise  # submit() turns a lost insert race into a duplicate or conflict
-        except OperationalError as exc:
-            raise StoreError(f"database unavailable: {exc.orig or exc}", transient=True) from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database: {exc}") from exc
+    def __init__(self, engine: Engine, *, legacy_mirrors: bool = False) -> None:
+        super().__init__(engine)
+        self.legacy_mirrors = legacy_mirrors
 
     # -- intake ---------------------------------------------------------------
 
     def submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None = None,
-               actor: str = "intake") -> tuple[ExperimentView, bool]:
+               actor: str = "intake", reply_to: str | None = None) -> tuple[ExperimentView, bool]:
         """Record a valid request as Pending; ``(view, False)`` for a duplicate.
 
         The same id with a different body raises ``RequestRejected(conflict)``.
         Two submits racing on one id: the loser's insert fails on the primary
         key and it answers from the winner's row, as a duplicate or conflict.
         """
+        kwargs = dict(commit=commit, trace_id=trace_id, actor=actor, reply_to=reply_to)
         try:
-            return self._submit(request, commit=commit, trace_id=trace_id, actor=actor)
+            return self._submit(request, **kwargs)
         except IntegrityError:
-            return self._submit(request, commit=commit, trace_id=trace_id, actor=actor)
+            return self._submit(request, **kwargs)
 
-    @_transient
+    @transient
     def _submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None,
-                actor: str) -> tuple[ExperimentView, bool]:
+                actor: str, reply_to: str | None) -> tuple[ExperimentView, bool]:
         digest = body_digest(request)
         now = utcnow()
         with self._tx() as session:
@@ -170,7 +128,7 @@ class Store:
                 conditions=[], priority=request.priority, attempt=0, cancel_requested=False,
                 trace_id=trace_id, created_at=now, updated_at=now, phase_since=now,
                 cpu=request.resources.cpu, memory_bytes=request.resources.memory_bytes,
-                gpus_requested=request.resources.gpu,
+                gpus_requested=request.resources.gpu, reply_to=reply_to,
             )
             _set_condition(row, type_="Accepted", status="True", reason="Queued",
                            message=f"queued at priority {request.priority}", now=now)
@@ -191,10 +149,11 @@ class Store:
         except IntegrityError:
             return self._record_rejected(**kwargs)
 
-    @_transient
+    @transient
     def _record_rejected(self, *, experiment_id: str, instance_id: str, code: str, message: str,
                          raw_excerpt: str, request: ExperimentRequest | None = None,
-                         trace_id: str | None = None, actor: str = "intake") -> ExperimentView:
+                         trace_id: str | None = None, actor: str = "intake", reply_to: str | None = None,
+                         usable_id: bool = True) -> ExperimentView:
         now = utcnow()
         with self._tx() as session:
             existing = session.get(ExperimentRow, experiment_id)
@@ -212,7 +171,7 @@ class Store:
                 spec=request.model_dump(mode="json") if request else None, raw_excerpt=raw_excerpt[:4000],
                 body_sha256=hashlib.sha256(raw_excerpt.encode()).hexdigest(), phase=Phase.FAILED.value,
                 reason=code, message=message[:4000], conditions=[], priority=0, attempt=0,
-                recommendation=Recommendation.ROLLBACK.value,
+                recommendation=Recommendation.ROLLBACK.value, reply_to=reply_to,
                 cancel_requested=False, trace_id=trace_id, created_at=now, updated_at=now, finished_at=now,
                 phase_since=now,
             )
@@ -224,9 +183,28 @@ class Store:
             session.add(row)
             self._history(session, experiment_id=experiment_id, sandbox_name="", action="rejected",
                           actor=actor, reason=f"{code}: {message}"[:2000])
-            self._enqueue_outcome(session, outcome, attempt=0)
+            self._enqueue_outcome(session, outcome, attempt=0, reply_to=reply_to, usable_id=usable_id)
             session.flush()
             return _view(row)
+
+    @transient
+    def record_conflict(self, *, experiment_id: str, instance_id: str, message: str, body_sha256: str,
+                        trace_id: str | None, reply_to: str | None, actor: str = "intake") -> None:
+        """Answer a re-use of an id with another body: audited on the original,
+        answered on the sender's own subjects (never the original's)."""
+        now = utcnow()
+        with self._tx() as session:
+            self._history(session, experiment_id=experiment_id, sandbox_name="", action="conflict", actor=actor,
+                          reason=message[:2000])
+            outcome = Outcome(experiment_id=experiment_id, instance_id=instance_id, status="failed",
+                              recommendation=Recommendation.ROLLBACK, trace_id=trace_id, timestamp=now,
+                              error={"code": "conflict", "message": message})
+            routes = conflict_routes(instance_id=instance_id, reply_to=reply_to)
+            key = f"{experiment_id}:conflict-{body_sha256[:16]}"
+            if routes and session.scalar(select(func.count()).select_from(OutboxRow).where(
+                    OutboxRow.msg_id == f"{key}:{routes[0].family}")) == 0:
+                enqueue(session, experiment_id=experiment_id, key=key, routes=routes,
+                        payload=outcome.model_dump(mode="json"), trace_id=trace_id)
 
     # -- reads ----------------------------------------------------------------
 
@@ -247,7 +225,7 @@ class Store:
                 query = query.where(ExperimentRow.instance_id == instance_id)
             return [_view(r) for r in session.scalars(query)]
 
-    @_transient
+    @transient
     def next_pending(self) -> ExperimentView | None:
         """Highest priority first, then oldest."""
         with self._tx() as session:
@@ -271,18 +249,9 @@ class Store:
                                    .order_by(MetricsRow.id))
             return [_columns(r, MetricsRow.__table__) for r in rows]
 
-    def outbox(self, *, unpublished_only: bool = False) -> list[dict]:
-        with self._tx() as session:
-            query = select(OutboxRow).order_by(OutboxRow.id)
-            if unpublished_only:
-                query = query.where(OutboxRow.published_at.is_(None))
-            return [{"id": r.id, "experiment_id": r.experiment_id, "msg_id": r.msg_id, "subject": r.subject,
-                     "payload": r.payload, "headers": r.headers, "published_at": _aware(r.published_at)}
-                    for r in session.scalars(query)]
-
     # -- lifecycle --------------------------------------------------------------
 
-    @_transient
+    @transient
     def transition(self, experiment_id: str, phase: Phase, *, reason: str, message: str = "",
                    actor: str = "worker", **fields) -> ExperimentView:
         """Move to ``phase``, set a condition, audit it; ``fields`` updates columns."""
@@ -303,7 +272,7 @@ class Store:
                           action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
             return _view(row)
 
-    @_transient
+    @transient
     def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
                  preserved_until: datetime | None = None, actor: str = "worker") -> ExperimentView:
         """Finish an experiment: record, metrics row, audit and outbox in one transaction."""
@@ -322,17 +291,17 @@ class Store:
                 session.add(self._metrics_row(outcome, attempt=row.attempt, now=now))
             self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
                           action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
-            self._enqueue_outcome(session, outcome, attempt=row.attempt)
+            self._enqueue_outcome(session, outcome, attempt=row.attempt, reply_to=row.reply_to)
             return _view(row)
 
-    @_transient
+    @transient
     def request_cancel(self, experiment_id: str) -> ExperimentView:
         with self._tx() as session:
             row = self._row(session, experiment_id)
             row.cancel_requested, row.updated_at = True, utcnow()
             return _view(row)
 
-    @_transient
+    @transient
     def set_preserved_until(self, experiment_id: str, until: datetime | None) -> None:
         with self._tx() as session:
             self._row(session, experiment_id).preserved_until = _utc(until)
@@ -343,7 +312,7 @@ class Store:
                                                                ExperimentRow.preserved_until < _utc(now)))
             return [_view(r) for r in rows]
 
-    @_transient
+    @transient
     def audit(self, *, experiment_id: str | None, sandbox_name: str, action: str, actor: str, reason: str,
               duration_ms: float | None = None, details: dict | None = None) -> None:
         with self._tx() as session:
@@ -352,7 +321,7 @@ class Store:
 
     # -- controller -------------------------------------------------------------
 
-    @_transient
+    @transient
     def desired(self) -> list[Desired]:
         """Records the controller must look at: unfinished, or finished with a preserved sandbox."""
         with self._tx() as session:
@@ -362,14 +331,14 @@ class Store:
                        | ExperimentRow.preserved_until.is_not(None)))
             return [_desired(r) for r in rows]
 
-    @_transient
+    @transient
     def desired_of(self, experiment_id: str) -> Desired | None:
         with self._tx() as session:
             row = session.execute(select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
                                   .where(ExperimentRow.id == experiment_id)).first()
             return _desired(row) if row is not None else None
 
-    @_transient
+    @transient
     def admit(self, experiment_id: str, *, gpus: tuple[str, ...], actor: str) -> ExperimentView | None:
         """Pending → Building with the next attempt number; ``None`` if no longer admissible."""
         now = utcnow()
@@ -387,7 +356,7 @@ class Store:
                           reason=f"Admitted: {message}")
             return _view(row)
 
-    @_transient
+    @transient
     def requeue(self, experiment_id: str, *, reason: str, not_before: datetime, actor: str) -> None:
         """An infrastructure failure: back to Pending, retried after ``not_before``."""
         with self._tx() as session:
@@ -403,49 +372,28 @@ class Store:
             self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
                           action="phase:Pending", actor=actor, reason=f"Requeued: {message}")
 
-    @_transient
+    @transient
     def set_kill_reason(self, experiment_id: str, reason: str) -> None:
         with self._tx() as session:
             self._row(session, experiment_id).kill_reason = reason
 
-    # -- caches -----------------------------------------------------------------
-
-    def baseline(self, key: str) -> CachedBaseline | None:
+    def phase_counts(self) -> dict[str, int]:
         with self._tx() as session:
-            row = session.get(BaselineRow, key)
-            if row is None:
-                return None
-            return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
-                                  runtime_ms=row.runtime_ms, exit_code=row.exit_code, llm_count=row.llm_count,
-                                  created_at=_aware(row.created_at))
+            rows = session.execute(select(ExperimentRow.phase, func.count()).group_by(ExperimentRow.phase))
+            return {phase: count for phase, count in rows}
 
-    @_transient
-    def put_baseline(self, baseline: CachedBaseline, *, repo: str, commit: str, command: list[str],
-                     image: str) -> None:
+    def finished_since(self, since: datetime) -> list[FinishedRow]:
+        """Experiments finished since ``since``, with their figures (for reports)."""
         with self._tx() as session:
-            session.merge(BaselineRow(key=baseline.key, repo=repo, commit=commit, command=command, image=image,
-                                      cases=baseline.cases, parse_errors=baseline.parse_errors,
-                                      runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code,
-                                      llm_count=baseline.llm_count, created_at=baseline.created_at))
-
-    @_transient
-    def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
-                    build_seconds: float | None) -> None:
-        """Record a snapshot image's use (and its build, when ``build_seconds`` is given)."""
-        now = utcnow()
-        with self._tx() as session:
-            row = session.get(SnapshotImageRow, tag)
-            if row is None:
-                row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
-                                       size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
-                                       created_at=now, last_used_at=now, uses=0)
-                session.add(row)
-            row.last_used_at, row.uses = now, (row.uses or 0) + 1
-
-    def images(self) -> list[dict]:
-        with self._tx() as session:
-            return [_columns(r, SnapshotImageRow.__table__)
-                    for r in session.scalars(select(SnapshotImageRow).order_by(SnapshotImageRow.last_used_at))]
+            rows = session.execute(
+                select(ExperimentRow.experiment_type, ExperimentRow.risk_level, ExperimentRow.phase,
+                       ExperimentRow.recommendation, MetricsRow.regression, MetricsRow.llm_reduction)
+                .outerjoin(MetricsRow, (MetricsRow.experiment_id == ExperimentRow.id)
+                           & (MetricsRow.attempt == ExperimentRow.attempt))
+                .where(ExperimentRow.finished_at >= _utc(since)))
+            return [FinishedRow(experiment_type=t, risk_level=r, succeeded=p == Phase.SUCCEEDED.value,
+                                recommendation=rec, regression=reg, llm_reduction=llm)
+                    for t, r, p, rec, reg, llm in rows]
 
     def count(self) -> int:
         with self._tx() as session:
@@ -461,13 +409,6 @@ class Store:
         return row
 
     @staticmethod
-    def _history(session: Session, *, experiment_id, sandbox_name, action, actor, reason,
-                 duration_ms=None, details=None) -> None:
-        session.add(SandboxHistoryRow(experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
-                                      actor=actor, reason=reason, duration_ms=duration_ms,
-                                      details=details or {}, at=utcnow()))
-
-    @staticmethod
     def _metrics_row(outcome: Outcome, *, attempt: int, now: datetime) -> MetricsRow:
         m: Metrics = outcome.metrics  # type: ignore[assignment]
         b = outcome.baseline
@@ -479,15 +420,10 @@ class Store:
             **m.model_dump(),
         )
 
-    @staticmethod
-    def _enqueue_outcome(session: Session, outcome: Outcome, *, attempt: int) -> None:
-        """Outcome messages go through the outbox; a relay publishes them with
-        ``Nats-Msg-Id`` = msg_id so a crash between commit and publish neither
-        loses nor duplicates one."""
-        kind = "completed" if outcome.status == "success" else "failed"
-        payload = outcome.model_dump(mode="json")
-        headers = {"traceparent": outcome.trace_id} if outcome.trace_id else {}
-        for subject in (f"genesis.experiment.{kind}.{outcome.experiment_id}", "centralcloud.experiment.result"):
-            msg_id = f"{outcome.experiment_id}:{attempt}:{subject.split('.')[0]}"
-            session.add(OutboxRow(experiment_id=outcome.experiment_id, msg_id=msg_id, subject=subject,
-                                  payload=payload, headers=headers, created_at=utcnow()))
+    def _enqueue_outcome(self, session: Session, outcome: Outcome, *, attempt: int, reply_to: str | None,
+                         usable_id: bool = True) -> None:
+        routes = outcome_routes(experiment_id=outcome.experiment_id, instance_id=outcome.instance_id,
+                                status=outcome.status, legacy=self.legacy_mirrors, reply_to=reply_to,
+                                usable_id=usable_id)
+        enqueue(session, experiment_id=outcome.experiment_id, key=f"{outcome.experiment_id}:{attempt}",
+                routes=routes, payload=outcome.model_dump(mode="json"), trace_id=outcome.trace_id)

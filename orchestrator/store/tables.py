@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -52,6 +52,7 @@ class ExperimentRow(Base):
     memory_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)
     gpus_requested: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     gpus: Mapped[list | None] = mapped_column(JSON)
+    reply_to: Mapped[str | None] = mapped_column(String(256))  # migration 0003
 
     __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),
                       Index("ix_experiment_preserved", "preserved_until"))
@@ -152,3 +153,5 @@ class OutboxRow(Base):
     headers: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    durable: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)  # JetStream, deduplicated
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)

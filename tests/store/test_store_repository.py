@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -33,7 +35,7 @@ def _metrics() -> Metrics:
 
 def _outcome(experiment_id: str, *, status: str = "success",
              recommendation: Recommendation = Recommendation.MERGE, metrics: Metrics | None = None,
-             error: dict | None = None, trace_id: str | None = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+             error: dict | None = None, trace_id: str | None = "4bf92f3577b34da6a3ce929d0e0e4736",
              ) -> Outcome:
     return Outcome(
         experiment_id=experiment_id, instance_id="singularity-test-1", status=status,
@@ -257,7 +259,8 @@ def test_finalize_writes_record_metrics_and_outbox_once(store, make_request):
     assert all(eid in m["msg_id"] for m in messages)
     for m in messages:
         assert m["payload"] == outcome.model_dump(mode="json")
-        assert m["headers"] == {"traceparent": outcome.trace_id}
+        # W3C traceparent in the request's trace, a span of its own per message
+        assert re.fullmatch(rf"00-{outcome.trace_id}-[0-9a-f]{{16}}-01", m["headers"]["traceparent"])
         assert m["published_at"] is None
     assert len(store.outbox(unpublished_only=True)) == 2
     history = store.history(eid)

@@ -46,20 +46,21 @@ FOREIGN_GPU = "gx"  # assigned to a record but not (or no longer) on the host
 PROPS = settings(max_examples=300, deadline=None)
 
 # Exact binary fractions, so sums compare without float noise.
-cpus = st.sampled_from([0.25, 0.5, 1.0, 1.0, 1.5, 2.0, 4.0])
+cpus = st.sampled_from([0.5, 1.0, 0.25, 1.0, 1.5, 2.0, 4.0])
 memories = st.sampled_from([16 * MI, 256 * MI, 512 * MI, GI, GI, 2 * GI, 4 * GI])
 OFFSETS = [-86_400, -3_600, -1_801, -60, -1, 0, 1, 60, 3_600]  # seconds from NOW
 TIMES = [NOW + timedelta(seconds=s) for s in OFFSETS]
 maybe_time = st.sampled_from([None] * 4 + TIMES)
 # Weighted towards what makes admission interesting: ready Pending records
 # competing for a few slots, a few GPUs and a CPU/memory budget that binds.
-phases = st.sampled_from([Phase.PENDING] * 4 + [Phase.BUILDING, Phase.RUNNING, Phase.COLLECTING,
+phases = st.sampled_from([Phase.PENDING] * 4 + [Phase.BUILDING, Phase.RUNNING, Phase.RUNNING, Phase.COLLECTING,
                                                 Phase.SUCCEEDED, Phase.FAILED])
+statuses = st.sampled_from(["created", "running", "running", "exited"])
 
 
 @st.composite
-def a_record(draw, rid: str) -> Desired:
-    phase = draw(phases)
+def a_record(draw, rid: str, phase_strategy=phases) -> Desired:
+    phase = draw(phase_strategy)
     return Desired(
         id=rid,
         instance_id=draw(st.sampled_from(["i0", "i1", "i2"])),
@@ -67,11 +68,11 @@ def a_record(draw, rid: str) -> Desired:
         priority=draw(st.integers(-2, 2)),
         created_at=NOW - timedelta(minutes=draw(st.integers(0, 5))),
         attempt=draw(st.integers(0, 4)),
-        cancel_requested=draw(st.sampled_from([False, False, False, True])),
-        sandbox_name=draw(st.sampled_from([None, f"sb-{rid}", f"sb-{rid}", f"sb-{rid}-old"])),
+        cancel_requested=draw(st.sampled_from([False] * 4 + [True])),
+        sandbox_name=draw(st.sampled_from([None, f"sb-{rid}", f"sb-{rid}", f"sb-{rid}", f"sb-{rid}-old"])),
         phase_since=draw(maybe_time),
         deadline_at=draw(maybe_time),
-        not_before=draw(st.sampled_from([None] * 6 + TIMES)),
+        not_before=draw(st.sampled_from([None] * 8 + TIMES)),
         preserved_until=draw(maybe_time),
         kill_reason=draw(st.sampled_from([None, None, "timeout", "cancelled"])),
         cpu=draw(cpus),
@@ -92,15 +93,17 @@ class World:
 
 @st.composite
 def worlds(draw) -> World:
-    ids = [f"e{i}" for i in range(draw(st.integers(0, 10)))]
-    desired = [draw(a_record(rid)) for rid in ids]
+    # records in any phase, plus a queue of Pending ones competing for the room left
+    desired = [draw(a_record(f"e{i}")) for i in range(draw(st.sampled_from([3, 0, 1, 2, 4, 5, 6, 8, 10])))]
+    desired += [draw(a_record(f"q{i}", st.just(Phase.PENDING))) for i in range(draw(st.sampled_from([3, 0, 1, 2, 4, 6])))]
+    ids = [d.id for d in desired]
     draw(st.randoms()).shuffle(desired)
 
-    statuses = st.sampled_from(["created", "running", "exited"])
     observed: dict[str, Observed] = {}  # by name: names are unique on a runtime
     for rid in ids:
-        for name in draw(st.lists(st.sampled_from([f"sb-{rid}", f"sb-{rid}-old", f"sb-{rid}-baseline"]),
-                                  max_size=3, unique=True)):
+        names = [f"sb-{rid}"] if draw(st.sampled_from([True, True, True, False])) else []
+        names += draw(st.lists(st.sampled_from([f"sb-{rid}-old", f"sb-{rid}-baseline"]), max_size=2, unique=True))
+        for name in names:
             observed[name] = Observed(name, rid, draw(statuses))
     for k in range(draw(st.integers(0, 3))):  # orphans: unknown experiment, or no label value
         experiment_id = draw(st.sampled_from([f"ghost{k}", None]))
@@ -108,17 +111,24 @@ def worlds(draw) -> World:
     observed_list = list(observed.values())
     draw(st.randoms()).shuffle(observed_list)
 
-    n_gpus = draw(st.integers(0, 4))
+    limits = Limits(backoff_limit=draw(st.integers(0, 4)))
+    in_flight = frozenset([rid for rid in ids if draw(st.sampled_from([False] * 4 + [True]))]
+                          + draw(st.sampled_from([[], [], ["not-a-record"]])))
+
+    # Capacity is drawn as what the world already holds plus a small slack,
+    # mostly positive (room for a few admits, so they compete) and sometimes
+    # negative (the host is already over: nothing may be admitted). Hypothesis
+    # favours the first entry of sampled_from, so the lists open with room.
+    active = [d for d in desired if is_active(d, in_flight)]
+    n_gpus = draw(st.sampled_from([2, 4, 1, 3, 0]))
     capacity = Capacity(
-        max_concurrent=draw(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 8])),
-        per_instance=draw(st.sampled_from([None, None, 0, 1, 2, 3])),
-        cpu=draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0])),
-        memory_bytes=draw(st.sampled_from([0, GI, 2 * GI, 4 * GI, 6 * GI, 8 * GI, 16 * GI])),
+        max_concurrent=max(0, len(active) + draw(st.sampled_from([2, 1, 3, 0, 5, 1, 2, -1]))),
+        per_instance=draw(st.sampled_from([None, 2, 1, 3, None, 0])),
+        cpu=max(0.0, sum(d.cpu for d in active) + draw(st.sampled_from([2.0, 1.0, 4.0, 0.5, 3.0, 8.0, 0.0, -1.0]))),
+        memory_bytes=max(0, sum(d.memory_bytes for d in active)
+                         + draw(st.sampled_from([4 * GI, 2 * GI, GI, 16 * GI, 512 * MI, 0, -GI]))),
         gpus=tuple(draw(st.permutations(GPU_IDS[:n_gpus]))),
     )
-    limits = Limits(backoff_limit=draw(st.integers(0, 4)))
-    in_flight = frozenset([rid for rid in ids if draw(st.sampled_from([False, False, False, True]))]
-                          + draw(st.sampled_from([[], [], ["not-a-record"]])))
     return World(desired, observed_list, capacity, limits, in_flight)
 
 

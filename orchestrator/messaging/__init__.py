@@ -1,0 +1,1 @@
+"""NATS: JetStream intake of requests, the outbox relay, periodic reports."""

@@ -1,0 +1,117 @@
+"""Genesis on NATS: one supervised connection, and on it the request intake
+(on every replica: the work queue hands each request to one of them), the
+outbox relay and the periodic reports (only on the leading controller).
+
+The first connection is retried with backoff, later ones by the client's
+own reconnect; the controller keeps working while NATS is away, and the
+outbox holds outcomes until they can be published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import nats.errors
+
+from orchestrator.messaging.connection import connect, ensure_streams, redact
+from orchestrator.messaging.intake import NatsIntake
+from orchestrator.messaging.relay import OutboxRelay
+from orchestrator.messaging.reports import ReportPublisher
+
+log = logging.getLogger(__name__)
+PUBLISH_POLL_S = 0.2  # how soon an outcome leaves after it is decided
+MAX_CONNECT_BACKOFF_S = 30.0
+
+
+class NatsService:
+    def __init__(self, app, controller) -> None:
+        self._app = app
+        self._controller = controller
+        self._settings = app.settings.nats
+        self._stopping = asyncio.Event()
+        self.intake: NatsIntake | None = None
+        self.relay: OutboxRelay | None = None
+        self.connected = asyncio.Event()
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+        if self.intake is not None:
+            self.intake.shutdown()
+
+    async def run(self) -> None:
+        delay = 1.0
+        servers = ", ".join(redact(s) for s in self._settings.servers())
+        while not self._stopping.is_set():
+            try:
+                nc = await connect(self._settings, name=f"genesis-{self._controller.actor}")
+            except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+                log.warning("nats unreachable; retrying", extra={"servers": servers, "error": type(exc).__name__,
+                                                                 "retry_in_s": delay})
+                await self._sleep(delay)
+                delay = min(delay * 2, MAX_CONNECT_BACKOFF_S)
+                continue
+            delay = 1.0
+            try:
+                await self._serve(nc)
+            except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+                log.warning("nats session ended; reconnecting", extra={"error": type(exc).__name__})
+                await self._sleep(1.0)
+            finally:
+                self.connected.clear()
+                await _close(nc)
+
+    async def _serve(self, nc) -> None:
+        js = nc.jetstream()
+        await ensure_streams(js, self._settings)
+        self.intake = NatsIntake(js, self._app.intake, self._settings)
+        self.relay = OutboxRelay(nc, js, self._app.store)
+        reports = ReportPublisher(nc, self._app.store, self._app.runtime,
+                                  health_interval_s=self._settings.health_interval_s,
+                                  report_interval_s=self._settings.report_interval_s)
+        self.connected.set()
+        log.info("nats ready", extra={"streams": [self._settings.request_stream, self._settings.outcome_stream]})
+        tasks = [asyncio.create_task(self.intake.run()), asyncio.create_task(self._publish(self.relay, reports)),
+                 asyncio.create_task(self._stopping.wait())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    raise task.exception()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _publish(self, relay: OutboxRelay, reports: ReportPublisher) -> None:
+        while not self._stopping.is_set():
+            if self._controller.leading:
+                try:
+                    while await relay.run_once():
+                        pass
+                    await reports.tick()
+                except nats.errors.Error as exc:
+                    log.warning("publishing paused", extra={"error": type(exc).__name__})
+                except Exception:  # noqa: BLE001 - e.g. the database is down: try again later
+                    log.exception("outbox relay pass failed")
+            await self._sleep(PUBLISH_POLL_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _close(nc) -> None:
+    """Flush what was published and close. Not ``drain()``: a pull subscription
+    never finishes draining, and every message is acked as it is handled."""
+    try:
+        if nc.is_connected:
+            await nc.flush(timeout=2)
+    except Exception:  # noqa: BLE001 - a broken connection has nothing to flush
+        pass
+    try:
+        await nc.close()
+    except Exception:  # noqa: BLE001
+        pass

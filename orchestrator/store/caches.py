@@ -1,0 +1,49 @@
+"""Caches the pipeline keeps in the database: baselines per (repo, commit,
+command, image) and the snapshot images in use (for LRU cleanup)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from orchestrator.domain.records import CachedBaseline
+from orchestrator.store.base import StoreBase, _aware, _columns, transient, utcnow
+from orchestrator.store.tables import BaselineRow, SnapshotImageRow
+
+
+class CachesMixin(StoreBase):
+    def baseline(self, key: str) -> CachedBaseline | None:
+        with self._tx() as session:
+            row = session.get(BaselineRow, key)
+            if row is None:
+                return None
+            return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
+                                  runtime_ms=row.runtime_ms, exit_code=row.exit_code, llm_count=row.llm_count,
+                                  created_at=_aware(row.created_at))
+
+    @transient
+    def put_baseline(self, baseline: CachedBaseline, *, repo: str, commit: str, command: list[str],
+                     image: str) -> None:
+        with self._tx() as session:
+            session.merge(BaselineRow(key=baseline.key, repo=repo, commit=commit, command=command, image=image,
+                                      cases=baseline.cases, parse_errors=baseline.parse_errors,
+                                      runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code,
+                                      llm_count=baseline.llm_count, created_at=baseline.created_at))
+
+    @transient
+    def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
+                    build_seconds: float | None) -> None:
+        """Record a snapshot image's use (and its build, when ``build_seconds`` is given)."""
+        now = utcnow()
+        with self._tx() as session:
+            row = session.get(SnapshotImageRow, tag)
+            if row is None:
+                row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
+                                       size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
+                                       created_at=now, last_used_at=now, uses=0)
+                session.add(row)
+            row.last_used_at, row.uses = now, (row.uses or 0) + 1
+
+    def images(self) -> list[dict]:
+        with self._tx() as session:
+            return [_columns(r, SnapshotImageRow.__table__)
+                    for r in session.scalars(select(SnapshotImageRow).order_by(SnapshotImageRow.last_used_at))]
