@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -41,6 +42,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--out", help="also write the outcomes here, as JSON")
     parser.add_argument("requests", nargs="+")
     args = parser.parse_args()
     bodies = []
@@ -52,6 +54,8 @@ async def main() -> int:
         outcomes = await asyncio.gather(*(genesis.run(body, timeout=args.timeout) for _, body in bodies))
     for (name, _), outcome in zip(bodies, outcomes):
         print(show(name, outcome))
+    if args.out:
+        Path(args.out).write_text(json.dumps({name: o for (name, _), o in zip(bodies, outcomes)}, indent=2))
     return 0
 
 
