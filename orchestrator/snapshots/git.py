@@ -27,8 +27,27 @@ def _git(repo: Path, *args: str, input: bytes | None = None) -> bytes:
     return proc.stdout
 
 
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_known_commits: dict[tuple[str, str], str] = {}  # (repo, full sha) -> itself; branches are never cached
+_KNOWN_COMMITS_MAX = 10_000
+
+
 def resolve_commit(repo: Path, ref: str) -> str:
-    """Full commit id of ``ref`` (commit, tag or branch); ``unknown_commit`` if none."""
+    """Full commit id of ``ref`` (commit, tag or branch); ``unknown_commit`` if none.
+
+    A full commit id that was found once is remembered: it cannot change
+    meaning, and intake sees the same few commits over and over.
+    """
+    key = (str(repo), ref)
+    if key in _known_commits:
+        return _known_commits[key]
+    commit = _resolve(repo, ref)
+    if _FULL_SHA.match(ref) and len(_known_commits) < _KNOWN_COMMITS_MAX:
+        _known_commits[key] = commit
+    return commit
+
+
+def _resolve(repo: Path, ref: str) -> str:
     if not _SAFE_REF.match(ref) or ".." in ref:
         raise RequestRejected(f"base_ref {ref!r} is not a valid git ref", code="unknown_commit")
     proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", "--end-of-options",
