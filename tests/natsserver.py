@@ -31,12 +31,13 @@ def _free_port() -> int:
 
 
 class NatsServer:
-    def __init__(self) -> None:
+    def __init__(self, extra_config: str = "") -> None:
         self.root = Path(tempfile.mkdtemp(prefix="genesis-nats-"))
         self.port = _free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         (self.root / "nats.conf").write_text(
-            f'listen: 127.0.0.1:{self.port}\nmax_payload: 8MB\njetstream {{ store_dir: "{self.root}/js" }}\n')
+            f'listen: 127.0.0.1:{self.port}\nmax_payload: 8MB\njetstream {{ store_dir: "{self.root}/js" }}\n'
+            + extra_config)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:

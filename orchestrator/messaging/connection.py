@@ -9,6 +9,7 @@ fixed wait; the first connection is retried with backoff by the caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType,
 from nats.js.errors import BadRequestError, NotFoundError
 
 from orchestrator.domain.subjects import DLQ, OUTCOME_SUBJECTS, REQUEST_SUBJECTS
+from orchestrator.errors import GenesisError
 from orchestrator.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,19 @@ def connect_options(settings: NatsSettings, *, name: str) -> dict:
     return options
 
 
-async def connect(settings: NatsSettings, *, name: str = "genesis") -> nats.NATS:
+async def connect(settings: NatsSettings, *, name: str = "genesis", timeout_s: float = 15.0) -> nats.NATS:
+    """Connect, or raise ``GenesisError(nats_unreachable)`` within ``timeout_s``.
+
+    The client itself retries an initial connection that fails (wrong
+    credentials included) without end, so the attempt is bounded here and
+    the caller's backoff loop decides when to try again.
+    """
     servers = ", ".join(redact(s) for s in settings.servers())
+    last_error: list[str] = []
 
     async def on_error(exc: Exception) -> None:
-        log.warning("nats error", extra={"servers": servers, "error": type(exc).__name__})
+        last_error[:] = [f"{type(exc).__name__}: {str(exc)[:200]}"]
+        log.warning("nats error", extra={"servers": servers, "error": last_error[0]})
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected", extra={"servers": servers})
@@ -75,8 +85,14 @@ async def connect(settings: NatsSettings, *, name: str = "genesis") -> nats.NATS
     async def on_reconnect() -> None:
         log.info("nats reconnected", extra={"servers": servers})
 
-    return await nats.connect(**connect_options(settings, name=name), error_cb=on_error,
-                              disconnected_cb=on_disconnect, reconnected_cb=on_reconnect)
+    attempt = asyncio.ensure_future(nats.connect(**connect_options(settings, name=name), error_cb=on_error,
+                                                 disconnected_cb=on_disconnect, reconnected_cb=on_reconnect))
+    try:
+        return await asyncio.wait_for(asyncio.shield(attempt), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        attempt.cancel()
+        raise GenesisError(f"nats {servers} unreachable: {last_error[0] if last_error else 'timed out'}",
+                           code="nats_unreachable") from None
 
 
 async def _declare(js: JetStreamContext, config: StreamConfig) -> None:

@@ -14,6 +14,8 @@ import logging
 
 import nats.errors
 
+from orchestrator.errors import GenesisError
+
 from orchestrator.messaging.connection import connect, ensure_streams, redact
 from orchestrator.messaging.intake import NatsIntake
 from orchestrator.messaging.relay import OutboxRelay
@@ -45,8 +47,8 @@ class NatsService:
         while not self._stopping.is_set():
             try:
                 nc = await connect(self._settings, name=f"genesis-{self._controller.actor}")
-            except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
-                log.warning("nats unreachable; retrying", extra={"servers": servers, "error": type(exc).__name__,
+            except (OSError, asyncio.TimeoutError, nats.errors.Error, GenesisError) as exc:
+                log.warning("nats unreachable; retrying", extra={"servers": servers, "error": str(exc)[:300],
                                                                  "retry_in_s": delay})
                 await self._sleep(delay)
                 delay = min(delay * 2, MAX_CONNECT_BACKOFF_S)
