@@ -205,7 +205,8 @@ def _reap(observed: list[Observed], by_id: dict[str, Desired], *, now: datetime,
         elif record.id in in_flight:
             continue  # a step is working on it (e.g. its baseline sandbox)
         elif sandbox.name != _live_sandbox(record, now=now):
-            expired = record.phase.finished and sandbox.name == record.sandbox_name
+            expired = (record.phase.finished and record.preserved_until is not None
+                       and sandbox.name == record.sandbox_name)
             why = "preservation TTL expired" if expired else f"not the live sandbox of a {record.phase.value} record"
             actions.append(Teardown(sandbox.name, record.id, why, clear_preserved=expired))
     # A preserved record whose sandbox is already gone just loses the marker.
