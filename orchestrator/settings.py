@@ -88,6 +88,10 @@ class Settings(BaseModel):
     backoff_base_s: float = 2.0
     phase_deadline_s: float = 1800.0
     pass_interval_s: float = 1.0
+    # Observability (SPEC §9).
+    metrics_address: str = "127.0.0.1"  # 0.0.0.0 in a pod
+    metrics_port: int = 9464  # 0 switches /metrics off
+    sandbox_sample_interval_s: float = 5.0  # per-sandbox cgroup figures; 0 switches sampling off
     max_timeout_ms: int = 24 * 3_600_000
     preserve_ttl_s: int = 7 * 24 * 3600
     max_output_file_bytes: int = 16 * 2**20

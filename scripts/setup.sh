@@ -10,10 +10,11 @@ need_apt=()
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool and a server for the tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "genesis-setup: installing ${need_apt[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 scripts/start-dockerd.sh

@@ -8,7 +8,10 @@ a lease row on SQLite), the others wait as standbys and take over when it dies.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
@@ -18,8 +21,26 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def start_metrics_server(settings) -> bool:
+    """/metrics on ``metrics_address:metrics_port``; a port already taken is logged, not fatal."""
+    if not settings.metrics_port:
+        return False
+    from prometheus_client import start_http_server
+
+    from orchestrator.telemetry.metrics import REGISTRY
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_address, registry=REGISTRY)
+    except OSError as exc:
+        log.warning("metrics endpoint not started", extra={"port": settings.metrics_port, "error": str(exc)})
+        return False
+    log.info("metrics endpoint ready", extra={"address": settings.metrics_address, "port": settings.metrics_port})
+    return True
+
+
 async def _serve(app, once: bool, nats_on: bool) -> None:
     await app.runtime.ping()
+    if not once:
+        start_metrics_server(app.settings)
     controller = app.controller(leader=True)
     service = None
     if nats_on and app.settings.nats.url and not once:

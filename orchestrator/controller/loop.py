@@ -29,6 +29,7 @@ from orchestrator.pipeline.execute import Executor
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE
 from orchestrator.store.leases import Leader
 from orchestrator.store.repository import utcnow
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
@@ -51,6 +52,8 @@ class Controller:
         self._wake = asyncio.Event()
         self.passes = 0
         self.leading = False
+        self.sample_interval_s = self.settings.sandbox_sample_interval_s
+        self._last_sample = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -65,6 +68,7 @@ class Controller:
                 delay = self.pass_interval_s
             except (GenesisError, OSError) as exc:
                 errors += 1
+                metrics.RECONCILE_ERRORS.labels(kind="pass").inc()
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
@@ -89,6 +93,7 @@ class Controller:
     async def _lead(self) -> bool:
         was = self.leading
         self.leading = self.leader is None or await asyncio.to_thread(self.leader.acquire)
+        metrics.LEADER.set(1 if self.leading else 0)
         if self.leading != was:
             log.info("leading" if self.leading else "standby",
                      extra={"holder": self.leader.holder if self.leader else None})
@@ -138,12 +143,44 @@ class Controller:
         for action in actions:
             try:
                 await self._apply(action)
+                metrics.RECONCILE_ACTIONS.labels(action=type(action).__name__.lower()).inc()
             except GenesisError as exc:  # one bad record never stops the pass
+                metrics.RECONCILE_ERRORS.labels(kind="action").inc()
                 log.warning("action failed", extra={"action": type(action).__name__, "error": str(exc),
                                                     "experiment_id": getattr(action, "experiment_id", None)})
+        self._gauges(desired, actions)
+        await self._sample(states)
+        metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         self.passes += 1
         log.debug("reconcile pass", extra={"actions": len(actions), "seconds": time.monotonic() - started})
         return actions
+
+    def _gauges(self, desired: list, actions: list[Action]) -> None:
+        admitted = {a.experiment_id for a in actions if isinstance(a, Admit)}
+        metrics.EXPERIMENTS_QUEUED.set(sum(1 for d in desired if d.phase.value == "Pending"
+                                           and d.id not in admitted))
+        metrics.EXPERIMENTS_RUNNING.set(sum(1 for d in desired if d.phase.value in
+                                            ("Building", "Running", "Collecting")) + len(admitted))
+        now = utcnow()
+        for record in desired:
+            if record.id in admitted:
+                metrics.observe_phase("queue_wait", (now - record.created_at).total_seconds())
+
+    async def _sample(self, states) -> None:
+        """Per-sandbox cgroup figures for /metrics, every ``sample_interval_s``."""
+        if self.sample_interval_s <= 0 or time.monotonic() - self._last_sample < self.sample_interval_s:
+            return
+        self._last_sample = time.monotonic()
+        samples = {}
+        for state in states:
+            if state.status == "running":
+                try:
+                    usage = await self.runtime.usage(state.name)
+                except GenesisError:
+                    usage = None
+                if usage is not None:
+                    samples[state.name] = usage
+        metrics.SANDBOXES.replace(samples)
 
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Teardown):

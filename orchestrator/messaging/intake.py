@@ -23,6 +23,7 @@ from orchestrator.domain.subjects import DLQ, REPLY_HEADER, instance_from_subjec
 from orchestrator.errors import GenesisError
 from orchestrator.pipeline.intake import Intake
 from orchestrator.settings import NatsSettings
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 UNDECODABLE = ("invalid_json",)
@@ -77,15 +78,18 @@ class NatsIntake:
             await self._retry_later(message, exc)
             return
         if result.error is None:
+            outcome = "accepted" if result.created else "duplicate"
             if result.created:
                 self.stats.accepted += 1
             else:
                 self.stats.duplicates += 1
         else:
+            outcome = "rejected"
             self.stats.rejected += 1
             if result.error.code in UNDECODABLE:
                 await self._dead_letter(message, f"{result.error.code}: recorded as {result.view.id}")
         await message.ack()
+        metrics.NATS_MESSAGES.labels(direction="in", family="request", result=outcome).inc()
 
     async def _retry_later(self, message: Msg, exc: GenesisError) -> None:
         delivered = message.metadata.num_delivered if message.metadata else 1
@@ -96,12 +100,14 @@ class NatsIntake:
         delays = self._settings.nak_backoff_s or [1.0]
         delay = delays[min(delivered - 1, len(delays) - 1)]
         self.stats.retried += 1
+        metrics.NATS_MESSAGES.labels(direction="in", family="request", result="retried").inc()
         log.warning("request not recorded; redelivery later",
                     extra={"error": str(exc), "delivered": delivered, "retry_in_s": delay})
         await message.nak(delay=delay)
 
     async def _dead_letter(self, message: Msg, why: str) -> None:
         self.stats.dead_lettered += 1
+        metrics.NATS_MESSAGES.labels(direction="out", family="dlq", result="published").inc()
         headers = {"Genesis-Original-Subject": message.subject, "Genesis-Error": why[:500]}
         try:
             await self._js.publish(DLQ, message.data, headers=headers, timeout=5)

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from orchestrator.store.repository import Store
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 BATCH = 200
@@ -45,11 +46,23 @@ class OutboxRelay:
                 log.warning("outbox publish failed", extra={"subject": row["subject"], "error": type(exc).__name__,
                                                             "experiment_id": row["experiment_id"]})
                 failed.append(row["id"])
+                metrics.NATS_MESSAGES.labels(direction="out", family=_family(row), result="failed").inc()
                 break  # the connection is likely down: keep order, retry the rest next time
             done.append(row["id"])
+            metrics.NATS_MESSAGES.labels(direction="out", family=_family(row), result="published").inc()
+            if _family(row) == "genesis":
+                log.info("metrics_reported", extra={"experiment_id": row["experiment_id"], "subject": row["subject"],
+                                                    "trace_id": row["payload"].get("trace_id")})
         if any(not r["durable"] for r in rows if r["id"] in done):
             await self._nc.flush(timeout=5)
         await asyncio.to_thread(self._store.mark_published, done)
         await asyncio.to_thread(self._store.mark_attempted, failed)
         self.published += len(done)
         return len(done)
+
+
+def _family(row: dict) -> str:
+    """The bounded label for a message: the last part of its msg_id (genesis, centralcloud, agent, ...)."""
+    family = row["msg_id"].rsplit(":", 1)[-1]
+    return family if family in ("genesis", "centralcloud", "agent", "instance", "reply", "conflict",
+                                "conflict-reply") else "other"

@@ -36,6 +36,7 @@ from orchestrator.settings import Settings
 from orchestrator.snapshots import git
 from orchestrator.snapshots.builder import SnapshotBuilder
 from orchestrator.store.repository import Store, utcnow
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0  # how often a waiting baseline checks for `genesis delete`
@@ -120,6 +121,9 @@ class Executor:
         """Stop a running sandbox for ``reason`` (timeout | cancelled); collect follows."""
         self.store.set_kill_reason(experiment_id, reason)
         await self.runtime.kill(sandbox)
+        if reason == "timeout":
+            log.warning("experiment_timeout", extra={**self._ctx(self.store.get(experiment_id)),
+                                                     "sandbox": sandbox, "phase": "Running"})
         why = "killed at the timeout" if reason == "timeout" else "killed: cancelled by request"
         self._audit(experiment_id, sandbox, "stopped", why)
 
@@ -127,7 +131,8 @@ class Executor:
         return {"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": view.trace_id}
 
     def _failed(self, experiment_id: str, failure: "Failure", ctx: dict) -> ExperimentView:
-        log.warning("experiment_failed", extra={**ctx, "code": failure.code, "reason": str(failure)})
+        log.warning("experiment_failed", extra={**ctx, "phase": "Failed", "code": failure.code,
+                                                "reason": str(failure)})
         return self.fail(self.store.get(experiment_id), failure.code, str(failure))
 
     async def _start(self, view: ExperimentView, ctx: dict) -> ExperimentView:
@@ -136,7 +141,7 @@ class Executor:
         repo = self.settings.repos.get(spec.repo)
         if repo is None:
             raise Failure("unknown_repo", f"repo {spec.repo!r} is no longer configured")
-        log.info("experiment_start", extra=ctx)
+        log.info("experiment_start", extra={**ctx, "phase": "Building"})
         try:
             snap = await self.snapshots.ensure(repo_name=spec.repo, repo_path=repo.path, commit=view.commit,
                                                toolchain=repo.toolchain)
@@ -144,6 +149,7 @@ class Executor:
             raise Failure("build_failed", str(exc)) from exc
         self.store.touch_image(tag=snap.tag, repo=spec.repo, commit=view.commit, toolchain=repo.toolchain,
                                size_bytes=snap.size_bytes, build_seconds=snap.seconds if snap.built else None)
+        metrics.observe_phase("image_build", snap.seconds)
         validation = spec.validation or repo.validation
         self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=snap.tag,
                               message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)")
@@ -155,7 +161,9 @@ class Executor:
                                              labels=self._labels(view, role="experiment", attempt=view.attempt),
                                              bundle=bundle)
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
-        log.info("sandbox_created", extra={**ctx, "sandbox": name})
+        log.info("sandbox_created", extra={**ctx, "phase": "Running", "sandbox": name})
+        log.info("changes_applied", extra={**ctx, "phase": "Running", "sandbox": name,
+                                           "bundle": "delivered to /genesis/in, applied by the runner"})
         return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
                                      message=f"{name}; created at {created_wall_ms} ms", sandbox_name=name,
                                      deadline_at=deadline)
@@ -198,6 +206,7 @@ class Executor:
         # A leftover of an interrupted attempt under this name: never run twice.
         await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
+        started = time.monotonic()
         await self.runtime.create(sandbox)
         self._audit(experiment_id, name, "created", f"image {image}",
                     details={"cpu": res.cpu, "memory_bytes": res.memory_bytes, "pids": res.pids,
@@ -205,6 +214,7 @@ class Executor:
         self._audit(experiment_id, name, "changes_applied", "bundle delivered to /genesis/in",
                     details={"bundle_bytes": len(sandbox.bundle)})
         await self.runtime.start(name)
+        metrics.observe_phase("sandbox_start", time.monotonic() - started)
         self._audit(experiment_id, name, "started", f"{labels.get(LABEL_ROLE, 'experiment')} sandbox started")
         return created_wall_ms
 
@@ -295,7 +305,7 @@ class Executor:
         failure = self._run_failure(run)
         if failure is not None:
             await self._teardown(view.id, name, reason=f"rollback: {failure.code}")
-            log.info("rollback_initiated", extra={**ctx, "code": failure.code})
+            log.info("rollback_initiated", extra={**ctx, "phase": "Collecting", "code": failure.code})
             raise failure
         if run.result.status != "completed" or baseline is None:
             # The runner was killed from outside (daemon restart, host OOM, a
@@ -303,18 +313,19 @@ class Executor:
             await self._teardown(view.id, name, reason="sandbox ended without a result")
             raise SandboxGone(f"sandbox {name} ended without a result ({run.result.status}, "
                               f"exit {run.state.exit_code})")
-        log.info("tests_completed", extra={**ctx, "exit_code": run.result.exit_code})
+        log.info("tests_completed", extra={**ctx, "phase": "Collecting", "exit_code": run.result.exit_code})
+        metrics.observe_phase("validation", run.result.runtime_ms / 1000)
         files = output.files if output else {}
         report = results.test_report(files, run.result.exit_code)
         facts = results.run_facts(run.result, files)
         base_report = TestReport(cases=baseline.cases, parse_errors=tuple(baseline.parse_errors))
         base_facts = RunFacts(runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code)
         changed = results.changed_llm_count(baseline.llm_count, files, self.patterns)
-        metrics = score(report=report, facts=facts, baseline_report=base_report, baseline_facts=base_facts,
+        figures = score(report=report, facts=facts, baseline_report=base_report, baseline_facts=base_facts,
                         llm_reduction=llm_reduction(baseline.llm_count, changed))
-        log.info("metrics_measured", extra={**ctx, "success_rate": metrics.success_rate,
-                                            "regression": metrics.regression})
-        recommendation, why = self.settings.policy.decide(metrics)
+        log.info("metrics_measured", extra={**ctx, "phase": "Collecting", "success_rate": figures.success_rate,
+                                            "regression": figures.regression})
+        recommendation, why = self.settings.policy.decide(figures)
         preserved_until = None
         if recommendation.preserves_sandbox:
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)
@@ -323,17 +334,18 @@ class Executor:
                                  "artifacts": str(self.settings.artifacts_dir / view.id)})
         else:
             await self._teardown(view.id, name, reason="rollback: " + why)
-            log.info("rollback_initiated", extra=ctx)
+            log.info("rollback_initiated", extra={**ctx, "phase": "Collecting"})
         outcome = Outcome(
             experiment_id=view.id, instance_id=view.instance_id, status="success", recommendation=recommendation,
-            metrics=metrics, baseline=baseline_of(base_report, base_facts), trace_id=view.trace_id,
+            metrics=figures, baseline=baseline_of(base_report, base_facts), trace_id=view.trace_id,
             sandbox=SandboxInfo(runtime=self.runtime.name, image=image, name=name,
                                 preserved=preserved_until is not None, preserved_until=preserved_until),
             timestamp=utcnow(),
         )
         final = self.store.finalize(outcome, phase=Phase.SUCCEEDED, reason=recommendation.value, message=why,
                                     preserved_until=preserved_until, actor=self.actor)
-        log.info("experiment_complete", extra={**ctx, "recommendation": recommendation.value})
+        lifecycle.observe_finished(final)
+        log.info("experiment_complete", extra={**ctx, "phase": "Succeeded", "recommendation": recommendation.value})
         return final
 
     @staticmethod

@@ -17,6 +17,7 @@ from orchestrator.domain.models import ExperimentRequest
 from orchestrator.domain.records import ExperimentView
 from orchestrator.domain.subjects import valid_reply_subject
 from orchestrator.errors import GenesisError, RequestRejected
+from orchestrator.pipeline import lifecycle
 from orchestrator.settings import Settings
 from orchestrator.snapshots import git
 from orchestrator.store.repository import Store
@@ -112,7 +113,10 @@ class Intake:
                                         reply_to=reply_to, actor=actor)
             return IntakeResult(view=self._store.get(exp_id), created=False, error=exc)
         excerpt = raw[:4000].decode("utf-8", "replace")
+        known = self._store.exists(exp_id)
         view = self._store.record_rejected(experiment_id=exp_id, instance_id=inst_id, code=exc.code,
                                            message=str(exc), raw_excerpt=excerpt, request=request,
                                            trace_id=trace_id, actor=actor, reply_to=reply_to, usable_id=usable)
+        if not known:
+            lifecycle.observe_finished(view)
         return IntakeResult(view=view, created=False, error=exc)

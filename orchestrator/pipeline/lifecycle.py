@@ -10,6 +10,7 @@ from orchestrator.domain.models import ErrorInfo, Outcome, Phase, Recommendation
 from orchestrator.domain.records import ExperimentView
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE, Runtime
 from orchestrator.store.repository import Store, utcnow
+from orchestrator.telemetry import metrics
 
 
 async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str | None, name: str, actor: str,
@@ -19,6 +20,7 @@ async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str |
     if not await runtime.remove(name):
         return None
     elapsed_ms = (time.monotonic() - started) * 1000
+    metrics.observe_phase("teardown", elapsed_ms / 1000)
     store.audit(experiment_id=experiment_id, sandbox_name=name, action="deleted", actor=actor, reason=reason,
                 duration_ms=elapsed_ms)
     return elapsed_ms
@@ -45,4 +47,17 @@ def fail(store: Store, view: ExperimentView, *, code: str, message: str, actor: 
         trace_id=view.trace_id, timestamp=utcnow(),
         sandbox=SandboxInfo(runtime=runtime_name, image=view.image or "", name=view.sandbox_name),
     )
-    return store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
+    final = store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
+    observe_finished(final)
+    return final
+
+
+def observe_finished(view: ExperimentView) -> None:
+    """Count one finished experiment (Prometheus); called once, where it finished."""
+    if view.outcome is None:
+        return
+    duration = (view.finished_at - view.created_at).total_seconds() if view.finished_at else None
+    metrics.observe_finished(status=view.outcome.status, recommendation=view.outcome.recommendation.value,
+                             reason=view.outcome.error.code if view.outcome.error else None,
+                             experiment_type=view.experiment_type, risk_level=view.risk_level,
+                             duration_s=duration)

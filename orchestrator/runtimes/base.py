@@ -58,6 +58,16 @@ class SandboxState:
 
 
 @dataclass(frozen=True)
+class SandboxUsage:
+    """One cgroup sample of a running sandbox."""
+
+    cpu_seconds: float
+    memory_working_set_bytes: int
+    memory_limit_bytes: int
+    pids: int
+
+
+@dataclass(frozen=True)
 class SandboxOutput:
     """Files the runner left under /genesis/out (bounded) and the log tail."""
 
@@ -97,6 +107,9 @@ class Runtime(Protocol):
 
     async def list(self, labels: dict[str, str]) -> list[SandboxState]:
         """Every sandbox carrying all of ``labels``."""
+
+    async def usage(self, name: str) -> SandboxUsage | None:
+        """A cgroup sample of a running sandbox; ``None`` when it is not running."""
 
 
 @dataclass(frozen=True)

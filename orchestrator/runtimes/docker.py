@@ -29,7 +29,7 @@ import docker.errors
 import requests.exceptions
 
 from orchestrator.errors import RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState
+from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 
 _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
 LOG_TAIL_LINES = 200
@@ -231,9 +231,12 @@ class DockerRuntime:
         return sum(int(c.get("SizeRw") or 0) for c in listed)
 
     @_translate
-    def stats(self, name: str) -> dict:
-        """One raw cgroup sample of a running sandbox (for live views)."""
-        return self._client.containers.get(name).stats(stream=False)
+    def usage(self, name: str) -> SandboxUsage | None:
+        try:
+            raw = self._client.api.stats(name, stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            return None
+        return usage_of(raw)
 
 
 MAX_OUT_ARCHIVE_BYTES = 256 * 2**20  # a change may fill /genesis/out; never hold more
@@ -273,3 +276,18 @@ def _read_members(tar, files: dict[str, bytes], truncated: list[str], max_file_b
             truncated.append(name)
             data = data[:max_file_bytes]
         files[name] = data
+
+
+def usage_of(raw: dict) -> SandboxUsage | None:
+    """Docker's stats document (cgroup v1 or v2) as a :class:`SandboxUsage`."""
+    memory = raw.get("memory_stats") or {}
+    if not memory.get("usage"):
+        return None  # not running
+    stats = memory.get("stats") or {}
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0))
+    return SandboxUsage(
+        cpu_seconds=((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0) / 1e9,
+        memory_working_set_bytes=max(int(memory["usage"]) - int(inactive), 0),
+        memory_limit_bytes=int(memory.get("limit") or 0),
+        pids=int((raw.get("pids_stats") or {}).get("current") or 0),
+    )

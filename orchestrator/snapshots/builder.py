@@ -24,6 +24,7 @@ from pathlib import Path
 from orchestrator.errors import ImageBuildError
 from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, ImageStore
 from orchestrator.snapshots import git
+from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).resolve().parents[1] / "sandbox" / "runner.py"
@@ -89,6 +90,7 @@ class SnapshotBuilder:
                     labels={MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "toolchain"},
                     buildargs={"BASE_IMAGE": self._base_image},
                 )
+                metrics.IMAGE_BUILDS.labels(kind="toolchain", result="built").inc()
         return tag
 
     async def ensure(self, *, repo_name: str, repo_path: Path, commit: str, toolchain: str = "python") -> Snapshot:
@@ -98,10 +100,16 @@ class SnapshotBuilder:
             started = time.monotonic()
             existing = await self._images.get(tag)
             if existing is not None:
+                metrics.IMAGE_CACHE_HITS.inc()
                 return Snapshot(tag=tag, built=False, seconds=time.monotonic() - started,
                                 size_bytes=existing.size_bytes)
             log.info("building snapshot image", extra={"image": tag, "commit": commit})
-            info = await self._build(tag=tag, base=base, repo_name=repo_name, repo_path=repo_path, commit=commit)
+            try:
+                info = await self._build(tag=tag, base=base, repo_name=repo_name, repo_path=repo_path, commit=commit)
+            except Exception:
+                metrics.IMAGE_BUILDS.labels(kind="snapshot", result="failed").inc()
+                raise
+            metrics.IMAGE_BUILDS.labels(kind="snapshot", result="built").inc()
             return Snapshot(tag=tag, built=True, seconds=time.monotonic() - started, size_bytes=info.size_bytes)
 
     async def _build(self, *, tag: str, base: str, repo_name: str, repo_path: Path, commit: str):

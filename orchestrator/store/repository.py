@@ -208,6 +208,10 @@ class Store(CachesMixin, OutboxMixin):
 
     # -- reads ----------------------------------------------------------------
 
+    def exists(self, experiment_id: str) -> bool:
+        with self._tx() as session:
+            return session.get(ExperimentRow, experiment_id) is not None
+
     def get(self, experiment_id: str) -> ExperimentView:
         with self._tx() as session:
             row = session.get(ExperimentRow, experiment_id)
