@@ -198,12 +198,17 @@ class OwnDockerd:
         self.root = Path(tempfile.mkdtemp(prefix="gdk-", dir="/tmp"))
         self.socket = f"unix://{self.root}/docker.sock"
         self.proc: subprocess.Popen | None = None
+        # A bridge of its own: with --bridge=none dockerd deletes the host's
+        # docker0 at start-up, which would break the main engine's networks.
+        self.bridge = f"gdk{self.root.name[-8:]}".replace("-", "")[:15]
+        subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "addr", "add", "169.254.213.1/30", "dev", self.bridge], check=True)
 
     def start(self) -> None:
         log = open(self.root / "dockerd.log", "ab")
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-             "--pidfile", str(self.root / "docker.pid"), "-H", self.socket, "--bridge=none",
+             "--pidfile", str(self.root / "docker.pid"), "-H", self.socket, f"--bridge={self.bridge}",
              "--iptables=false", "--ip-masq=false", "--ip-forward=false"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         import docker
@@ -222,6 +227,7 @@ class OwnDockerd:
             self.proc.wait(timeout=60)
 
     def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.bridge], check=False)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
 
 
