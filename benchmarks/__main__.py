@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake`` (default: all), ``--count N``
+``--only sandbox,controller,throughput,intake,observability`` (default: all), ``--count N``
 experiments per throughput level (default 16).
 Everything created carries the label ``genesis.bench=<run>`` and is removed.
 """
@@ -13,7 +13,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, intake, sandbox
+from benchmarks import controller, intake, observability, sandbox
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--only", default="sandbox,controller,throughput,intake")
+    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -36,6 +36,8 @@ def main() -> None:
             controller.throughput(report, count=args.count, levels=(2, 4, 8))
         if "intake" in only:
             intake.run(report, count=1000)
+        if "observability" in only:
+            observability.run(report, runs=args.runs)
     finally:
         cleanup(client)
     report.print()

@@ -99,6 +99,8 @@ class Settings(BaseModel):
     # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
     # so its leftovers can be found and removed by label).
     extra_labels: dict[str, str] = Field(default_factory=dict)
+    # Sandboxes carry this; the controller only ever reaps its own installation's.
+    installation: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     nats: NatsSettings = Field(default_factory=NatsSettings)
 
     @property
@@ -120,6 +122,11 @@ class Settings(BaseModel):
     def limits(self) -> Limits:
         return Limits(backoff_limit=self.backoff_limit, backoff_base_s=self.backoff_base_s,
                       phase_deadline_s=self.phase_deadline_s)
+
+    def sandbox_selector(self) -> dict[str, str]:
+        """The labels every sandbox of this installation carries."""
+        from orchestrator.runtimes.base import LABEL_INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE
+        return {MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTALLATION: self.installation}
 
     def intake_limits(self) -> IntakeLimits:
         """What one request may ask for: never more than the controller could ever admit."""

@@ -11,7 +11,7 @@ import yaml
 from orchestrator.cli import printers
 from orchestrator.domain.models import Phase
 from orchestrator.errors import GenesisError
-from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE
+from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 
 KINDS = {"experiments": "experiments", "experiment": "experiments", "exp": "experiments",
          "sandboxes": "sandboxes", "sandbox": "sandboxes", "sb": "sandboxes",
@@ -77,7 +77,7 @@ def _watch(app, args, views) -> None:
 
 
 def _sandboxes(app, args) -> int:
-    states = asyncio.run(app.runtime.list({MANAGED_BY: MANAGED_BY_VALUE}))
+    states = asyncio.run(app.runtime.list(app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
         items = [{"name": s.name, "status": s.status, "exitCode": s.exit_code, "oomKilled": s.oom_killed,
                   "labels": s.labels, "image": s.image} for s in states]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable
 
 from orchestrator.domain import planner
@@ -26,7 +27,7 @@ from orchestrator.domain.planner import Action, Admit, Collect, Fail, Kill, Obse
 from orchestrator.errors import GenesisError, RuntimeFailure, StoreError
 from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
-from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE
+from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 from orchestrator.store.leases import Leader
 from orchestrator.store.repository import utcnow
 from orchestrator.telemetry import metrics
@@ -53,13 +54,15 @@ class Controller:
         self.passes = 0
         self.leading = False
         self.sample_interval_s = self.settings.sandbox_sample_interval_s
-        self._last_sample = float("-inf")
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def run(self) -> None:
         """Reconcile until :meth:`shutdown`; a standby while another process leads."""
         errors = 0
+        # Enough threads for the blocking SDK calls of a full set of sandboxes.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+        sampler = asyncio.create_task(self._sampler()) if self.sample_interval_s > 0 else None
         while not self._stopping.is_set():
             try:
                 if await self._lead():
@@ -72,6 +75,8 @@ class Controller:
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
+        if sampler is not None:
+            sampler.cancel()
         await self._drain()
 
     async def run_until_idle(self, *, timeout_s: float = 600.0) -> int:
@@ -135,7 +140,7 @@ class Controller:
         # never make the planner reap its sandbox or re-drive it.
         in_flight = frozenset(self._tasks)
         desired = await asyncio.to_thread(self.store.desired)
-        states = await self.runtime.list({MANAGED_BY: MANAGED_BY_VALUE})
+        states = await self.runtime.list(self.settings.sandbox_selector())
         observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"))
                     for s in states]
         actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
@@ -149,7 +154,6 @@ class Controller:
                 log.warning("action failed", extra={"action": type(action).__name__, "error": str(exc),
                                                     "experiment_id": getattr(action, "experiment_id", None)})
         self._gauges(desired, actions)
-        await self._sample(states)
         metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         self.passes += 1
         log.debug("reconcile pass", extra={"actions": len(actions), "seconds": time.monotonic() - started})
@@ -166,21 +170,38 @@ class Controller:
             if record.id in admitted:
                 metrics.observe_phase("queue_wait", (now - record.created_at).total_seconds())
 
-    async def _sample(self, states) -> None:
-        """Per-sandbox cgroup figures for /metrics, every ``sample_interval_s``."""
-        if self.sample_interval_s <= 0 or time.monotonic() - self._last_sample < self.sample_interval_s:
-            return
-        self._last_sample = time.monotonic()
-        samples = {}
-        for state in states:
-            if state.status == "running":
-                try:
-                    usage = await self.runtime.usage(state.name)
-                except GenesisError:
-                    usage = None
-                if usage is not None:
-                    samples[state.name] = usage
+    async def sample_sandboxes(self) -> int:
+        """One round of per-sandbox cgroup figures for /metrics; returns how many.
+
+        The engine answers a stats request from a 1 s collector, so the
+        sandboxes are sampled concurrently, and never inside a pass.
+        """
+        states = await self.runtime.list(self.settings.sandbox_selector())
+        running = [s.name for s in states if s.status == "running"]
+
+        async def one(name: str):
+            try:
+                return name, await self.runtime.usage(name)
+            except GenesisError:
+                return name, None
+        samples = {name: usage for name, usage in await asyncio.gather(*(one(n) for n in running)) if usage}
         metrics.SANDBOXES.replace(samples)
+        return len(samples)
+
+    async def _sampler(self) -> None:
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                await self.sample_sandboxes()
+            except GenesisError as exc:
+                log.warning("sandbox sampling failed", extra={"error": str(exc)})
+            await self._sleep_quietly(max(self.sample_interval_s - (time.monotonic() - started), 0.1))
+
+    async def _sleep_quietly(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Teardown):

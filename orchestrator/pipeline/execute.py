@@ -29,7 +29,7 @@ from orchestrator.domain.scoring import RunFacts, baseline_of, score
 from orchestrator.errors import GenesisError, ImageBuildError, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle
 from orchestrator.runtimes.base import (
-    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, MANAGED_BY, MANAGED_BY_VALUE,
+    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE,
     Runtime, SandboxOutput, SandboxSpec, SandboxState,
 )
 from orchestrator.settings import Settings
@@ -192,7 +192,7 @@ class Executor:
     # -- sandboxes ----------------------------------------------------------------
 
     def _labels(self, view: ExperimentView, *, role: str, attempt: int) -> dict[str, str]:
-        return {**self.settings.extra_labels, MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
+        return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
                 LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
 
     async def _launch(self, *, name: str, image: str, labels: dict[str, str], bundle: dict,

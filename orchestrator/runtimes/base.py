@@ -23,6 +23,7 @@ LABEL_EXPERIMENT = "genesis.experiment-id"
 LABEL_INSTANCE = "genesis.instance-id"
 LABEL_ROLE = "genesis.role"  # "experiment" or "baseline"
 LABEL_ATTEMPT = "genesis.attempt"
+LABEL_INSTALLATION = "genesis.installation"  # several Genesis installations may share one engine
 
 SandboxStatus = Literal["created", "running", "exited", "missing"]
 

@@ -138,17 +138,23 @@ def test_vanished_sandbox_is_retried_with_a_new_attempt(app, docker_client):
 def test_orphans_are_reaped_and_audited(app, docker_client):
     image = app.store.images()[-1]["tag"] if app.store.images() else "genesis/base:bookworm"
     orphan = docker_client.containers.create(image, entrypoint="true", labels={
-        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.experiment-id": "no-such-experiment"})
+        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "default",
+        "genesis.experiment-id": "no-such-experiment"})
+    other = docker_client.containers.create(image, entrypoint="true", labels={  # another installation's: left alone
+        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "elsewhere",
+        "genesis.experiment-id": "not-ours"})
     finished = run_experiment(app, request_body(changes={"files": [{"path": "x.py", "content": "x = 1\n"}]},
                                                 validation={"command": ["false"]}))
     assert finished.recommendation.value == "rollback"
     stray = docker_client.containers.create(image, entrypoint="true", name=f"genesis-stray-{RUN_ID}", labels={
-        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.experiment-id": finished.id})
+        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "default",
+        "genesis.experiment-id": finished.id})
 
     drain(app)
 
     remaining = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_ID}"})}
     assert orphan.id not in remaining and stray.id not in remaining
+    assert other.id in remaining
     assert any(h.action == "deleted" and h.sandbox_name == stray.name and "no live record" in h.reason
                for h in app.store.history(finished.id))
 
