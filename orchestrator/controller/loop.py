@@ -34,6 +34,7 @@ from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
+SAMPLE_TIMEOUT_S = 5.0  # the engine answers within ~1 s (its stats collector's tick)
 
 
 class Controller:
@@ -180,9 +181,9 @@ class Controller:
         running = [s.name for s in states if s.status == "running"]
 
         async def one(name: str):
-            try:
-                return name, await self.runtime.usage(name)
-            except GenesisError:
+            try:  # a sandbox removed mid-call can leave the engine's answer hanging
+                return name, await asyncio.wait_for(self.runtime.usage(name), timeout=SAMPLE_TIMEOUT_S)
+            except (GenesisError, asyncio.TimeoutError):
                 return name, None
         samples = {name: usage for name, usage in await asyncio.gather(*(one(n) for n in running)) if usage}
         metrics.SANDBOXES.replace(samples)
@@ -193,8 +194,8 @@ class Controller:
             started = time.monotonic()
             try:
                 await self.sample_sandboxes()
-            except GenesisError as exc:
-                log.warning("sandbox sampling failed", extra={"error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - sampling must never stop for good
+                log.warning("sandbox sampling failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             await self._sleep_quietly(max(self.sample_interval_s - (time.monotonic() - started), 0.1))
 
     async def _sleep_quietly(self, seconds: float) -> None:

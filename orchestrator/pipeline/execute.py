@@ -150,6 +150,7 @@ class Executor:
         self.store.touch_image(tag=snap.tag, repo=spec.repo, commit=view.commit, toolchain=repo.toolchain,
                                size_bytes=snap.size_bytes, build_seconds=snap.seconds if snap.built else None)
         metrics.observe_phase("image_build", snap.seconds)
+        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images()))
         validation = spec.validation or repo.validation
         self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=snap.tag,
                               message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)")

@@ -234,7 +234,9 @@ class DockerRuntime:
     def usage(self, name: str) -> SandboxUsage | None:
         try:
             raw = self._client.api.stats(name, stream=False, one_shot=True)
-        except docker.errors.NotFound:
+        except (docker.errors.NotFound, ValueError):
+            # ValueError: the engine sends an empty body for a sandbox that
+            # stopped during the call; either way it is no longer running.
             return None
         return usage_of(raw)
 
