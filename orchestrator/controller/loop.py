@@ -84,10 +84,16 @@ class Controller:
         """Reconcile until nothing is pending or in flight (``serve --once``, tests)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self._stopping.is_set():
-            if not await self._lead():
+            try:
+                if not await self._lead():
+                    await self._sleep(self.pass_interval_s)
+                    continue
+                await self.reconcile_once()
+            except (GenesisError, OSError) as exc:  # as in run(): one failed pass is retried
+                metrics.RECONCILE_ERRORS.labels(kind="pass").inc()
+                log.warning("reconcile pass failed; retrying", extra={"error": str(exc)})
                 await self._sleep(self.pass_interval_s)
                 continue
-            await self.reconcile_once()
             if not self._tasks and not any(d.phase.value in ("Pending", "Building", "Running", "Collecting")
                                            for d in self.store.desired()):
                 return self.passes

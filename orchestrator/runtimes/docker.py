@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import tarfile
 import time
 from datetime import datetime
@@ -77,6 +78,23 @@ def _state_of(container) -> SandboxState:
         started_at=_parse_time(state.get("StartedAt")),
         finished_at=_parse_time(state.get("FinishedAt")),
         image=attrs.get("Config", {}).get("Image"),
+    )
+
+
+_EXITED = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _state_of_summary(summary: dict) -> SandboxState:
+    """A container as the list endpoint describes it (``inspect`` adds OOM and times)."""
+    status = {"created": "created", "running": "running", "restarting": "running",
+              "paused": "running"}.get(summary.get("State"), "exited")
+    exited = _EXITED.match(summary.get("Status") or "")
+    return SandboxState(
+        name=(summary.get("Names") or ["/?"])[0].lstrip("/"),
+        status=status,
+        labels=dict(summary.get("Labels") or {}),
+        exit_code=int(exited.group(1)) if exited and status == "exited" else None,
+        image=summary.get("Image"),
     )
 
 
@@ -221,8 +239,10 @@ class DockerRuntime:
 
     @_translate
     def list(self, labels: dict[str, str]) -> list[SandboxState]:
+        """One listing call, no per-container inspect: a sandbox removed
+        meanwhile cannot fail the whole listing."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        return [_state_of(c) for c in self._client.containers.list(all=True, filters=filters)]
+        return [_state_of_summary(c) for c in self._client.api.containers(all=True, filters=filters)]
 
     @_translate
     def disk_usage(self) -> int:
