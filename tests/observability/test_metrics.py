@@ -149,8 +149,10 @@ def test_prometheus_scrapes_serve_and_its_figures_match_the_store(serve_with_met
                                  f"phase {app.store.get(sleeper['experiment_id']).phase}")
         [limit] = prometheus.query(f'genesis_sandbox_memory_limit_bytes{{sandbox="{name}"}}')
         assert float(limit["value"][1]) == 256 * 2**20
-        [working] = prometheus.query(f'max_over_time(genesis_sandbox_memory_working_set_bytes{{sandbox="{name}"}}[1m])')
-        assert float(working["value"][1]) >= 64 * 2**20
+        # The first samples may precede the 64 MiB allocation: wait for the peak to be scraped.
+        peak = f'max_over_time(genesis_sandbox_memory_working_set_bytes{{sandbox="{name}"}}[1m])'
+        wait_until(lambda: any(float(r["value"][1]) >= 64 * 2**20 for r in prometheus.query(peak)),
+                   timeout_s=30, what="the sandbox's 64 MiB to show in its working set")
         ids = [b["experiment_id"] for b in bodies]
         wait_until(lambda: all(app.store.get(i).phase.finished for i in ids), timeout_s=120, what="all three")
         recorded = {}
