@@ -35,6 +35,21 @@ def write_config(path: Path, repo: Path, **extra) -> Path:
     return config
 
 
+def make_app(home: Path, repo: Path, **extra):
+    """A config file under ``home`` and the App that reads it (for submitting and inspecting)."""
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    config = write_config(home, repo, max_concurrent=2, **extra)
+    return App(load_settings(config)), config
+
+
+def submit(app, count: int, *, seconds: float) -> list[str]:
+    """``count`` passing experiments of ``seconds`` each; returns their ids."""
+    return [app.intake.submit(json.dumps(experiment(passes=True, seconds=seconds)).encode()).view.id
+            for _ in range(count)]
+
+
 def start_serve(config: Path) -> subprocess.Popen:
     env = dict(os.environ, GENESIS_CONFIG=str(config))
     log = open(config.parent / "serve.log", "ab")
@@ -89,11 +104,7 @@ def assert_only_preserved_remain(app, client, ids) -> None:
 
 @pytest.fixture
 def chaos_app(tmp_path, sample_repo, docker_client):
-    from orchestrator.app import App
-    from orchestrator.settings import load_settings
-
-    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2)
-    app = App(load_settings(config))
+    app, config = make_app(tmp_path / "home", sample_repo)
     yield app, config
     app.close()
 
@@ -130,12 +141,8 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def leader_app(request, tmp_path, sample_repo, docker_client):
     """SQLite (lease row) or PostgreSQL (advisory lock)."""
-    from orchestrator.app import App
-    from orchestrator.settings import load_settings
-
     extra = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
-    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, **extra)
-    app = App(load_settings(config))
+    app, config = make_app(tmp_path / "home", sample_repo, **extra)
     yield app, config
     app.close()
 
@@ -146,16 +153,14 @@ def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(lea
     time.sleep(1.5)  # let the first take the lease
     second = start_serve(config)
     try:
-        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=0.5)).encode()).view.id
-               for _ in range(4)]
+        ids = submit(app, 4, seconds=0.5)
         wait_finished(app, ids)
         actors = {h.actor for i in ids for h in app.store.history(i) if h.actor.startswith("controller:")}
         assert actors == {f"controller:{os.uname().nodename}:{first.pid}"}
 
         first.send_signal(signal.SIGKILL)
         first.wait()
-        later = [app.intake.submit(json.dumps(experiment(passes=True, seconds=0.5)).encode()).view.id
-                 for _ in range(2)]
+        later = submit(app, 2, seconds=0.5)
         wait_finished(app, later)
         actors = {h.actor for i in later for h in app.store.history(i) if h.actor.startswith("controller:")}
         assert actors == {f"controller:{os.uname().nodename}:{second.pid}"}
@@ -166,14 +171,10 @@ def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(lea
 
 
 def test_postgresql_restarted_mid_run(tmp_path, sample_repo, docker_client, postgres_server, postgres_url):
-    from orchestrator.app import App
-    from orchestrator.settings import load_settings
-
-    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, database_url=postgres_url)
-    app = App(load_settings(config))
+    app, config = make_app(tmp_path / "home", sample_repo, database_url=postgres_url)
     proc = start_serve(config)
     try:
-        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=2)).encode()).view.id for _ in range(4)]
+        ids = submit(app, 4, seconds=2)
         wait_until(lambda: any(app.store.get(i).phase.value == "Running" for i in ids), timeout_s=120,
                    what="a sandbox to run")
         postgres_server.stop()
@@ -252,14 +253,10 @@ def own_dockerd(app):
 def test_docker_daemon_restarted_mid_run(tmp_path, sample_repo, own_dockerd):
     import docker
 
-    from orchestrator.app import App
-    from orchestrator.settings import load_settings
-
-    config = write_config(tmp_path / "home", sample_repo, max_concurrent=2, docker_url=own_dockerd.socket)
-    app = App(load_settings(config))
+    app, config = make_app(tmp_path / "home", sample_repo, docker_url=own_dockerd.socket)
     proc = start_serve(config)
     try:
-        ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=4)).encode()).view.id for _ in range(3)]
+        ids = submit(app, 3, seconds=4)
         wait_until(lambda: any(app.store.get(i).phase.value == "Running" for i in ids), timeout_s=180,
                    what="a sandbox to run")
         own_dockerd.stop()   # stops every container it runs
