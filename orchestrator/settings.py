@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -65,12 +66,42 @@ class NatsSettings(BaseModel):
         return [u.strip() for u in (self.url or "").split(",") if u.strip()]
 
 
+class KubernetesSettings(BaseModel):
+    """The ``kubernetes`` runtime: one Pod per sandbox in ``namespace`` (SPEC §8).
+
+    Snapshot images are still built by a Docker engine (``docker_url``). With
+    ``registry`` set they are pushed there and pods pull them; without it
+    pods use ``image_pull_policy: Never`` and must run on a node whose
+    container runtime shares that engine's image store (a single GPU host).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(default="genesis-sandboxes", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    kubeconfig: Path | None = None  # default: in-cluster config, else ~/.kube/config
+    context: str | None = None
+    registry: str | None = None  # e.g. registry.example:5000; pods pull <registry>/<snapshot tag>
+    image_pull_policy: Literal["Never", "IfNotPresent", "Always"] | None = None  # default: Never without registry
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    runtime_class: str | None = None  # e.g. gvisor, kata, nvidia
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)  # added only for pods that get GPUs
+    tolerations: list[dict] = Field(default_factory=list)
+    gpu_tolerations: list[dict] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    gpu_resource: str = "nvidia.com/gpu"
+    workspace_size: str = "4Gi"  # emptyDir the runner copies /workspace into (root fs is read-only)
+    deadline_slack_s: int = Field(default=60, ge=1)  # activeDeadlineSeconds = timeout + slack: a backstop
+    watch_timeout_s: int = Field(default=300, ge=1)  # server-side timeout of one watch request
+    request_timeout_s: float = 30.0
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     home: Path = Path(".genesis")
     database_url: str | None = None
-    runtime: str = "docker"
+    runtime: Literal["docker", "kubernetes"] = "docker"
     docker_url: str | None = None
     base_image: str = "genesis/base:bookworm"
     images_dir: Path = PROJECT_ROOT / "images"
@@ -102,6 +133,7 @@ class Settings(BaseModel):
     # Sandboxes carry this; the controller only ever reaps its own installation's.
     installation: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     nats: NatsSettings = Field(default_factory=NatsSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @property
     def db_url(self) -> str:
@@ -172,7 +204,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         if isinstance(data.get("policy_file"), str):
             data["policy"] = yaml.safe_load((base / data.pop("policy_file")).read_text())
     for env, key in (("GENESIS_HOME", "home"), ("GENESIS_DATABASE_URL", "database_url"),
-                     ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url")):
+                     ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url"),
+                     ("GENESIS_RUNTIME", "runtime"), ("GENESIS_INSTALLATION", "installation")):
         if os.environ.get(env):
             data[key] = os.environ[env]
     nats_env = {"GENESIS_NATS_URL": "url", "GENESIS_NATS_USER": "user", "GENESIS_NATS_PASSWORD": "password",
