@@ -30,9 +30,14 @@ class App:
 
     @cached_property
     def runtime(self):
-        if self.settings.runtime != "docker":
-            from orchestrator.errors import GenesisError
-            raise GenesisError(f"runtime {self.settings.runtime!r} is not available", code="bad_config")
+        if self.settings.runtime == "kubernetes":
+            from orchestrator.runtimes.kubernetes import from_settings
+            return from_settings(self.settings)
+        return self.docker
+
+    @cached_property
+    def docker(self):
+        """The Docker engine: the sandbox runtime, and on Kubernetes the snapshot image builder."""
         from orchestrator.runtimes.docker import DockerRuntime
         return DockerRuntime(base_url=self.settings.docker_url)
 
@@ -40,7 +45,7 @@ class App:
     def snapshots(self):
         from orchestrator.runtimes.docker_images import DockerImages
         from orchestrator.snapshots.builder import SnapshotBuilder
-        return SnapshotBuilder(DockerImages(self.runtime.client), images_dir=self.settings.images_dir,
+        return SnapshotBuilder(DockerImages(self.docker.client), images_dir=self.settings.images_dir,
                                base_image=self.settings.base_image, extra_labels=self.settings.extra_labels)
 
     @cached_property
@@ -62,7 +67,8 @@ class App:
                           pass_interval_s=self.settings.pass_interval_s, actor=self.executor.actor)
 
     def close(self) -> None:
-        if "runtime" in self.__dict__:
-            self.runtime.close()
+        for part in ("runtime", "docker"):
+            if part in self.__dict__:
+                self.__dict__[part].close()
         if "engine" in self.__dict__:
             self.engine.dispose()

@@ -26,7 +26,7 @@ from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
 from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
 from orchestrator.domain.records import CachedBaseline, ExperimentView
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
-from orchestrator.errors import GenesisError, ImageBuildError, SandboxGone
+from orchestrator.errors import GenesisError, ImageBuildError, RequestRejected, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle
 from orchestrator.runtimes.base import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE,
@@ -174,6 +174,10 @@ class Executor:
         assert spec is not None and view.sandbox_name is not None
         state = await self.runtime.inspect(view.sandbox_name)
         if state.status == "missing":
+            if view.kill_reason in ("timeout", "cancelled"):
+                # Killed before it ever ran (a Kubernetes pod still pending is deleted, not stopped).
+                await self._teardown(view.id, view.sandbox_name, reason=f"rollback: {view.kill_reason}")
+                raise Failure(view.kill_reason, f"{view.kill_reason}: the sandbox was stopped before it ran")
             raise SandboxGone(f"sandbox {view.sandbox_name} vanished before its results were collected")
         output = await self.runtime.collect(view.sandbox_name, max_file_bytes=self.settings.max_output_file_bytes)
         result = results.parse_runner_result(output.files, output.log_tail)
@@ -203,12 +207,15 @@ class Executor:
         gpus = self.store.get(experiment_id).gpus  # whole devices the controller assigned at admission
         sandbox = SandboxSpec(name=name, image=image, labels=labels, bundle=json.dumps(bundle).encode(),
                               cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
-                              gpus=gpus)
+                              gpus=gpus, timeout_s=spec.timeout_ms / 1000)
         # A leftover of an interrupted attempt under this name: never run twice.
         await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
         started = time.monotonic()
-        await self.runtime.create(sandbox)
+        try:
+            await self.runtime.create(sandbox)
+        except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
+            raise Failure(exc.code, str(exc)) from exc
         self._audit(experiment_id, name, "created", f"image {image}",
                     details={"cpu": res.cpu, "memory_bytes": res.memory_bytes, "pids": res.pids,
                              "network": spec.network})
@@ -269,6 +276,10 @@ class Executor:
         await self._teardown(view.id, name, reason="baseline collected")
         if cancelled:
             raise Failure("cancelled", "cancelled while the baseline ran")
+        if state.disrupted:
+            raise SandboxGone(f"the baseline sandbox was ended by the infrastructure ({state.reason}: "
+                              f"{state.message or 'no message'})")
+        timed_out = timed_out or state.reason == "deadline_exceeded"
         result = results.parse_runner_result(output.files, output.log_tail)
         if result.status != "completed" and not (timed_out or state.oom_killed):
             # The runner never finished (daemon restart, sandbox killed): infrastructure.
@@ -304,6 +315,11 @@ class Executor:
         if output is not None:
             artifacts.export(self.settings.artifacts_dir, view.id, output, full_log=full_log)
         failure = self._run_failure(run)
+        if failure is None and run.state.disrupted:
+            # Evicted, preempted, node lost: not the change's fault, so the attempt is retried.
+            await self._teardown(view.id, name, reason=f"disrupted: {run.state.reason}")
+            raise SandboxGone(f"sandbox {name} was ended by the infrastructure ({run.state.reason}: "
+                              f"{run.state.message or 'no message'})")
         if failure is not None:
             await self._teardown(view.id, name, reason=f"rollback: {failure.code}")
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting", "code": failure.code})
@@ -353,7 +369,7 @@ class Executor:
     def _run_failure(run: SandboxRun) -> Failure | None:
         if run.cancelled:
             return Failure("cancelled", "cancelled by request while running")
-        if run.timed_out:
+        if run.timed_out or run.state.reason == "deadline_exceeded":
             return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
         if run.state.oom_killed:
             return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")

@@ -25,6 +25,9 @@ LABEL_ROLE = "genesis.role"  # "experiment" or "baseline"
 LABEL_ATTEMPT = "genesis.attempt"
 LABEL_INSTALLATION = "genesis.installation"  # several Genesis installations may share one engine
 
+DISRUPTED_REASONS = frozenset({"evicted", "preempted", "node_lost", "admission_rejected",
+                               "image_unavailable", "disrupted"})
+
 SandboxStatus = Literal["created", "running", "exited", "missing"]
 
 
@@ -42,6 +45,7 @@ class SandboxSpec:
     network: bool = False
     gpus: tuple[str, ...] = ()
     tmp_bytes: int = 256 * 2**20  # tmpfs /tmp; counts against the memory limit
+    timeout_s: float | None = None  # a runtime-side backstop (Kubernetes activeDeadlineSeconds)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,15 @@ class SandboxState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     image: str | None = None
+    # Why it ended, in the runtime's words made neutral: oom_killed,
+    # deadline_exceeded, or one of DISRUPTED (the infrastructure's doing).
+    reason: str | None = None
+    message: str | None = None
+
+    @property
+    def disrupted(self) -> bool:
+        """Ended by the infrastructure (eviction, preemption, a lost node), not by the change."""
+        return self.reason in DISRUPTED_REASONS
 
 
 @dataclass(frozen=True)

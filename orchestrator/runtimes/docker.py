@@ -31,6 +31,7 @@ import requests.exceptions
 
 from orchestrator.errors import RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.outputs import read_out_archive
 
 _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
 LOG_TAIL_LINES = 200
@@ -75,6 +76,7 @@ def _state_of(container) -> SandboxState:
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
         exit_code=state.get("ExitCode") if status == "exited" else None,
         oom_killed=bool(state.get("OOMKilled")),
+        reason="oom_killed" if state.get("OOMKilled") else None,
         started_at=_parse_time(state.get("StartedAt")),
         finished_at=_parse_time(state.get("FinishedAt")),
         image=attrs.get("Config", {}).get("Image"),
@@ -197,7 +199,7 @@ class DockerRuntime:
     def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
         container = self._client.containers.get(name)
         stream, _ = container.get_archive("/genesis/out")
-        files, truncated = _read_out_archive(stream, max_file_bytes=max_file_bytes)
+        files, truncated = read_out_archive(stream, max_file_bytes=max_file_bytes)
         tail = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES)
         return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace"), truncated=tuple(truncated))
 
@@ -259,45 +261,6 @@ class DockerRuntime:
             # stopped during the call; either way it is no longer running.
             return None
         return usage_of(raw)
-
-
-MAX_OUT_ARCHIVE_BYTES = 256 * 2**20  # a change may fill /genesis/out; never hold more
-
-
-def _bounded(stream, limit: int) -> tuple[bytes, bool]:
-    chunks, size = [], 0
-    for chunk in stream:
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
-
-
-def _read_out_archive(stream, *, max_file_bytes: int) -> tuple[dict[str, bytes], list[str]]:
-    """Regular files of the /genesis/out tar, each capped at ``max_file_bytes``."""
-    data, cut = _bounded(stream, MAX_OUT_ARCHIVE_BYTES)
-    files: dict[str, bytes] = {}
-    truncated: list[str] = ["(archive)"] if cut else []
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
-            _read_members(tar, files, truncated, max_file_bytes)
-    except tarfile.TarError:
-        truncated.append("(unreadable tail)")
-    return files, truncated
-
-
-def _read_members(tar, files: dict[str, bytes], truncated: list[str], max_file_bytes: int) -> None:
-    for member in tar:
-        if not member.isfile():
-            continue  # links and devices written by the change are ignored
-        name = member.name.split("/", 1)[1] if "/" in member.name else member.name
-        handle = tar.extractfile(member)
-        data = handle.read(max_file_bytes + 1) if handle else b""
-        if len(data) > max_file_bytes:
-            truncated.append(name)
-            data = data[:max_file_bytes]
-        files[name] = data
 
 
 def usage_of(raw: dict) -> SandboxUsage | None:

@@ -9,6 +9,14 @@ validation command, and writes ``/genesis/out/result.json``. The same
 document is printed as the last line of the log behind ``GENESIS-RESULT``,
 so a runtime that can read logs but not files (a Kubernetes pod) gets it too.
 
+On Kubernetes three environment variables adapt it to a pod whose root
+filesystem is read-only: the bundle arrives gzip+base64 through the
+downward API (``bundle.gz.b64``), ``GENESIS_SEED_FROM`` names the image's
+workspace to copy into the writable ``GENESIS_WORKSPACE`` first, and
+``GENESIS_OUT_TO_LOG`` (a byte budget) makes the runner print
+``/genesis/out`` as a base64 tar.gz between ``GENESIS-OUT`` markers, just
+before the ``GENESIS-RESULT`` line, since a pod's files die with it.
+
 It does not judge anything: scoring happens in the orchestrator, which
 treats everything written here as untrusted.
 
@@ -18,6 +26,10 @@ apply, 4 the runner itself failed.
 
 import base64
 import difflib
+import gzip
+import io
+import shutil
+import tarfile
 import json
 import os
 import re
@@ -29,6 +41,8 @@ WORKSPACE = os.environ.get("GENESIS_WORKSPACE", "/workspace")
 IN_DIR = os.environ.get("GENESIS_IN", "/genesis/in")
 OUT_DIR = os.environ.get("GENESIS_OUT", "/genesis/out")
 RESULT_MARKER = "GENESIS-RESULT "
+OUT_MARKER = "GENESIS-OUT"
+OUT_LINE_CHARS = 4096
 EXIT_OK, EXIT_PATCH_FAILED, EXIT_RUNNER_FAILED = 0, 3, 4
 
 
@@ -195,12 +209,61 @@ def run_validation(validation, result):
             result[key] = after[key] - before[key]
 
 
+def read_bundle():
+    """bundle.json (Docker) or bundle.gz.b64 (a Kubernetes downward-API file)."""
+    plain = os.path.join(IN_DIR, "bundle.json")
+    if os.path.exists(plain):
+        with open(plain) as handle:
+            return json.load(handle)
+    with open(os.path.join(IN_DIR, "bundle.gz.b64"), "rb") as handle:
+        return json.loads(gzip.decompress(base64.b64decode(handle.read())))
+
+
+def seed_workspace():
+    """Copy the image's workspace into the writable one (read-only root filesystems)."""
+    source = os.environ.get("GENESIS_SEED_FROM")
+    if source and os.path.realpath(source) != os.path.realpath(WORKSPACE):
+        started = time.monotonic()
+        shutil.copytree(source, WORKSPACE, symlinks=True, dirs_exist_ok=True)
+        return int((time.monotonic() - started) * 1000)
+    return None
+
+
+def out_archive(budget):
+    """/genesis/out as tar.gz; files past ``budget`` bytes (compressed) are left out."""
+    buffer = io.BytesIO()
+    skipped = []
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for root, dirs, files in os.walk(OUT_DIR):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                if buffer.tell() + os.path.getsize(path) // 4 > budget:
+                    skipped.append(os.path.relpath(path, OUT_DIR))
+                    continue
+                tar.add(path, arcname="out/" + os.path.relpath(path, OUT_DIR), recursive=False)  # as Docker archives it
+    return buffer.getvalue(), skipped
+
+
+def print_out_files(budget):
+    data, skipped = out_archive(budget)
+    text = base64.b64encode(data).decode()
+    print("%s-BEGIN %d %s" % (OUT_MARKER, len(data), json.dumps(skipped)), flush=True)
+    for start in range(0, len(text), OUT_LINE_CHARS):
+        print("%s %s" % (OUT_MARKER, text[start:start + OUT_LINE_CHARS]))
+    print("%s-END" % OUT_MARKER, flush=True)
+
+
 def main():
     result = {"runner_started_ms": now_ms(), "status": "runner_failed"}
     code = EXIT_RUNNER_FAILED
     try:
-        with open(os.path.join(IN_DIR, "bundle.json")) as handle:
-            bundle = json.load(handle)
+        bundle = read_bundle()
+        seeded_ms = seed_workspace()
+        if seeded_ms is not None:
+            result["workspace_copy_ms"] = seeded_ms
         try:
             result["touched"] = apply_changes(bundle.get("changes") or {})
         except ChangeFailed as exc:
@@ -218,6 +281,8 @@ def main():
     try:
         with open(os.path.join(OUT_DIR, "result.json"), "w") as handle:
             handle.write(document)
+        if os.environ.get("GENESIS_OUT_TO_LOG"):
+            print_out_files(int(os.environ["GENESIS_OUT_TO_LOG"]))
     finally:
         print(RESULT_MARKER + document, flush=True)
     return code

@@ -1,0 +1,481 @@
+"""The Kubernetes runtime: one Pod per sandbox, through the official client.
+
+The Pod itself is made in :mod:`orchestrator.runtimes.kubernetes_pods`
+(pure); this module only talks to the API server, with exactly these calls
+(the orchestrator's Role grants them and nothing else):
+
+    pods       create, get, list, watch, patch, delete
+    pods/log   get
+    events     list      (why a pod failed or waits: FailedScheduling, ...)
+
+Lifecycle on the API: ``create`` POSTs the Pod behind a scheduling gate;
+``start`` removes the gate with a patch carrying the resourceVersion it read
+(a stale write gets 409 and is retried on a fresh read); ``kill`` lowers
+``activeDeadlineSeconds`` to 1 so the kubelet stops the container and the
+Pod, its status and its log stay readable for ``collect``; ``remove``
+deletes it. ``list`` and ``wait`` read a watch-fed cache
+(:class:`PodInformer`) that resumes from the last resourceVersion and
+relists on 410 Gone, so a controller pass costs no API call.
+
+Every ``ApiException`` and connection error is translated here into
+:mod:`orchestrator.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from functools import wraps
+from typing import AsyncIterator, Callable
+
+import urllib3.exceptions
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+
+from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
+from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.kubernetes_pods import (BundleTooLarge, PodOptions, label_selector, pod_manifest,
+                                                   state_of)
+from orchestrator.runtimes.outputs import files_from_log, split_log
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 200
+CONFLICT_RETRIES = 5
+GONE = 410
+
+
+def _translate(func):
+    """Run a blocking client call in a thread and translate its errors."""
+
+    @wraps(func)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(func, self, *args, **kwargs)
+        except ApiException as exc:
+            raise _failure(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise RuntimeFailure(f"kubernetes API unreachable: {exc}") from exc
+
+    return wrapper
+
+
+def _failure(exc: ApiException) -> RuntimeFailure:
+    message = _status_message(exc)
+    if exc.status == 404:
+        return SandboxGone(f"kubernetes: {message}")
+    return RuntimeFailure(f"kubernetes: {exc.status} {message}")
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message") or exc.reason or ""
+    except (ValueError, AttributeError):
+        return str(exc.reason or exc.body or "")
+
+
+def _json(response) -> dict:
+    return json.loads(response.data or b"{}")
+
+
+def api_client(*, kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """In-cluster config inside a pod, else the kubeconfig (``kubeconfig`` or ~/.kube/config)."""
+    try:
+        if kubeconfig is None:
+            k8s_config.load_incluster_config()
+            return k8s.ApiClient()
+    except k8s_config.ConfigException:
+        pass
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_kube_config(config_file=kubeconfig, context=context,
+                                    client_configuration=configuration)
+    except (k8s_config.ConfigException, OSError) as exc:
+        raise RuntimeFailure(f"no Kubernetes configuration: {exc}", code="bad_config") from exc
+    return k8s.ApiClient(configuration)
+
+
+class PodInformer:
+    """A cache of this installation's pods, kept by LIST then WATCH.
+
+    The watch resumes from the last resourceVersion it saw when a stream
+    ends (server timeout, dropped connection) and relists when the server
+    answers 410 Gone (that version was compacted away). Own writes go into
+    the cache at once (``put``/``drop``), so a pod just created is listed
+    before its watch event arrives.
+    """
+
+    def __init__(self, core: k8s.CoreV1Api, namespace: str, selector: dict[str, str], *,
+                 watch_timeout_s: int, request_timeout_s: float) -> None:
+        self._core = core
+        self._namespace = namespace
+        self._selector = label_selector(selector)
+        self.selector = dict(selector)
+        self._watch_timeout_s = watch_timeout_s
+        self._request_timeout_s = request_timeout_s
+        self._pods: dict[str, dict] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.resource_version: str | None = None
+        self.synced = False
+        self.healthy = False
+        self.relists = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="genesis-pod-informer", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.synced and self.healthy, timeout=timeout_s)
+
+    def pods(self) -> list[dict]:
+        with self._changed:
+            return list(self._pods.values())
+
+    def get(self, name: str) -> dict | None:
+        with self._changed:
+            return self._pods.get(name)
+
+    def put(self, pod: dict) -> None:
+        with self._changed:
+            self._store(pod)
+
+    def drop(self, name: str) -> None:
+        with self._changed:
+            self._pods.pop(name, None)
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout=timeout_s)
+
+    def _store(self, pod: dict) -> None:
+        """Keep the newer of two versions of a pod (own writes race the watch)."""
+        name = pod["metadata"]["name"]
+        old = self._pods.get(name)
+        if old is None or _newer_or_equal(pod, old):
+            self._pods[name] = pod
+        self._changed.notify_all()
+
+    def _relist(self) -> None:
+        listed = _json(self._core.list_namespaced_pod(
+            self._namespace, label_selector=self._selector, _preload_content=False,
+            _request_timeout=self._request_timeout_s))
+        with self._changed:
+            self._pods = {p["metadata"]["name"]: p for p in listed.get("items") or []}
+            self.resource_version = (listed.get("metadata") or {}).get("resourceVersion")
+            self.synced = self.healthy = True
+            self._changed.notify_all()
+        self.relists += 1
+
+    def _watch_once(self) -> None:
+        watcher = k8s_watch.Watch()
+        stream = watcher.stream(
+            self._core.list_namespaced_pod, self._namespace, label_selector=self._selector,
+            resource_version=self.resource_version, allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_timeout_s,
+            # The client side gives up a little after the server should have.
+            _request_timeout=(self._request_timeout_s, self._watch_timeout_s + 10))
+        try:
+            for event in stream:
+                if self._stop.is_set():
+                    return
+                pod = event["raw_object"]
+                version = (pod.get("metadata") or {}).get("resourceVersion")
+                with self._changed:
+                    if event["type"] == "DELETED":
+                        self._pods.pop(pod["metadata"]["name"], None)
+                        self._changed.notify_all()
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self._store(pod)
+                    if version:
+                        self.resource_version = version
+                    self.healthy = True
+        finally:
+            watcher.stop()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                if not self.synced or self.resource_version is None:
+                    self._relist()
+                self._watch_once()
+                backoff = 0.5
+            except ApiException as exc:
+                if exc.status == GONE:
+                    log.info("pod watch expired (410 Gone); relisting", extra={"namespace": self._namespace})
+                    self.synced = False
+                    continue
+                self._unhealthy(exc)
+            except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+                continue  # a quiet stream ran out: resume from the same resourceVersion
+            except Exception as exc:  # the informer must outlive any single failure
+                self._unhealthy(exc)
+            if not self.healthy:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _unhealthy(self, exc: Exception) -> None:
+        log.warning("pod watch failed; retrying", extra={"namespace": self._namespace, "error": str(exc)[:300]})
+        with self._changed:
+            self.healthy = False
+            self._changed.notify_all()
+
+
+def _newer_or_equal(new: dict, old: dict) -> bool:
+    """resourceVersions are opaque, but the API server's are integers; compare when both are."""
+    a = (new.get("metadata") or {}).get("resourceVersion") or ""
+    b = (old.get("metadata") or {}).get("resourceVersion") or ""
+    if a.isdigit() and b.isdigit():
+        return int(a) >= int(b)
+    return True
+
+
+def _terminal(pod: dict | None) -> bool:
+    return pod is not None and state_of(pod).status == "exited"
+
+
+class KubernetesRuntime:
+    """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API."""
+
+    name = "kubernetes"
+
+    def __init__(self, api: k8s.ApiClient, options: PodOptions, *, selector: dict[str, str],
+                 watch_timeout_s: int = 300, request_timeout_s: float = 30.0) -> None:
+        self._api = api
+        self._core = k8s.CoreV1Api(api)
+        self.options = options
+        self.namespace = options.namespace
+        self._timeout = request_timeout_s
+        self.informer = PodInformer(self._core, options.namespace, selector,
+                                    watch_timeout_s=watch_timeout_s, request_timeout_s=request_timeout_s)
+
+    def close(self) -> None:
+        self.informer.stop()
+        self._api.close()
+
+    # -- reading --------------------------------------------------------------
+
+    def _read(self, name: str) -> dict | None:
+        try:
+            pod = _json(self._core.read_namespaced_pod(name, self.namespace, _preload_content=False,
+                                                       _request_timeout=self._timeout))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        self.informer.put(pod)
+        return pod
+
+    def _cache(self) -> PodInformer:
+        self.informer.start()
+        if not self.informer.wait_synced(self._timeout):
+            raise RuntimeFailure(f"kubernetes: cannot list pods in {self.namespace} (watch not synced)")
+        return self.informer
+
+    @_translate
+    def ping(self) -> str:
+        return k8s.VersionApi(self._api).get_code(_request_timeout=self._timeout).git_version
+
+    @_translate
+    def inspect(self, name: str) -> SandboxState:
+        pod = self._read(name)
+        return state_of(pod) if pod is not None else SandboxState(name=name, status="missing")
+
+    @_translate
+    def list(self, labels: dict[str, str]) -> list[SandboxState]:
+        if not set(self.informer.selector.items()) <= set(labels.items()):
+            listed = _json(self._core.list_namespaced_pod(self.namespace, label_selector=label_selector(labels),
+                                                          _preload_content=False, _request_timeout=self._timeout))
+            return [state_of(p) for p in listed.get("items") or []]
+        wanted = set(labels.items())
+        return [state_of(p) for p in self._cache().pods()
+                if wanted <= set(((p.get("metadata") or {}).get("labels") or {}).items())]
+
+    @_translate
+    def wait(self, name: str, *, timeout_s: float) -> SandboxState | None:
+        informer = self._cache()
+        if informer.get(name) is None and self._read(name) is None:
+            raise SandboxGone(f"kubernetes: no sandbox {name}")
+        informer.wait_for(lambda: informer.get(name) is None or _terminal(informer.get(name)), timeout_s)
+        pod = informer.get(name)
+        if pod is None:
+            raise SandboxGone(f"kubernetes: sandbox {name} was deleted while waited on")
+        return state_of(pod) if _terminal(pod) else None
+
+    @_translate
+    def events(self, name: str) -> list[str]:
+        """The API server's events about one pod, oldest first ("Reason: message")."""
+        listed = _json(self._core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}", _preload_content=False,
+            _request_timeout=self._timeout))
+        items = sorted(listed.get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return [f"{e.get('reason', '')}: {e.get('message', '')}" for e in items]
+
+    # -- writing --------------------------------------------------------------
+
+    @_translate
+    def create(self, spec: SandboxSpec) -> None:
+        try:
+            body = pod_manifest(spec, self.options)
+        except BundleTooLarge as exc:
+            raise RequestRejected(str(exc), code="bundle_too_large") from exc
+        try:
+            created = _json(self._core.create_namespaced_pod(self.namespace, body, _preload_content=False,
+                                                             _request_timeout=self._timeout))
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # AlreadyExists: a retried create of the same sandbox is done; anything else is not ours.
+            existing = self._read(spec.name)
+            digest = "genesis/bundle-sha256"
+            if existing is None or (existing["metadata"].get("annotations") or {}).get(digest) != \
+                    body["metadata"]["annotations"][digest]:
+                raise RuntimeFailure(f"kubernetes: a different pod named {spec.name} already exists") from exc
+            return
+        self.informer.put(created)
+
+    @_translate
+    def start(self, name: str) -> None:
+        """Remove the scheduling gate; a 409 (someone wrote in between) is retried on a fresh read."""
+        for attempt in range(CONFLICT_RETRIES):
+            pod = self._read(name)
+            if pod is None:
+                raise SandboxGone(f"kubernetes: no sandbox {name}")
+            if not (pod.get("spec") or {}).get("schedulingGates"):
+                return
+            patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
+                     "spec": {"schedulingGates": None}}
+            try:
+                self.informer.put(_json(self._core.patch_namespaced_pod(
+                    name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
+                return
+            except ApiException as exc:
+                if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:
+                    raise
+                log.info("stale write on start; re-reading", extra={"sandbox": name})
+
+    @_translate
+    def kill(self, name: str) -> None:
+        """Stop the container but keep the pod: lower activeDeadlineSeconds to 1.
+
+        A pod that never started (still gated) has nothing to stop; it is
+        deleted instead.
+        """
+        pod = self._read(name)
+        if pod is None:
+            raise SandboxGone(f"kubernetes: no sandbox {name}")
+        if _terminal(pod):
+            return
+        if (pod.get("spec") or {}).get("schedulingGates"):
+            self._delete(name)
+            return
+        self.informer.put(_json(self._core.patch_namespaced_pod(
+            name, self.namespace, {"spec": {"activeDeadlineSeconds": 1}}, _preload_content=False,
+            _request_timeout=self._timeout)))
+
+    def _delete(self, name: str) -> bool:
+        try:
+            self._core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0,
+                                             propagation_policy="Background", _preload_content=False,
+                                             _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                self.informer.drop(name)
+                return False
+            raise
+        self.informer.drop(name)
+        return True
+
+    @_translate
+    def remove(self, name: str) -> bool:
+        return self._delete(name)
+
+    # -- output ---------------------------------------------------------------
+
+    def _log_text(self, name: str, *, tail: int | None = None) -> str:
+        response = self._core.read_namespaced_pod_log(
+            name, self.namespace, container="sandbox", tail_lines=tail, _preload_content=False,
+            _request_timeout=self._timeout)
+        return response.data.decode("utf-8", "replace")
+
+    @_translate
+    def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
+        text = self._log_text(name)
+        files, truncated, rest = files_from_log(text, max_file_bytes=max_file_bytes)
+        tail = "".join(rest.splitlines(keepends=True)[-LOG_TAIL_LINES:])
+        return SandboxOutput(files=files, log_tail=tail, truncated=tuple(truncated))
+
+    async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
+        """Log text without the runner's GENESIS-OUT block; ``follow`` streams until the pod ends."""
+        if not follow:
+            try:
+                text = await asyncio.to_thread(self._log_text, name, tail=None)
+            except ApiException as exc:
+                raise _failure(exc) from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise RuntimeFailure(f"kubernetes API unreachable: {exc}") from exc
+            lines = split_log(text)[0].splitlines(keepends=True)
+            yield "".join(lines[-tail:] if tail else lines)
+            return
+        queue: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        done = object()
+
+        def pump() -> None:
+            try:
+                response = self._core.read_namespaced_pod_log(
+                    name, self.namespace, container="sandbox", follow=True, tail_lines=tail,
+                    _preload_content=False)
+                for line in response.stream(amt=None):
+                    loop.call_soon_threadsafe(queue.put_nowait, line.decode("utf-8", "replace"))
+            except ApiException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, _failure(exc))
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, RuntimeFailure(f"kubernetes logs: {exc}"))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        task = asyncio.create_task(asyncio.to_thread(pump))
+        try:
+            while (item := await queue.get()) is not done:
+                if isinstance(item, Exception):
+                    raise item
+                kept, _ = split_log(item)
+                if kept:
+                    yield kept
+        finally:
+            if task.done():
+                await task
+
+    async def usage(self, name: str) -> SandboxUsage | None:
+        """Not sampled on Kubernetes: the kubelet's cAdvisor metrics cover it (no metrics.k8s.io RBAC)."""
+        return None
+
+
+def from_settings(settings) -> KubernetesRuntime:
+    """The runtime for ``settings.kubernetes`` (see ``KubernetesSettings``)."""
+    kube = settings.kubernetes
+    options = PodOptions(
+        namespace=kube.namespace, image_prefix=kube.registry,
+        image_pull_policy=kube.image_pull_policy or ("IfNotPresent" if kube.registry else "Never"),
+        image_pull_secrets=tuple(kube.image_pull_secrets), runtime_class=kube.runtime_class,
+        node_selector=dict(kube.node_selector), gpu_node_selector=dict(kube.gpu_node_selector),
+        tolerations=tuple(kube.tolerations), gpu_tolerations=tuple(kube.gpu_tolerations),
+        gpu_resource=kube.gpu_resource, workspace_size=kube.workspace_size, deadline_slack_s=kube.deadline_slack_s,
+    )
+    api = api_client(kubeconfig=str(kube.kubeconfig) if kube.kubeconfig else None, context=kube.context)
+    return KubernetesRuntime(api, options, selector=settings.sandbox_selector(),
+                             watch_timeout_s=kube.watch_timeout_s, request_timeout_s=kube.request_timeout_s)

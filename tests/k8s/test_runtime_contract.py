@@ -1,0 +1,156 @@
+"""One contract, two runtimes: every test here runs against the Docker runtime
+(a real engine) and the kubernetes runtime (the real client, the API
+emulator, and the Docker-backed test kubelet running the Pods it creates).
+
+The contract is what the pipeline relies on (orchestrator/runtimes/base.py):
+create delivers the bundle and does not start; start runs the runner; wait
+returns the final state or None; kill stops but keeps the output readable;
+collect returns /genesis/out and the log tail; list finds by labels; remove
+is idempotent; OOM and isolation look the same from above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+from helpers import RUN_ID, TEST_LABEL
+from orchestrator.errors import SandboxGone
+from orchestrator.runtimes.base import LABEL_EXPERIMENT, SandboxSpec
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(params=["docker", "kubernetes"])
+def runtime(request, app):
+    if request.param == "docker":
+        return app.docker
+    request.getfixturevalue("kubelet")
+    return request.getfixturevalue("kube_runtime")
+
+
+def make_spec(runtime, image: str, script: str, **overrides) -> SandboxSpec:
+    name = f"genesis-contract-{uuid.uuid4().hex[:10]}"
+    bundle = {"changes": {"files": [{"path": "probe.py", "content": script}]},
+              "validation": {"command": ["python3", "probe.py"]}}
+    fields = dict(name=name, image=image, bundle=json.dumps(bundle).encode(), cpu=1, memory_bytes=256 * 2**20,
+                  pids=128, timeout_s=120,
+                  labels={"genesis.managed-by": "genesis", "genesis.installation": "default", TEST_LABEL: RUN_ID,
+                          LABEL_EXPERIMENT: name})
+    fields.update(overrides)
+    return SandboxSpec(**fields)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def run_to_end(runtime, spec: SandboxSpec, timeout_s: float = 90):
+    run(runtime.create(spec))
+    run(runtime.start(spec.name))
+    state = run(runtime.wait(spec.name, timeout_s=timeout_s))
+    assert state is not None, f"{spec.name} still running after {timeout_s}s"
+    return state
+
+
+def test_create_start_wait_collect_list_remove(runtime, snapshot_image):
+    spec = make_spec(runtime, snapshot_image, "print('hello from the sandbox')\n")
+    run(runtime.create(spec))
+    assert run(runtime.inspect(spec.name)).status == "created"
+    run(runtime.start(spec.name))
+    state = run(runtime.wait(spec.name, timeout_s=90))
+    assert state is not None and state.status == "exited" and state.exit_code == 0
+    assert not state.oom_killed and not state.disrupted
+    output = run(runtime.collect(spec.name, max_file_bytes=2**20))
+    result = json.loads(output.files["result.json"])
+    assert result["status"] == "completed" and result["exit_code"] == 0 and result["touched"] == ["probe.py"]
+    assert output.files["changes/after/probe.py"] == b"print('hello from the sandbox')\n"
+    assert "hello from the sandbox" in output.log_tail and "GENESIS-OUT" not in output.log_tail
+    logs = "".join(run(_gather(runtime.logs(spec.name))))
+    assert "hello from the sandbox" in logs
+    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name, "genesis.installation": "default",
+                               "genesis.managed-by": "genesis"}))
+    assert [s.name for s in listed] == [spec.name] and listed[0].labels[LABEL_EXPERIMENT] == spec.name
+    assert run(runtime.remove(spec.name)) is True
+    assert run(runtime.inspect(spec.name)).status == "missing"
+    assert run(runtime.remove(spec.name)) is False
+
+
+async def _gather(stream):
+    return [chunk async for chunk in stream]
+
+
+def test_failing_validation_is_a_result_not_a_runtime_error(runtime, snapshot_image):
+    spec = make_spec(runtime, snapshot_image, "import sys\nprint('failing on purpose')\nsys.exit(3)\n")
+    state = run_to_end(runtime, spec)
+    assert state.exit_code == 0  # the runner ran the validation; its verdict is in the result
+    result = json.loads(run(runtime.collect(spec.name, max_file_bytes=2**20)).files["result.json"])
+    assert result["exit_code"] == 3
+    run(runtime.remove(spec.name))
+
+
+def test_memory_hog_is_oom_killed(runtime, snapshot_image):
+    spec = make_spec(runtime, snapshot_image, "blocks = []\nwhile True:\n    blocks.append(bytearray(2**24))\n",
+                     memory_bytes=96 * 2**20)
+    state = run_to_end(runtime, spec)
+    assert state.oom_killed and state.reason == "oom_killed"
+    run(runtime.remove(spec.name))
+
+
+def test_kill_stops_but_keeps_output(runtime, snapshot_image):
+    spec = make_spec(runtime, snapshot_image, "import time\nprint('sleeping', flush=True)\ntime.sleep(600)\n")
+    run(runtime.create(spec))
+    run(runtime.start(spec.name))
+    assert run(runtime.wait(spec.name, timeout_s=3)) is None  # still running
+    run(runtime.kill(spec.name))
+    state = run(runtime.wait(spec.name, timeout_s=60))
+    assert state is not None and state.status == "exited" and state.exit_code != 0
+    output = run(runtime.collect(spec.name, max_file_bytes=2**20))
+    assert "sleeping" in output.log_tail
+    assert "result.json" not in output.files  # killed before the runner could finish
+    run(runtime.remove(spec.name))
+
+
+ISOLATION_PROBE = r"""
+import os, socket, json
+report = {}
+for path in ("/etc/genesis-probe", "/opt/genesis/probe", "/usr/probe", "/workspace-probe"):
+    try:
+        open(path, "w").write("x")
+        report[path] = "written"
+    except OSError as exc:
+        report[path] = type(exc).__name__
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=3)
+    report["network"] = "reached"
+except OSError as exc:
+    report["network"] = "blocked"
+open("in-workspace.txt", "w").write("ok")
+report["uid"] = os.getuid()
+report["capeff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+print("PROBE " + json.dumps(report))
+"""
+
+
+def test_isolation_holds(runtime, snapshot_image):
+    spec = make_spec(runtime, snapshot_image, ISOLATION_PROBE)
+    state = run_to_end(runtime, spec)
+    assert state.exit_code == 0
+    tail = run(runtime.collect(spec.name, max_file_bytes=2**20)).log_tail
+    line = next(line for line in tail.splitlines() if line.startswith("PROBE "))
+    report = json.loads(line[len("PROBE "):])
+    assert report["uid"] == 1000 and int(report["capeff"], 16) == 0
+    assert report["network"] == "blocked"
+    assert all(report[p] != "written" for p in ("/etc/genesis-probe", "/opt/genesis/probe", "/usr/probe",
+                                                 "/workspace-probe")), report
+    run(runtime.remove(spec.name))
+
+
+def test_unknown_sandbox(runtime):
+    assert run(runtime.inspect("genesis-no-such-sandbox")).status == "missing"
+    assert run(runtime.remove("genesis-no-such-sandbox")) is False
+    with pytest.raises(SandboxGone):
+        run(runtime.wait("genesis-no-such-sandbox", timeout_s=1))
