@@ -21,15 +21,15 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def start_metrics_server(settings) -> bool:
-    """/metrics on ``metrics_address:metrics_port``; a port already taken is logged, not fatal."""
+def start_http(settings, health) -> bool:
+    """/metrics, /healthz and /readyz on ``metrics_address:metrics_port``; a port
+    already taken is logged, not fatal."""
     if not settings.metrics_port:
         return False
-    from prometheus_client import start_http_server
-
+    from orchestrator.telemetry.health import serve_http
     from orchestrator.telemetry.metrics import REGISTRY
     try:
-        start_http_server(settings.metrics_port, addr=settings.metrics_address, registry=REGISTRY)
+        serve_http(health, REGISTRY, address=settings.metrics_address, port=settings.metrics_port)
     except OSError as exc:
         log.warning("metrics endpoint not started", extra={"port": settings.metrics_port, "error": str(exc)})
         return False
@@ -39,9 +39,9 @@ def start_metrics_server(settings) -> bool:
 
 async def _serve(app, once: bool, nats_on: bool) -> None:
     await app.runtime.ping()
-    if not once:
-        start_metrics_server(app.settings)
     controller = app.controller(leader=True)
+    if not once:
+        start_http(app.settings, controller.health)
     service = None
     if nats_on and app.settings.nats.url and not once:
         from orchestrator.messaging.service import NatsService

@@ -31,6 +31,7 @@ from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 from orchestrator.store.leases import Leader
 from orchestrator.store.repository import utcnow
 from orchestrator.telemetry import metrics
+from orchestrator.telemetry.health import Health
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
@@ -54,6 +55,7 @@ class Controller:
         self._wake = asyncio.Event()
         self.passes = 0
         self.leading = False
+        self.health = Health(stale_after_s=max(60.0, 20 * pass_interval_s))
         self.sample_interval_s = self.settings.sandbox_sample_interval_s
 
     # -- lifecycle -----------------------------------------------------------------
@@ -70,7 +72,9 @@ class Controller:
                     await self.reconcile_once()
                 errors = 0
                 delay = self.pass_interval_s
+                self.health.beat(ok=True, leading=self.leading)
             except (GenesisError, OSError) as exc:
+                self.health.beat(ok=False, leading=self.leading, error=str(exc)[:300])
                 errors += 1
                 metrics.RECONCILE_ERRORS.labels(kind="pass").inc()
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)

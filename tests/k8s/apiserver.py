@@ -58,6 +58,7 @@ class ApiServer(k8s.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self.fallback["get /version/"] << self._serve_server_version  # the client asks with a slash
         self.revision = 0
         self.compacted = 0  # watches from a version <= this get 410 Gone
         self.history: list[tuple[int, str, dict]] = []  # (revision, type, object)
@@ -71,7 +72,8 @@ class ApiServer(k8s.KubernetesEmulator):
         return self._news
 
     def compact(self) -> None:
-        """Forget history up to now: older resourceVersions get 410 Gone."""
+        """Writes elsewhere, then etcd compaction: every version up to now gets 410 Gone."""
+        self.revision += 1
         self.compacted = self.revision
         self.history.clear()
 

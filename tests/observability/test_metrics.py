@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -209,3 +210,49 @@ def test_log_events_of_the_old_design_are_emitted(app, caplog):
         assert ok.id in events.get(name, set()), name
     assert bad.id in events["rollback_initiated"]
     assert slow.id in events["experiment_timeout"] and slow.id in events["experiment_failed"]
+
+
+def test_serve_answers_liveness_and_readiness_probes(serve_with_metrics):
+    """What the Deployment's probes call: /healthz and /readyz on the metrics port."""
+    _, port = serve_with_metrics
+    wait_until(lambda: _get(f"http://127.0.0.1:{port}/readyz") is not None, timeout_s=30, what="/readyz")
+    ready = json.loads(_get(f"http://127.0.0.1:{port}/readyz"))
+    live = json.loads(_get(f"http://127.0.0.1:{port}/healthz"))
+    assert ready["ok"] is True and ready["last_turn_ok"] is True and ready["leading"] is True
+    assert live["ok"] is True and live["last_turn_age_s"] < 30
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=2)
+        raise AssertionError("an unknown path must not answer 200")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+
+
+def test_probes_fail_when_the_loop_stalls_or_its_last_turn_failed():
+    import time as clock
+
+    from orchestrator.telemetry.health import Health
+    from orchestrator.telemetry.metrics import REGISTRY
+    from orchestrator.telemetry.health import serve_http
+
+    health = Health(stale_after_s=0.5, startup_grace_s=0.5)
+    server = serve_http(health, REGISTRY, address="127.0.0.1", port=0)
+    base = f"http://127.0.0.1:{server.server_port}"
+
+    def status(path: str) -> int:
+        try:
+            with urllib.request.urlopen(base + path, timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        assert (status("/healthz"), status("/readyz")) == (200, 503)  # starting: alive, not ready
+        health.beat(ok=False, leading=True, error="database unreachable")
+        assert (status("/healthz"), status("/readyz")) == (200, 503)
+        health.beat(ok=True, leading=False)  # a healthy standby is ready
+        assert (status("/healthz"), status("/readyz")) == (200, 200)
+        clock.sleep(0.7)  # the loop stopped turning
+        assert (status("/healthz"), status("/readyz")) == (503, 503)
+        assert "genesis_" in urllib.request.urlopen(base + "/metrics", timeout=2).read().decode()
+    finally:
+        server.shutdown()
