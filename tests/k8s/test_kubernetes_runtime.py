@@ -312,3 +312,54 @@ def test_an_unreachable_api_server_is_a_runtime_failure(settings):
         run(runtime.inspect("genesis-x-a1"))
     assert time.monotonic() - started < 30
     runtime.close()
+
+
+# -- RBAC: derived from the calls, compared with the Role -------------------------------------
+
+def _verb(request) -> str:
+    if request.method.value == "GET":
+        if request.params.get("watch") == "true":
+            return "watch"
+        return "get" if request.name else "list"
+    return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[request.method.value]
+
+
+def test_the_role_grants_exactly_what_the_runtime_calls(apiserver, kube_runtime, kubelet, snapshot_image):
+    """Drive every runtime method, collect the (resource, verb) pairs the emulator saw
+    from the runtime (not from the test kubelet), and compare with the Role's rules."""
+    from deploy.rbac import EXPECTED_RULES
+
+    agent = "genesis-runtime-under-test"
+    kube_runtime._api.user_agent = agent
+    selector = {"genesis.managed-by": "genesis", "genesis.installation": "default"}
+    quick = json.dumps({"changes": {}, "validation": {"command": ["true"]}}).encode()
+    slow = json.dumps({"changes": {}, "validation": {"command": ["sleep", "600"]}}).encode()
+    run(kube_runtime.ping())
+    run(kube_runtime.create(spec("genesis-rbac-a1", image=snapshot_image, bundle=quick)))
+    run(kube_runtime.start("genesis-rbac-a1"))
+    assert run(kube_runtime.wait("genesis-rbac-a1", timeout_s=60)) is not None
+    run(kube_runtime.inspect("genesis-rbac-a1"))
+    run(kube_runtime.list(selector))
+    run(kube_runtime.list({**selector, "genesis.experiment-id": "exp-1"}))
+    run(kube_runtime.collect("genesis-rbac-a1", max_file_bytes=2**20))
+    assert run(_all(kube_runtime.logs("genesis-rbac-a1")))
+    assert run(_all(kube_runtime.logs("genesis-rbac-a1", follow=True)))
+    run(kube_runtime.events("genesis-rbac-a1"))
+    run(kube_runtime.create(spec("genesis-rbac-a2", image=snapshot_image, bundle=slow)))
+    run(kube_runtime.start("genesis-rbac-a2"))
+    wait_until(lambda: run(kube_runtime.inspect("genesis-rbac-a2")).started_at is not None, timeout_s=30,
+               what="the slow pod to run")
+    run(kube_runtime.kill("genesis-rbac-a2"))
+    for name in ("genesis-rbac-a1", "genesis-rbac-a2"):
+        run(kube_runtime.remove(name))
+    used: dict[tuple[str, str], set[str]] = {}
+    for request in apiserver.requests():
+        if request.headers.get("User-Agent") != agent or request.resource is None:
+            continue
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        used.setdefault((request.resource.group or "", resource), set()).add(_verb(request))
+    assert {key: frozenset(verbs) for key, verbs in used.items()} == EXPECTED_RULES
+
+
+async def _all(stream):
+    return "".join([chunk async for chunk in stream])

@@ -1,0 +1,82 @@
+"""Genesis end to end on the kubernetes runtime: the same requests and the
+same verdicts as on Docker, with ``runtime: kubernetes`` and a kubeconfig
+pointing at the API emulator, whose Pods the Docker-backed test kubelet runs.
+Sandboxes are Pods here: the preserved one stays, the rolled-back one is
+deleted through the API."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import yaml
+
+from conftest import NAMESPACE
+from helpers import ROOT, RUN_ID, TEST_LABEL, hostile, run_experiment
+
+pytestmark = pytest.mark.docker
+
+
+def example(name: str) -> dict:
+    body = yaml.safe_load((ROOT / "examples" / "requests" / name).read_text())
+    body["experiment_id"] = str(uuid.uuid4())
+    return body
+
+
+@pytest.fixture
+def kube_app(tmp_path, apiserver, kubelet, sample_repo):
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+        "clusters": [{"name": "emulator", "cluster": {"server": apiserver.url}}],
+        "users": [{"name": "genesis", "user": {"token": "not-checked-by-the-emulator"}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "genesis"}}],
+    }))
+    config = tmp_path / "genesis.yaml"
+    config.write_text(json.dumps({
+        "home": str(tmp_path / "home"), "runtime": "kubernetes", "repos": {"monorepo": {"path": str(sample_repo)}},
+        "extra_labels": {TEST_LABEL: RUN_ID}, "pass_interval_s": 0.2, "preserve_ttl_s": 3600,
+        "kubernetes": {"namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "watch_timeout_s": 5},
+    }))
+    application = App(load_settings(config))
+    yield application
+    application.close()
+
+
+def pods_of(apiserver, experiment_id: str) -> list[dict]:
+    def find(server):
+        return [obj.raw for (res, ns, _), obj in server.objects.items()
+                if ns == NAMESPACE and not obj.deleted and res.plural == "pods"
+                and (obj.raw["metadata"].get("labels") or {}).get("genesis.experiment-id") == experiment_id]
+    return apiserver.call(find)
+
+
+def test_good_change_merges_bad_change_rolls_back_on_pods(kube_app, apiserver):
+    assert kube_app.runtime.name == "kubernetes"
+    good = run_experiment(kube_app, example("good-change.yaml"))
+    bad = run_experiment(kube_app, example("bad-change.yaml"))
+    assert good.phase.value == "Succeeded" and bad.phase.value == "Succeeded", (good.message, bad.message)
+    assert good.recommendation.value in ("merge", "merge_with_adaptations")
+    assert bad.recommendation.value == "rollback"
+    g, b = good.outcome.metrics, bad.outcome.metrics
+    assert (g.success_rate, g.regression, g.test_count) == (1.0, 0.0, 20)
+    assert b.failures == 4 and b.regression == pytest.approx(4 / 20)
+    assert good.outcome.sandbox.runtime == "kubernetes" and good.outcome.sandbox.preserved
+    kept = pods_of(apiserver, good.id)
+    assert [p["metadata"]["name"] for p in kept] == [good.sandbox_name]
+    assert kept[0]["status"]["phase"] == "Succeeded"
+    assert pods_of(apiserver, bad.id) == []
+    # The artifacts came back through the log: the diff and the JUnit report.
+    out = kube_app.settings.artifacts_dir / good.id / "out"
+    assert "return \"complex\" if len(task.split()) > 6" in (out / "change.diff").read_text()
+    assert (out / "junit.xml").exists()
+
+
+def test_a_memory_hog_is_oom_killed_on_a_pod(kube_app):
+    view = run_experiment(kube_app, hostile("x = []\nwhile True:\n    x.append(bytearray(2**24))\n",
+                                            resources={"cpu": 1, "memory": "128Mi", "pids": 128}))
+    assert view.phase.value == "Failed" and view.outcome.error.code == "oom_killed", view.message
