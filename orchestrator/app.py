@@ -3,13 +3,18 @@ settings. Parts are made on first use, so ``genesis get`` needs no Docker."""
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
+
+from orchestrator.errors import GenesisError
 
 from orchestrator.pipeline.execute import Executor
 from orchestrator.pipeline.intake import Intake
 from orchestrator.settings import Settings
 from orchestrator.store import db
 from orchestrator.store.repository import Store
+
+log = logging.getLogger(__name__)
 
 
 class App:
@@ -48,12 +53,33 @@ class App:
         return SnapshotBuilder(DockerImages(self.docker.client), images_dir=self.settings.images_dir,
                                base_image=self.settings.base_image, extra_labels=self.settings.extra_labels)
 
+    def resolve_gpus(self) -> list[str]:
+        """Check the ``gpus`` setting against the host once (Docker runtime), replacing
+        ``"auto"`` with the detected ids; raises GenesisError(bad_config) for GPUs that
+        do not exist, so Genesis refuses to start rather than promise them."""
+        if "_gpus" not in self.__dict__:
+            gpus = self.settings.gpus
+            if self.settings.runtime == "kubernetes":
+                if gpus == "auto":
+                    raise GenesisError('gpus: "auto" needs the docker runtime; on Kubernetes list as many ids '
+                                       "as the sandbox quota grants", code="bad_config")
+            elif gpus:
+                from orchestrator.runtimes.gpus import detect_gpus, docker_can_use_gpus, resolve_gpus
+                detected, source = detect_gpus()
+                gpus = resolve_gpus(gpus, detected=detected, docker_ready=docker_can_use_gpus(self.docker.info()))
+                log.info("gpus resolved", extra={"gpus": gpus, "source": source})
+            self.settings = self.settings.model_copy(update={"gpus": list(gpus)})
+            self.__dict__["_gpus"] = list(gpus)
+        return self.__dict__["_gpus"]
+
     @cached_property
     def intake(self) -> Intake:
+        self.resolve_gpus()
         return Intake(self.settings, self.store)
 
     @cached_property
     def executor(self) -> Executor:
+        self.resolve_gpus()
         from orchestrator.store.leases import holder_id
         # The audit trail names the process that acted: controller:<host>:<pid>.
         return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots,

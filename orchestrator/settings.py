@@ -114,7 +114,10 @@ class Settings(BaseModel):
     per_instance_quota: int | None = None
     cpu_budget: float | None = None  # default: the host's CPUs
     memory_budget: str | None = None  # default: the host's memory
-    gpus: list[str] = Field(default_factory=list)  # whole devices sandboxes may get, e.g. ["0", "1"]
+    # Whole GPUs sandboxes may get: ids or UUIDs (["0", "1"]), or "auto" for every GPU the
+    # host has (NVML / nvidia-smi; Docker needs the NVIDIA runtime). On Kubernetes the list
+    # only counts: the device plugin picks the devices.
+    gpus: list[str] | Literal["auto"] = Field(default_factory=list)
     backoff_limit: int = 3
     backoff_base_s: float = 2.0
     phase_deadline_s: float = 1800.0
@@ -148,7 +151,7 @@ class Settings(BaseModel):
             max_concurrent=self.max_concurrent, per_instance=self.per_instance_quota,
             cpu=self.cpu_budget or float(os.cpu_count() or 1),
             memory_bytes=parse_memory(self.memory_budget) if self.memory_budget else host_memory_bytes(),
-            gpus=tuple(self.gpus),
+            gpus=tuple(self.gpus) if self.gpus != "auto" else (),  # "auto" is resolved by App first
         )
 
     def limits(self) -> Limits:
@@ -168,7 +171,7 @@ class Settings(BaseModel):
             max_files=self.max_files,
             max_cpu=capacity.cpu,
             max_memory_bytes=capacity.memory_bytes,
-            max_gpus=len(self.gpus),
+            max_gpus=len(capacity.gpus),
             max_timeout_ms=self.max_timeout_ms,
         )
 

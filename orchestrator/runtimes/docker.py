@@ -132,6 +132,10 @@ class DockerRuntime:
     def ping(self) -> str:
         return self._client.version()["Version"]
 
+    def info(self) -> dict:
+        """``docker info`` (runtimes, CDI devices), for GPU detection at start-up."""
+        return self._client.info()
+
     @_translate
     def create(self, spec: SandboxSpec) -> None:
         device_requests = []
