@@ -3,7 +3,8 @@
 Sources, later wins: built-in defaults, a YAML file (``--config``,
 ``$GENESIS_CONFIG`` or ``./genesis.yaml``), then a few environment variables
 for what differs per host (``GENESIS_HOME``, ``GENESIS_DATABASE_URL``,
-``GENESIS_BASE_IMAGE``). Host capacity (CPUs, memory) is measured here so
+``GENESIS_BASE_IMAGE``, ``GENESIS_RUNTIME``, ``GENESIS_INSTALLATION``,
+``GENESIS_IMAGES_DIR``, the NATS URL and credentials). Host capacity (CPUs, memory) is measured here so
 intake can refuse impossible requests without asking the runtime.
 """
 
@@ -208,7 +209,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
             data["policy"] = yaml.safe_load((base / data.pop("policy_file")).read_text())
     for env, key in (("GENESIS_HOME", "home"), ("GENESIS_DATABASE_URL", "database_url"),
                      ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url"),
-                     ("GENESIS_RUNTIME", "runtime"), ("GENESIS_INSTALLATION", "installation")):
+                     ("GENESIS_RUNTIME", "runtime"), ("GENESIS_INSTALLATION", "installation"),
+                     ("GENESIS_IMAGES_DIR", "images_dir")):
         if os.environ.get(env):
             data[key] = os.environ[env]
     nats_env = {"GENESIS_NATS_URL": "url", "GENESIS_NATS_USER": "user", "GENESIS_NATS_PASSWORD": "password",

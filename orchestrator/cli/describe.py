@@ -1,7 +1,10 @@
 """``genesis describe experiment ID``: spec, conditions, metrics beside the
-baseline, recommendation and the audit trail."""
+baseline, recommendation and the audit trail; on Kubernetes also the API
+server's events about its pod (why it waits: FailedScheduling, image pulls)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from orchestrator.cli import printers
 from orchestrator.errors import GenesisError
@@ -19,4 +22,11 @@ def run(app, args) -> int:
         raise GenesisError("describe needs an experiment id", code="bad_input")
     view = app.store.get(args.name)
     print(printers.describe(view, app.store.history(view.id)))
+    if app.settings.runtime == "kubernetes" and view.sandbox_name:
+        try:
+            events = asyncio.run(app.runtime.events(view.sandbox_name))
+        except GenesisError as exc:
+            events = [f"(events unavailable: {exc})"]
+        print("Events:")
+        print("\n".join(f"  {line}" for line in events) if events else "  <none>")
     return 0

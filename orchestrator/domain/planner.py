@@ -231,6 +231,10 @@ def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits:
             return [retry_or_fail(record, f"stuck in {record.phase.value}", now=now, limits=limits)]
         return [Resume(record.id, "start" if record.phase is Phase.BUILDING else "collect")]
     live = next((s for s in sandboxes if s.name == record.sandbox_name), None)
+    if live is None and record.kill_reason is not None:
+        # Killed before it ever ran: a runtime deletes what it cannot stop (an
+        # unschedulable pod). The kill stands; collect concludes it.
+        return [Collect(record.id, record.sandbox_name or "")]
     if live is None or live.status == "created":
         # Vanished, or created but never started by a controller that died.
         return [retry_or_fail(record, "sandbox lost", now=now, limits=limits)]

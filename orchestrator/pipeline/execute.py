@@ -272,7 +272,10 @@ class Executor:
                            bundle=bundle, spec=spec, experiment_id=view.id)
         state, timed_out, cancelled = await self._run_to_exit(name=name, experiment_id=view.id,
                                                               timeout_s=spec.timeout_ms / 1000)
-        output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
+        if state.status == "missing" and (timed_out or cancelled):
+            output = SandboxOutput(files={}, log_tail="")  # stopped before it ever ran (an unschedulable pod)
+        else:
+            output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
         await self._teardown(view.id, name, reason="baseline collected")
         if cancelled:
             raise Failure("cancelled", "cancelled while the baseline ran")

@@ -371,15 +371,16 @@ class KubernetesRuntime:
     def kill(self, name: str) -> None:
         """Stop the container but keep the pod: lower activeDeadlineSeconds to 1.
 
-        A pod that never started (still gated) has nothing to stop; it is
-        deleted instead.
+        A pod no kubelet has started (still gated, or unschedulable: no
+        ``startTime``, so no deadline can run) has nothing to stop and no
+        output; it is deleted instead.
         """
         pod = self._read(name)
         if pod is None:
             raise SandboxGone(f"kubernetes: no sandbox {name}")
         if _terminal(pod):
             return
-        if (pod.get("spec") or {}).get("schedulingGates"):
+        if (pod.get("spec") or {}).get("schedulingGates") or not (pod.get("status") or {}).get("startTime"):
             self._delete(name)
             return
         self.informer.put(_json(self._core.patch_namespaced_pod(

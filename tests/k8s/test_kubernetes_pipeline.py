@@ -43,6 +43,7 @@ def kube_app(tmp_path, apiserver, kubelet, sample_repo):
         "kubernetes": {"namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "watch_timeout_s": 5},
     }))
     application = App(load_settings(config))
+    application.config_path = config
     yield application
     application.close()
 
@@ -80,3 +81,20 @@ def test_a_memory_hog_is_oom_killed_on_a_pod(kube_app):
     view = run_experiment(kube_app, hostile("x = []\nwhile True:\n    x.append(bytearray(2**24))\n",
                                             resources={"cpu": 1, "memory": "128Mi", "pids": 128}))
     assert view.phase.value == "Failed" and view.outcome.error.code == "oom_killed", view.message
+
+
+def test_describe_shows_why_a_gpu_pod_waits(kube_app, apiserver, capsys):
+    """A GPU experiment on a node without GPUs stays pending; describe says why."""
+    from helpers import request_body
+    from orchestrator.cli.main import main
+
+    kube_app.settings = kube_app.settings.model_copy(update={"gpus": ["0"]})
+    config = json.loads(kube_app.config_path.read_text())
+    kube_app.config_path.write_text(json.dumps({**config, "gpus": ["0"]}))
+    body = request_body(resources={"cpu": 1, "memory": "256Mi", "gpu": 1}, timeout_ms=4000)
+    view = run_experiment(kube_app, body)
+    assert view.phase.value == "Failed" and view.outcome.error.code == "timeout", view.message
+    assert main(["--config", str(kube_app.config_path), "describe", "experiment", view.id]) == 0
+    printed = capsys.readouterr().out
+    assert "Events:" in printed and "FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." \
+        in printed, printed

@@ -419,6 +419,13 @@ def test_running_sandbox_matched_by_name_not_by_label_order():
     assert torn_down(actions) == ["sb-a-old"]
 
 
+@pytest.mark.parametrize("kill_reason", ["timeout", "cancelled"])
+def test_a_killed_sandbox_the_runtime_deleted_is_collected_not_retried(kill_reason):
+    # A pod that was never scheduled is deleted by kill(): the kill stands.
+    actions = for_id(run([rec("a", RUNNING, kill_reason=kill_reason, attempt=1)], []), "a")
+    assert [type(a) for a in actions] == [Collect]
+
+
 def test_running_lost_and_cancelled_fails_cancelled_without_retry():
     actions = for_id(run([rec("a", RUNNING, cancel_requested=True, attempt=0)], []), "a")
     assert len(actions) == 1 and isinstance(actions[0], Fail)
