@@ -50,7 +50,11 @@ class App:
     def snapshots(self):
         from orchestrator.runtimes.docker_images import DockerImages
         from orchestrator.snapshots.builder import SnapshotBuilder
-        return SnapshotBuilder(DockerImages(self.docker.client), images_dir=self.settings.images_dir,
+        images = DockerImages(self.docker.client)
+        if self.settings.runtime == "kubernetes" and self.settings.kubernetes.registry:
+            from orchestrator.runtimes.docker_images import RegistryMirror
+            images = RegistryMirror(images, self.settings.kubernetes.registry)
+        return SnapshotBuilder(images, images_dir=self.settings.images_dir,
                                base_image=self.settings.base_image, extra_labels=self.settings.extra_labels)
 
     def resolve_gpus(self) -> list[str]:

@@ -70,6 +70,20 @@ class DockerImages:
 
         await self._call(run)
 
+    async def push(self, tag: str, registry: str) -> str:
+        """Tag ``tag`` as ``<registry>/<tag>`` and push it; returns the pushed reference."""
+        repository, _, version = tag.rpartition(":")
+        target = f"{registry.rstrip('/')}/{repository}"
+
+        def run():
+            self._client.images.get(tag).tag(target, version)
+            for line in self._client.api.push(target, tag=version, stream=True, decode=True):
+                if line.get("error"):
+                    raise RuntimeFailure(f"pushing {target}:{version} failed: {line['error']}")
+            return f"{target}:{version}"
+
+        return await self._call(run)
+
     async def list(self, labels: dict[str, str]) -> list[ImageInfo]:
         def run():
             filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -90,3 +104,47 @@ class DockerImages:
             raise RuntimeFailure(f"docker: {exc.explanation or exc}") from exc
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
             raise RuntimeFailure(f"docker engine unreachable: {exc}") from exc
+
+
+class RegistryMirror:
+    """An ImageStore that also pushes snapshot images to a registry, once per
+    tag and process, so Kubernetes nodes can pull ``<registry>/<tag>``.
+
+    Toolchain images stay local (snapshots are built FROM them here). A push
+    that fails is a ``RuntimeFailure``: the registry is infrastructure, so the
+    experiment is retried rather than failed.
+    """
+
+    def __init__(self, images: DockerImages, registry: str, *, prefix: str = "genesis/snapshot:") -> None:
+        self._images = images
+        self.registry = registry
+        self._prefix = prefix
+        self._pushed: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, tag: str) -> ImageInfo | None:
+        info = await self._images.get(tag)
+        if info is not None:
+            await self._publish(tag)
+        return info
+
+    async def build(self, context: BinaryIO, *, tag: str, labels: dict[str, str],
+                    buildargs: dict[str, str] | None = None) -> ImageInfo:
+        info = await self._images.build(context, tag=tag, labels=labels, buildargs=buildargs)
+        await self._publish(tag)
+        return info
+
+    async def remove(self, tag: str) -> None:
+        self._pushed.discard(tag)
+        await self._images.remove(tag)
+
+    async def list(self, labels: dict[str, str]) -> list[ImageInfo]:
+        return await self._images.list(labels)
+
+    async def _publish(self, tag: str) -> None:
+        if not tag.startswith(self._prefix) or tag in self._pushed:
+            return
+        async with self._locks.setdefault(tag, asyncio.Lock()):
+            if tag not in self._pushed:
+                await self._images.push(tag, self.registry)
+                self._pushed.add(tag)
