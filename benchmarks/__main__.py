@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability`` (default: all), ``--count N``
+``--only sandbox,controller,throughput,intake,observability,kubernetes`` (default: all), ``--count N``
 experiments per throughput level (default 16).
 Everything created carries the label ``genesis.bench=<run>`` and is removed.
 """
@@ -13,7 +13,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, intake, observability, sandbox
+from benchmarks import controller, intake, kubernetes, observability, sandbox
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability")
+    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -38,6 +38,8 @@ def main() -> None:
             intake.run(report, count=1000)
         if "observability" in only:
             observability.run(report, runs=args.runs)
+        if "kubernetes" in only:
+            kubernetes.run(report, runs=args.runs, big_mb=args.big_mb)
     finally:
         cleanup(client)
     report.print()
