@@ -98,3 +98,45 @@ def test_describe_shows_why_a_gpu_pod_waits(kube_app, apiserver, capsys):
     printed = capsys.readouterr().out
     assert "Events:" in printed and "FailedScheduling: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu." \
         in printed, printed
+
+
+def test_an_evicted_pod_is_retried_and_a_crashing_change_is_not(kube_app, apiserver):
+    """Infrastructure disruptions are retried; what the change does is judged."""
+    import threading
+    import time
+
+    import requests
+
+    evicted: list[str] = []
+    stop = threading.Event()
+
+    def evict_first_experiment_pod():
+        while not stop.is_set() and not evicted:
+            for pod in apiserver.call(lambda s: [o.raw for (r, ns, _), o in s.objects.items()
+                                                 if r.plural == "pods" and not o.deleted]):
+                labels = pod["metadata"].get("labels") or {}
+                if labels.get("genesis.role") == "experiment" and (pod.get("status") or {}).get("phase") == "Running":
+                    requests.patch(f"{apiserver.url}/api/v1/namespaces/{NAMESPACE}/pods/"
+                                   f"{pod['metadata']['name']}/status", timeout=5,
+                                   headers={"Content-Type": "application/merge-patch+json"},
+                                   json={"status": {"phase": "Failed", "reason": "Evicted",
+                                                    "message": "The node was low on resource: memory."}})
+                    evicted.append(pod["metadata"]["name"])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=evict_first_experiment_pod, daemon=True)
+    thread.start()
+    try:
+        view = run_experiment(kube_app, hostile("import time\ntime.sleep(3)\nprint('done')\n"))
+    finally:
+        stop.set()
+        thread.join(5)
+    assert len(evicted) == 1, evicted
+    assert view.phase.value == "Succeeded", view.message
+    assert view.attempt >= 1 and view.sandbox_name != evicted[0]  # a new pod for the new attempt
+    history = kube_app.store.history(view.id)
+    assert any(h.action == "deleted" and h.reason == "disrupted: evicted" and h.sandbox_name == evicted[0]
+               for h in history), [(h.action, h.reason) for h in history]
+    crash = run_experiment(kube_app, hostile("import os\nos.abort()\n"))
+    assert crash.phase.value == "Succeeded" and crash.recommendation.value == "rollback"
+    assert crash.attempt == view.attempt - 1  # judged on its first attempt, never retried
