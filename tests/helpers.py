@@ -38,6 +38,15 @@ def request_body(**overrides) -> dict:
     return body
 
 
+def example(name: str) -> dict:
+    """One of examples/requests/*.yaml with a fresh experiment id."""
+    import yaml
+
+    body = yaml.safe_load((ROOT / "examples" / "requests" / name).read_text())
+    body["experiment_id"] = str(uuid.uuid4())
+    return body
+
+
 def hostile(script: str, **overrides) -> dict:
     """A request whose change adds ``hostile.py`` and whose validation runs it."""
     return request_body(

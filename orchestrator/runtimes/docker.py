@@ -16,13 +16,11 @@ translated into :mod:`orchestrator.errors` at this boundary.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 import tarfile
 import time
 from datetime import datetime
-from functools import wraps
 from typing import AsyncIterator
 
 import docker
@@ -32,26 +30,24 @@ import requests.exceptions
 from orchestrator.errors import RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
+from orchestrator.runtimes.threads import stream_in_thread, translated
 
 _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
 LOG_TAIL_LINES = 200
 
 
-def _translate(func):
-    """Run a blocking SDK call in a thread and translate its errors."""
+def _errors(exc: Exception):
+    """docker / requests exceptions as Genesis's own (None: not an SDK error)."""
+    if isinstance(exc, docker.errors.NotFound):
+        return SandboxGone(f"docker: {exc.explanation or exc}")
+    if isinstance(exc, docker.errors.APIError):
+        return RuntimeFailure(f"docker: {exc.explanation or exc}")
+    if isinstance(exc, _TRANSIENT):
+        return RuntimeFailure(f"docker engine unreachable: {exc}")
+    return None
 
-    @wraps(func)
-    async def wrapper(self, *args, **kwargs):
-        try:
-            return await asyncio.to_thread(func, self, *args, **kwargs)
-        except docker.errors.NotFound as exc:
-            raise SandboxGone(f"docker: {exc.explanation or exc}") from exc
-        except docker.errors.APIError as exc:
-            raise RuntimeFailure(f"docker: {exc.explanation or exc}") from exc
-        except _TRANSIENT as exc:
-            raise RuntimeFailure(f"docker engine unreachable: {exc}") from exc
 
-    return wrapper
+_translate = translated(_errors)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -208,32 +204,12 @@ class DockerRuntime:
         return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace"), truncated=tuple(truncated))
 
     async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
-        queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        done = object()
+        def produce():
+            container = self._client.containers.get(name)
+            return container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
 
-        def pump() -> None:
-            try:
-                container = self._client.containers.get(name)
-                chunks = container.logs(stream=True, follow=follow, tail=tail if tail is not None else "all")
-                for chunk in chunks:
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk.decode("utf-8", "replace"))
-            except docker.errors.NotFound:
-                loop.call_soon_threadsafe(queue.put_nowait, SandboxGone(f"docker: no sandbox {name}"))
-            except Exception as exc:  # translated below, on the loop side
-                loop.call_soon_threadsafe(queue.put_nowait, RuntimeFailure(f"docker logs: {exc}"))
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        task = asyncio.create_task(asyncio.to_thread(pump))
-        try:
-            while (item := await queue.get()) is not done:
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-        finally:
-            if task.done():
-                await task
+        async for chunk in stream_in_thread(produce, _errors, what="docker logs"):
+            yield chunk
 
     @_translate
     def remove(self, name: str) -> bool:

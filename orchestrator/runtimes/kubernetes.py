@@ -23,12 +23,9 @@ Every ``ApiException`` and connection error is translated here into
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
-import time
-from functools import wraps
 from typing import AsyncIterator, Callable
 
 import urllib3.exceptions
@@ -39,9 +36,10 @@ from kubernetes.client.exceptions import ApiException
 
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
-from orchestrator.runtimes.kubernetes_pods import (BundleTooLarge, PodOptions, label_selector, pod_manifest,
-                                                   state_of)
+from orchestrator.runtimes.kubernetes_pods import (BUNDLE_DIGEST_ANNOTATION, BundleTooLarge, PodOptions,
+                                                   label_selector, pod_manifest, state_of)
 from orchestrator.runtimes.outputs import files_from_log, split_log
+from orchestrator.runtimes.threads import stream_in_thread, translated
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +48,16 @@ CONFLICT_RETRIES = 5
 GONE = 410
 
 
-def _translate(func):
-    """Run a blocking client call in a thread and translate its errors."""
+def _errors(exc: Exception) -> RuntimeFailure | None:
+    """Client exceptions as Genesis's own (None: not a client error)."""
+    if isinstance(exc, ApiException):
+        return _failure(exc)
+    if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+        return RuntimeFailure(f"kubernetes API unreachable: {exc}")
+    return None
 
-    @wraps(func)
-    async def wrapper(self, *args, **kwargs):
-        try:
-            return await asyncio.to_thread(func, self, *args, **kwargs)
-        except ApiException as exc:
-            raise _failure(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RuntimeFailure(f"kubernetes API unreachable: {exc}") from exc
 
-    return wrapper
+_translate = translated(_errors)
 
 
 def _failure(exc: ApiException) -> RuntimeFailure:
@@ -340,7 +335,7 @@ class KubernetesRuntime:
                 raise
             # AlreadyExists: a retried create of the same sandbox is done; anything else is not ours.
             existing = self._read(spec.name)
-            digest = "genesis/bundle-sha256"
+            digest = BUNDLE_DIGEST_ANNOTATION
             if existing is None or (existing["metadata"].get("annotations") or {}).get(digest) != \
                     body["metadata"]["annotations"][digest]:
                 raise RuntimeFailure(f"kubernetes: a different pod named {spec.name} already exists") from exc
@@ -419,47 +414,26 @@ class KubernetesRuntime:
         tail = "".join(rest.splitlines(keepends=True)[-LOG_TAIL_LINES:])
         return SandboxOutput(files=files, log_tail=tail, truncated=tuple(truncated))
 
+    @_translate
+    def _log_lines(self, name: str) -> list[str]:
+        return split_log(self._log_text(name))[0].splitlines(keepends=True)
+
     async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
         """Log text without the runner's GENESIS-OUT block; ``follow`` streams until the pod ends."""
         if not follow:
-            try:
-                text = await asyncio.to_thread(self._log_text, name, tail=None)
-            except ApiException as exc:
-                raise _failure(exc) from exc
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise RuntimeFailure(f"kubernetes API unreachable: {exc}") from exc
-            lines = split_log(text)[0].splitlines(keepends=True)
+            lines = await self._log_lines(name)
             yield "".join(lines[-tail:] if tail else lines)
             return
-        queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        done = object()
 
-        def pump() -> None:
-            try:
-                response = self._core.read_namespaced_pod_log(
-                    name, self.namespace, container="sandbox", follow=True, tail_lines=tail,
-                    _preload_content=False)
-                for line in response.stream(amt=None):
-                    loop.call_soon_threadsafe(queue.put_nowait, line.decode("utf-8", "replace"))
-            except ApiException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, _failure(exc))
-            except Exception as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, RuntimeFailure(f"kubernetes logs: {exc}"))
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+        def produce():
+            return self._core.read_namespaced_pod_log(
+                name, self.namespace, container="sandbox", follow=True, tail_lines=tail,
+                _preload_content=False).stream(amt=None)
 
-        task = asyncio.create_task(asyncio.to_thread(pump))
-        try:
-            while (item := await queue.get()) is not done:
-                if isinstance(item, Exception):
-                    raise item
-                kept, _ = split_log(item)
-                if kept:
-                    yield kept
-        finally:
-            if task.done():
-                await task
+        async for chunk in stream_in_thread(produce, _errors, what="kubernetes logs"):
+            kept, _ = split_log(chunk)
+            if kept:
+                yield kept
 
     async def usage(self, name: str) -> SandboxUsage | None:
         """Not sampled on Kubernetes: the kubelet's cAdvisor metrics cover it (no metrics.k8s.io RBAC)."""

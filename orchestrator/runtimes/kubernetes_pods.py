@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime

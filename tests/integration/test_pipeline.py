@@ -6,21 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import ROOT, TEST_LABEL, RUN_ID, hostile, request_body, run_experiment, sandboxes_of
+from helpers import TEST_LABEL, RUN_ID, example, hostile, request_body, run_experiment, sandboxes_of
 
 pytestmark = pytest.mark.docker
-
-
-def example(name: str) -> dict:
-    body = yaml.safe_load((ROOT / "examples" / "requests" / name).read_text())
-    body["experiment_id"] = str(uuid.uuid4())
-    return body
 
 
 def tree_digest(path: Path) -> str:

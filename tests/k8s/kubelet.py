@@ -134,7 +134,7 @@ class DockerKubelet:
         if int(limits.get("nvidia.com/gpu", 0)) > self.gpus:
             if name not in self._unschedulable:
                 self._unschedulable.add(name)
-                message = f"0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+                message = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
                 self._status(name, {"phase": "Pending", "conditions": [{
                     "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]})
                 self._event(name, "FailedScheduling", message)

@@ -7,21 +7,14 @@ deleted through the API."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import yaml
 
 from conftest import NAMESPACE
-from helpers import ROOT, RUN_ID, TEST_LABEL, hostile, run_experiment
+from helpers import RUN_ID, TEST_LABEL, example, hostile, run_experiment
 
 pytestmark = pytest.mark.docker
-
-
-def example(name: str) -> dict:
-    body = yaml.safe_load((ROOT / "examples" / "requests" / name).read_text())
-    body["experiment_id"] = str(uuid.uuid4())
-    return body
 
 
 @pytest.fixture
