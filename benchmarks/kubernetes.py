@@ -32,7 +32,7 @@ from orchestrator.runtimes.docker import DockerRuntime
 from orchestrator.runtimes.docker_images import DockerImages
 from orchestrator.runtimes.kubernetes import KubernetesRuntime
 from orchestrator.runtimes.kubernetes_pods import PodOptions, encode_bundle, pod_manifest
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.settings import PROJECT_ROOT, RepoConfig
 from orchestrator.snapshots.builder import SnapshotBuilder
 
 sys.path.insert(0, str(ROOT / "tests" / "k8s"))
@@ -123,7 +123,7 @@ def workspace_copy(report: Report, *, runs: int, big_mb: int) -> None:
         figures = {}
         for megabytes in (10, big_mb):
             repo = synthetic_repo(Path(scratch), megabytes=megabytes)
-            snap = asyncio.run(builder.ensure(repo_name=f"bench-{RUN_ID}-{megabytes}mb", repo_path=repo,
+            snap = asyncio.run(builder.ensure(repo_name=f"bench-{RUN_ID}-{megabytes}mb", repo=RepoConfig(path=repo),
                                               commit=git(repo, "rev-parse", "HEAD").strip()))
             results = [_pod_like_run(snap.tag, str(bundle_dir)) for _ in range(runs)]
             assert all(r["status"] == "completed" for r in results), results[-1]

@@ -23,7 +23,7 @@ from orchestrator.runtimes.base import SandboxSpec
 from orchestrator.runtimes.docker import DockerRuntime
 from orchestrator.runtimes.docker_images import DockerImages
 from orchestrator.snapshots.builder import SnapshotBuilder
-from orchestrator.settings import PROJECT_ROOT
+from orchestrator.settings import PROJECT_ROOT, RepoConfig
 
 CHANGE = {"files": [{"path": "lib/changed.py", "content": "VALUE = 42\n" * 50}]}
 VALIDATION = {"command": ["true"], "workdir": "."}
@@ -90,7 +90,7 @@ async def run(report: Report, *, runs: int, big_mb: int) -> None:
                               base_image=base_image, extra_labels={BENCH_LABEL: RUN_ID})
     with tempfile.TemporaryDirectory(prefix="genesis-bench-") as scratch:
         small = synthetic_repo(Path(scratch), megabytes=10)
-        snap_small = await builder.ensure(repo_name=f"bench-{RUN_ID}-10mb", repo_path=small,
+        snap_small = await builder.ensure(repo_name=f"bench-{RUN_ID}-10mb", repo=RepoConfig(path=small),
                                           commit=git(small, "rev-parse", "HEAD").strip())
         # 1. start overhead, interleaved so drift hits both sides alike
         ours, raw = [], []
@@ -105,7 +105,7 @@ async def run(report: Report, *, runs: int, big_mb: int) -> None:
                    f"{r['p90_ms']:.0f} / {r['max_ms']:.0f}", "")
         # 2. setup cost against repository size
         big = synthetic_repo(Path(scratch), megabytes=big_mb)
-        snap_big = await builder.ensure(repo_name=f"bench-{RUN_ID}-{big_mb}mb", repo_path=big,
+        snap_big = await builder.ensure(repo_name=f"bench-{RUN_ID}-{big_mb}mb", repo=RepoConfig(path=big),
                                         commit=git(big, "rev-parse", "HEAD").strip())
         samples: dict[str, list] = {"10MB": [], f"{big_mb}MB": []}
         for index in range(runs):  # interleaved, as above

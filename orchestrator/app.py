@@ -55,7 +55,8 @@ class App:
             from orchestrator.runtimes.docker_images import RegistryMirror
             images = RegistryMirror(images, self.settings.kubernetes.registry)
         return SnapshotBuilder(images, images_dir=self.settings.images_dir,
-                               base_image=self.settings.base_image, extra_labels=self.settings.extra_labels)
+                               base_image=self.settings.base_image, extra_labels=self.settings.extra_labels,
+                               build=self.settings.build, logs_dir=self.settings.build_logs_dir)
 
     def resolve_gpus(self) -> list[str]:
         """Check the ``gpus`` setting against the host once (Docker runtime), replacing

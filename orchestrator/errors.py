@@ -10,7 +10,8 @@ them.
     ├── RequestRejected          the request cannot run as sent (intake)
     │     codes: invalid_request, invalid_json, body_too_large,
     │            too_many_files, invalid_path, empty_change,
-    │            resources_exceeded, unknown_repo, unknown_commit, conflict
+    │            resources_exceeded, unknown_repo, unknown_commit, conflict,
+    │            invalid_repo_config, dependency_change_refused
     ├── NotFound                 no such experiment / sandbox / image
     ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
     ├── RuntimeFailure           the sandbox runtime failed (runtime_error)
@@ -47,7 +48,14 @@ class NotFound(GenesisError):
 
 
 class ImageBuildError(GenesisError):
+    """An image could not be built; ``log`` is the build's output when there is one."""
+
     code = "build_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, log: str = "", tag: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.log = log
+        self.tag = tag  # the image whose build failed
 
 
 class RuntimeFailure(GenesisError):

@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from orchestrator.domain.environment import EnvironmentConfig, RepoFile
 from orchestrator.domain.intake import IntakeLimits
 from orchestrator.domain.models import Resources, Validation, parse_memory
 from orchestrator.domain.planner import Capacity, Limits
@@ -29,11 +30,52 @@ DEFAULT_VALIDATION = Validation(command=["python3", "-m", "pytest", "-q", "-p", 
 
 
 class RepoConfig(BaseModel):
+    """One repository: where it is, and how its images are built and its changes validated.
+
+    ``toolchain``, ``environment``, ``snapshot_setup`` and ``validation`` may
+    also come from the repository's ``.genesis.yaml`` at the experiment's base
+    commit, which wins (:meth:`with_file`); the rest is the operator's alone.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     path: Path
     validation: Validation = DEFAULT_VALIDATION
     toolchain: str = "python"
+    environment: EnvironmentConfig | None = None
+    # Run as root with network over the whole tree when the snapshot is built
+    # (`pip install -e .`, `npm ci` with workspaces): see docs/environments.md.
+    snapshot_setup: list[str] = Field(default_factory=list, max_length=64)
+    # A change that edits an environment input is refused unless this is set; when
+    # set, its own setup runs (as root, with network) and its verdict is capped.
+    allow_dependency_changes: bool = False
+
+    def with_file(self, file: RepoFile | None) -> "RepoConfig":
+        """These settings with the repository's own ``.genesis.yaml`` on top."""
+        if file is None:
+            return self
+        return self.model_copy(update={key: getattr(file, key) for key in RepoFile.model_fields
+                                       if getattr(file, key) is not None})
+
+
+class BuildSettings(BaseModel):
+    """What environment and snapshot builds (and nothing else) are given.
+
+    ``ca_bundle`` is mounted into the build and named by the usual variables
+    (PIP_CERT, SSL_CERT_FILE, NODE_EXTRA_CA_CERTS, ...); ``env`` (proxy
+    variables, which may carry credentials) is set for trusted builds only.
+    Neither ever reaches an image's layers, history or config, nor a sandbox.
+    A build of a change's own dependencies gets the CA bundle and
+    ``untrusted_env`` only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_bundle: Path | None = None
+    env: dict[str, SecretStr] = Field(default_factory=dict)
+    untrusted_env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=1800.0, gt=0)
+    log_bytes: int = Field(default=4 * 2**20, ge=4096)  # build log kept per image
 
 
 class NatsSettings(BaseModel):
@@ -131,6 +173,11 @@ class Settings(BaseModel):
     preserve_ttl_s: int = 7 * 24 * 3600
     max_output_file_bytes: int = 16 * 2**20
     policy: Policy = DEFAULT_POLICY
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    # Genesis's images (toolchain, environment, snapshot) may use this much disk;
+    # the cleanup job removes the least recently used past it. None: no budget.
+    image_disk_budget: str | None = None
+    cleanup_interval_s: float = Field(default=6 * 3600.0, gt=0)  # SPEC §11
     # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
     # so its leftovers can be found and removed by label).
     extra_labels: dict[str, str] = Field(default_factory=dict)
@@ -146,6 +193,10 @@ class Settings(BaseModel):
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def build_logs_dir(self) -> Path:
+        return self.home / "build-logs"
 
     def capacity(self) -> Capacity:
         return Capacity(
@@ -203,6 +254,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         for repo in (data.get("repos") or {}).values():
             if isinstance(repo, dict) and "path" in repo:
                 repo["path"] = str((base / repo["path"]).resolve())
+        if isinstance(data.get("build"), dict) and data["build"].get("ca_bundle"):
+            data["build"]["ca_bundle"] = str((base / data["build"]["ca_bundle"]).resolve())
         if "home" in data:
             data["home"] = str((base / data["home"]).resolve())
         if isinstance(data.get("policy_file"), str):

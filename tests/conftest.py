@@ -30,7 +30,8 @@ def _remove_by_label() -> None:
     selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
     for container in client.containers.list(all=True, filters=selector):
         container.remove(force=True)
-    for image in client.images.list(filters=selector):
+    # Newest first: an environment image can only go once the snapshots built FROM it are gone.
+    for image in sorted(client.images.list(filters=selector), key=lambda i: i.attrs["Created"], reverse=True):
         client.images.remove(image.id, force=True)
     client.close()
 

@@ -94,13 +94,22 @@ def _sandboxes(app, args) -> int:
 
 
 def _images(app, args) -> int:
-    images = app.store.images()
+    """Every image of Genesis's on the engine: tier, repo, size, last use, in use, pinned."""
+    from orchestrator.snapshots.catalog import list_images
+
+    images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=app.store,
+                                     sandbox_labels=app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
-        data = json.loads(json.dumps(images, default=str))
+        data = json.loads(json.dumps([vars(i) for i in images], default=str))
         print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False))
         return 0
-    rows = [[i["tag"], i["repo"], i["commit"][:12], f"{i['size_bytes'] / 2**20:.0f}Mi", str(i["uses"]),
-             f"{i['build_seconds']:.1f}s"] for i in images]
-    print(printers.table(rows, ["IMAGE", "REPO", "COMMIT", "SIZE", "USES", "BUILD"]) if rows
+    if args.output == "name":
+        print("\n".join(f"image/{i.tag}" for i in images))
+        return 0
+    rows = [[i.tier, i.tag, i.repo or "-", f"{i.size_bytes / 2**20:.0f}Mi", printers.age(i.last_used),
+             "yes" if i.in_use else "no", {True: "yes", False: "no", None: "-"}[i.pinned]]
+            + ([str(i.uses), printers.age(i.created)] if args.output == "wide" else []) for i in images]
+    headers = ["TIER", "IMAGE", "REPO", "SIZE", "LAST-USED", "IN-USE", "PINNED"]
+    print(printers.table(rows, headers + (["USES", "AGE"] if args.output == "wide" else [])) if rows
           else "No resources found.")
     return 0

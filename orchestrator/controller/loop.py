@@ -23,11 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable
 
 from orchestrator.domain import planner
+from orchestrator.domain.models import parse_memory
 from orchestrator.domain.planner import Action, Admit, Collect, Fail, Kill, Observed, Resume, Retry, Teardown, Unpreserve
 from orchestrator.errors import GenesisError, RuntimeFailure, StoreError
 from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
+from orchestrator.snapshots.cleanup import prune_images
 from orchestrator.store.leases import Leader
 from orchestrator.store.repository import utcnow
 from orchestrator.telemetry import metrics
@@ -66,6 +68,7 @@ class Controller:
         # Enough threads for the blocking SDK calls of a full set of sandboxes.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
         sampler = asyncio.create_task(self._sampler()) if self.sample_interval_s > 0 else None
+        cleaner = asyncio.create_task(self._cleaner()) if self.settings.image_disk_budget else None
         while not self._stopping.is_set():
             try:
                 if await self._lead():
@@ -80,8 +83,9 @@ class Controller:
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
-        if sampler is not None:
-            sampler.cancel()
+        for task in (sampler, cleaner):
+            if task is not None:
+                task.cancel()
         await self._drain()
 
     async def run_until_idle(self, *, timeout_s: float = 600.0) -> int:
@@ -207,6 +211,26 @@ class Controller:
             except Exception as exc:  # noqa: BLE001 - sampling must never stop for good
                 log.warning("sandbox sampling failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             await self._sleep_quietly(max(self.sample_interval_s - (time.monotonic() - started), 0.1))
+
+    async def cleanup_images(self) -> list[str]:
+        """Remove the least recently used images past ``image_disk_budget`` (SPEC §11)."""
+        if not self.settings.image_disk_budget:
+            return []
+        return await prune_images(runtime=self.runtime, store=self.store, builder=self.executor.snapshots,
+                                  budget_bytes=parse_memory(self.settings.image_disk_budget),
+                                  labels=self.settings.extra_labels, sandbox_labels=self.settings.sandbox_selector(),
+                                  actor=self.actor)
+
+    async def _cleaner(self) -> None:
+        """The image cleanup, every ``cleanup_interval_s`` while this process leads."""
+        await self._sleep_quietly(min(self.settings.cleanup_interval_s, 60.0))  # let leadership settle first
+        while not self._stopping.is_set():
+            if self.leading:
+                try:
+                    await self.cleanup_images()
+                except Exception as exc:  # noqa: BLE001 - the job must never stop for good
+                    log.warning("image cleanup failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            await self._sleep_quietly(self.settings.cleanup_interval_s)
 
     async def _sleep_quietly(self, seconds: float) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from typing import Iterable
 
 from orchestrator.errors import RequestRejected
 
@@ -132,3 +133,8 @@ def _check_patch_symlink(lines: list[str], index: int, seen: list[str]) -> None:
         elif in_hunk and line.startswith("+"):
             check_link_target(link, line[1:])
             return
+
+
+def touched_paths(patch: str | None, files: Iterable[str]) -> list[str]:
+    """Every repository path a change writes, deletes or renames."""
+    return sorted(set(patch_paths(patch) if patch else []) | set(files))

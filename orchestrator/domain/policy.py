@@ -91,3 +91,16 @@ DEFAULT_POLICY = Policy(
     ],
     default=Recommendation.ROLLBACK,
 )
+
+
+def capped_for_dependencies(recommendation: Recommendation, why: str,
+                            changed_inputs: list[str]) -> tuple[Recommendation, str]:
+    """A change that edits its environment's inputs is at best
+    ``merge_with_adaptations``: its dependencies were installed by its own
+    setup, which no baseline vouches for, and a reviewer must look at them."""
+    if not changed_inputs:
+        return recommendation, why
+    note = "dependencies changed (" + ", ".join(changed_inputs[:5]) + ")"
+    if recommendation is Recommendation.MERGE:
+        return Recommendation.MERGE_WITH_ADAPTATIONS, f"{note}; {why}"
+    return recommendation, f"{why}; {note}"

@@ -32,6 +32,7 @@ class ExperimentView(BaseModel):
     trace_id: str | None = None
     sandbox_name: str | None = None
     image: str | None = None
+    baseline_image: str | None = None  # differs from image when the change has its own environment
     preserved_until: datetime | None = None
     outcome: Outcome | None = None
     created_at: datetime

@@ -7,6 +7,7 @@ sandbox (untrusted), so each is reduced to a safe relative path first.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from orchestrator.runtimes.base import SandboxOutput
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 LOG_FILE = "sandbox.log"
+BUILD_FILE = "build.json"  # the image builds an experiment used: [{tier, tag, built}]
 
 
 def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: str | None = None) -> Path:
@@ -32,3 +34,17 @@ def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: s
 def stored_log(root: Path, experiment_id: str) -> str | None:
     path = root / experiment_id / LOG_FILE
     return path.read_text() if path.exists() else None
+
+
+def record_builds(root: Path, experiment_id: str, builds: list[dict]) -> None:
+    """Which images (by tier) this experiment was built on, and whether it built them."""
+    target = root / experiment_id
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / BUILD_FILE
+    previous = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(previous + [b for b in builds if b not in previous], indent=1))
+
+
+def recorded_builds(root: Path, experiment_id: str) -> list[dict]:
+    path = root / experiment_id / BUILD_FILE
+    return json.loads(path.read_text()) if path.exists() else []

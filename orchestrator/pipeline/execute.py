@@ -21,20 +21,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from orchestrator.domain import results
+from orchestrator.domain.environment import environment_failure, repo_modules
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
 from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
 from orchestrator.domain.records import CachedBaseline, ExperimentView
+from orchestrator.domain.policy import capped_for_dependencies
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
 from orchestrator.errors import GenesisError, ImageBuildError, RequestRejected, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle
+from orchestrator.pipeline.intake import dependency_changes
 from orchestrator.runtimes.base import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE,
     Runtime, SandboxOutput, SandboxSpec, SandboxState,
 )
-from orchestrator.settings import Settings
-from orchestrator.snapshots import git
-from orchestrator.snapshots.builder import SnapshotBuilder
+from orchestrator.settings import RepoConfig, Settings
+from orchestrator.snapshots import catalog, git, repofile
+from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
 from orchestrator.store.repository import Store, utcnow
 from orchestrator.telemetry import metrics
 
@@ -138,27 +141,32 @@ class Executor:
     async def _start(self, view: ExperimentView, ctx: dict) -> ExperimentView:
         spec = view.spec
         assert spec is not None and view.commit is not None
-        repo = self.settings.repos.get(spec.repo)
-        if repo is None:
-            raise Failure("unknown_repo", f"repo {spec.repo!r} is no longer configured")
+        repo = self._repo(spec.repo, view.commit)
         log.info("experiment_start", extra={**ctx, "phase": "Building"})
-        try:
-            snap = await self.snapshots.ensure(repo_name=spec.repo, repo_path=repo.path, commit=view.commit,
-                                               toolchain=repo.toolchain)
-        except ImageBuildError as exc:
-            raise Failure("build_failed", str(exc)) from exc
-        self.store.touch_image(tag=snap.tag, repo=spec.repo, commit=view.commit, toolchain=repo.toolchain,
-                               size_bytes=snap.size_bytes, build_seconds=snap.seconds if snap.built else None)
-        metrics.observe_phase("image_build", snap.seconds)
+        changed = dependency_changes(spec, repo)
+        if changed and not repo.allow_dependency_changes:
+            raise Failure("dependency_change_refused", f"the change edits environment inputs ({', '.join(changed)})")
+        snap = await self._snapshot(view, repo)
+        own = snap
+        if changed:  # the change's own dependencies: an environment built from its inputs, without credentials
+            try:
+                inputs = await asyncio.to_thread(repofile.changed_inputs, repo, view.commit, patch=spec.changes.patch,
+                                                 files=[f.model_dump(exclude_none=True) for f in spec.changes.files])
+            except RequestRejected as exc:
+                raise Failure(exc.code, str(exc)) from exc
+            own = await self._snapshot(view, repo, inputs=inputs)
         metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images()))
         validation = spec.validation or repo.validation
-        self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=snap.tag,
-                              message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)")
-        await self._baseline(view, spec, snap.tag, validation)
+        note = f"; the change's own environment {own.environment}" if own is not snap else ""
+        self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,
+                              baseline_image=snap.tag,
+                              message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)"
+                                      + note)
+        await self._baseline(view, spec, snap.tag, validation, repo)
         name = sandbox_name(view.id, view.attempt)
         bundle = {"changes": spec.changes.model_dump(mode="json", exclude_none=True),
                   "validation": validation.model_dump(mode="json")}
-        created_wall_ms = await self._launch(name=name, image=snap.tag, spec=spec, experiment_id=view.id,
+        created_wall_ms = await self._launch(name=name, image=own.tag, spec=spec, experiment_id=view.id,
                                              labels=self._labels(view, role="experiment", attempt=view.attempt),
                                              bundle=bundle)
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
@@ -168,6 +176,35 @@ class Executor:
         return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
                                      message=f"{name}; created at {created_wall_ms} ms", sandbox_name=name,
                                      deadline_at=deadline)
+
+    def _repo(self, name: str, commit: str) -> RepoConfig:
+        """The repository's effective configuration at ``commit`` (settings + its .genesis.yaml)."""
+        repo = self.settings.repos.get(name)
+        if repo is None:
+            raise Failure("unknown_repo", f"repo {name!r} is no longer configured")
+        try:
+            return repofile.effective(repo, commit)
+        except RequestRejected as exc:
+            raise Failure(exc.code, str(exc)) from exc
+
+    async def _snapshot(self, view: ExperimentView, repo: RepoConfig, *,
+                        inputs: dict[str, bytes] | None = None) -> Snapshot:
+        """Build or reuse the image tiers; ``inputs`` (a change's own) builds untrusted."""
+        assert view.commit is not None
+        trusted = inputs is None
+        try:
+            snap = await self.snapshots.ensure(repo_name=view.repo, repo=repo, commit=view.commit, inputs=inputs,
+                                               trusted=trusted)
+        except ImageBuildError as exc:
+            artifacts.record_builds(self.settings.artifacts_dir, view.id,
+                                    [{"tier": "failed", "tag": exc.tag, "built": True}] if exc.tag else [])
+            raise Failure("build_failed", str(exc)) from exc
+        builds = catalog.record_use(self.store, snap, repo=view.repo, commit=view.commit, toolchain=repo.toolchain)
+        if snap.environment_built:
+            metrics.observe_phase("environment_build", snap.environment_seconds)
+        artifacts.record_builds(self.settings.artifacts_dir, view.id, builds)
+        metrics.observe_phase("image_build", snap.seconds)
+        return snap
 
     async def _collect(self, view: ExperimentView, ctx: dict) -> ExperimentView:
         spec = view.spec
@@ -184,15 +221,17 @@ class Executor:
         cancelled = view.cancel_requested or view.kill_reason == "cancelled"
         run = SandboxRun(state=state, output=output, result=result, timed_out=view.kill_reason == "timeout",
                          cancelled=cancelled, created_wall_ms=0)
-        repo = self.settings.repos.get(spec.repo)
-        validation = spec.validation or (repo.validation if repo else None)
+        repo = self._repo(spec.repo, view.commit or "")
+        validation = spec.validation or repo.validation
+        baseline_image = view.baseline_image or view.image
         baseline = None
-        if validation is not None and view.image:
+        if baseline_image:
             baseline = self.store.baseline(baseline_key(repo=spec.repo, commit=view.commit or "",
-                                                        validation=validation, image=view.image))
+                                                        validation=validation, image=baseline_image))
         if baseline is None and not (run.cancelled or run.timed_out):
             raise SandboxGone("the baseline of this experiment is no longer cached")
-        return await self._conclude(view, spec, run, baseline, view.image or "", ctx)
+        return await self._conclude(view, spec, run, baseline, view.image or "", ctx,
+                                    changed_inputs=dependency_changes(spec, repo))
 
     # -- sandboxes ----------------------------------------------------------------
 
@@ -254,16 +293,16 @@ class Executor:
     # -- baseline -----------------------------------------------------------------
 
     async def _baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
-                        validation: Validation) -> CachedBaseline:
+                        validation: Validation, repo: RepoConfig) -> CachedBaseline:
         key = baseline_key(repo=spec.repo, commit=view.commit or "", validation=validation, image=image)
         async with self._baseline_locks.setdefault(key, asyncio.Lock()):
             cached = self.store.baseline(key)
             if cached is not None:
                 return cached
-            return await self._run_baseline(view, spec, image, validation, key)
+            return await self._run_baseline(view, spec, image, validation, key, repo)
 
     async def _run_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
-                            validation: Validation, key: str) -> CachedBaseline:
+                            validation: Validation, key: str, repo: RepoConfig) -> CachedBaseline:
         self.store.transition(view.id, Phase.BUILDING, reason="RunningBaseline", actor=self.actor,
                               message="validation on the unmodified snapshot")
         name = f"genesis-baseline-{key[:16]}"
@@ -290,6 +329,7 @@ class Executor:
         run = SandboxRun(state=state, output=output, result=result, timed_out=timed_out, cancelled=False,
                          created_wall_ms=0)
         files = run.output.files if run.output else {}
+        self._check_environment(files, output.log_tail, result.exit_code, repo, view.commit or "")
         report = results.test_report(files, run.result.exit_code)
         # A baseline that times out or runs out of memory is still the truth
         # about the unmodified tree (no passing tests), so it is cached too.
@@ -301,6 +341,18 @@ class Executor:
                                 command=validation.command, image=image)
         return baseline
 
+    @staticmethod
+    def _check_environment(files: dict[str, bytes], log_tail: str, exit_code: int | None, repo: RepoConfig,
+                           commit: str) -> None:
+        """A baseline that failed because of its environment is not a verdict on any
+        change: the experiment fails ``baseline_failed`` (and the baseline is not cached)."""
+        texts = [data.decode("utf-8", "replace") for name, data in sorted(files.items()) if name.endswith(".xml")]
+        why = environment_failure(texts=[*texts, log_tail], exit_code=exit_code,
+                                  own_modules=repo_modules(repofile.files(repo, commit)))
+        if why is not None:
+            raise Failure("baseline_failed", f"the baseline failed in its environment, so no change can be judged "
+                                             f"on it: {why}")
+
     def _tree_llm_count(self, repo_name: str, commit: str | None) -> int:
         repo = self.settings.repos[repo_name]
         extensions = tuple(self.patterns.extensions())
@@ -311,7 +363,8 @@ class Executor:
     # -- verdict ------------------------------------------------------------------
 
     async def _conclude(self, view: ExperimentView, spec: ExperimentRequest, run: SandboxRun,
-                        baseline: CachedBaseline | None, image: str, ctx: dict) -> ExperimentView:
+                        baseline: CachedBaseline | None, image: str, ctx: dict, *,
+                        changed_inputs: list[str]) -> ExperimentView:
         name = view.sandbox_name or sandbox_name(view.id, view.attempt)
         output = run.output
         full_log = await self._full_log(name)
@@ -345,7 +398,7 @@ class Executor:
                         llm_reduction=llm_reduction(baseline.llm_count, changed))
         log.info("metrics_measured", extra={**ctx, "phase": "Collecting", "success_rate": figures.success_rate,
                                             "regression": figures.regression})
-        recommendation, why = self.settings.policy.decide(figures)
+        recommendation, why = capped_for_dependencies(*self.settings.policy.decide(figures), changed_inputs)
         preserved_until = None
         if recommendation.preserves_sandbox:
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)

@@ -12,14 +12,16 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from orchestrator.domain.environment import input_paths
 from orchestrator.domain.intake import as_bytes, decode_body, parse_request
+from orchestrator.domain.paths import touched_paths
 from orchestrator.domain.models import ExperimentRequest
 from orchestrator.domain.records import ExperimentView
 from orchestrator.domain.subjects import valid_reply_subject
 from orchestrator.errors import GenesisError, RequestRejected
 from orchestrator.pipeline import lifecycle
-from orchestrator.settings import Settings
-from orchestrator.snapshots import git
+from orchestrator.settings import RepoConfig, Settings
+from orchestrator.snapshots import git, repofile
 from orchestrator.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ def _identity(data: object, raw: bytes, subject_instance: str | None) -> tuple[s
     return "rejected-" + hashlib.sha256(raw).hexdigest()[:24], inst_id, False
 
 
+def dependency_changes(request: ExperimentRequest, repo: RepoConfig) -> list[str]:
+    """The environment inputs a request's change touches (none without an environment)."""
+    if repo.environment is None:
+        return []
+    touched = touched_paths(request.changes.patch, [f.path for f in request.changes.files])
+    return input_paths(touched, repo.environment.inputs)
+
+
 class Intake:
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
@@ -78,6 +88,7 @@ class Intake:
                 data = decode_body(raw, self._limits)
             request = parse_request(data, self._limits)
             commit = self._resolve(request)
+            self._check_environment(request, commit)
             view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor,
                                                reply_to=reply_to)
             log.info("experiment accepted" if created else "duplicate request",
@@ -98,6 +109,17 @@ class Intake:
             raise
         except GenesisError as exc:
             raise RequestRejected(f"repo {request.repo!r} cannot be read: {exc}", code="unknown_repo") from exc
+
+    def _check_environment(self, request: ExperimentRequest, commit: str) -> None:
+        """The repository's configuration at ``commit`` must parse, and a change may
+        edit its environment's inputs only where the repository allows it."""
+        repo = repofile.effective(self._settings.repos[request.repo], commit)
+        changed = dependency_changes(request, repo)
+        if changed and not repo.allow_dependency_changes:
+            raise RequestRejected(
+                f"the change edits environment inputs ({', '.join(changed[:5])}); repository {request.repo!r} "
+                "does not allow dependency changes (allow_dependency_changes: false)",
+                code="dependency_change_refused")
 
     def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str, actor: str,
                 reply_to: str | None, subject_instance: str | None) -> IntakeResult:

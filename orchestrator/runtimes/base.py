@@ -135,6 +135,26 @@ class ImageInfo:
     created: datetime | None
 
 
+@dataclass(frozen=True)
+class BuildRun:
+    """One build step run in a container and committed as ``tag`` (environment
+    setup, snapshot setup). ``files`` (paths relative to /) are copied in
+    first; ``secrets`` go to a private directory the script must delete;
+    ``labels`` mark the build container, ``image_labels`` the image."""
+
+    image: str
+    tag: str
+    script: str
+    files: dict[str, bytes]
+    secrets: dict[str, bytes]
+    labels: dict[str, str]
+    image_labels: dict[str, str]
+    network: bool = True
+    timeout_s: float = 1800.0
+    memory_bytes: int = 4 * 2**30
+    log_bytes: int = 4 * 2**20
+
+
 class ImageStore(Protocol):
     """Where snapshot images are built and kept (the Docker engine's image store)."""
 
@@ -143,6 +163,10 @@ class ImageStore(Protocol):
     async def build(self, context: BinaryIO, *, tag: str, labels: dict[str, str],
                     buildargs: dict[str, str] | None = None) -> ImageInfo:
         """Build from a tar build context; raises ImageBuildError with the log tail."""
+
+    async def run_and_commit(self, run: BuildRun) -> tuple[ImageInfo, str]:
+        """Run a build step as root and commit its container; (image, build log).
+        Raises ImageBuildError, with the log, when the step fails."""
 
     async def remove(self, tag: str) -> None: ...
 

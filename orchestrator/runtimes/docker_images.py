@@ -1,12 +1,24 @@
-"""Image operations on the Docker Engine: build, look up, remove, list.
+"""Image operations on the Docker Engine: build, run-and-commit, look up,
+remove, list.
 
 Used by :mod:`orchestrator.snapshots`, which decides what to build and
 keep; this module only talks to the engine and translates its errors.
+
+``run_and_commit`` is how environment images are made without BuildKit: a
+container from the parent image runs the setup script with the secrets
+(CA bundle, proxy variables) copied in as files under ``SECRETS_DIR``,
+which the script deletes before it exits; the container is committed only
+if it succeeded and left nothing there, with the parent's config restored.
+The engine never sees the secrets as environment variables, build args or
+layers, so ``docker history`` and ``docker inspect`` of the image cannot
+show them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 from datetime import datetime
 from typing import BinaryIO
 
@@ -14,7 +26,24 @@ import docker.errors
 import requests.exceptions
 
 from orchestrator.errors import ImageBuildError, NotFound, RuntimeFailure
-from orchestrator.runtimes.base import ImageInfo
+from orchestrator.runtimes.base import BuildRun, ImageInfo
+
+SECRETS_DIR = "run/genesis-build"  # relative to /; deleted by the build script before commit
+BUILD_TMP = "rw,exec,size=2g"  # scratch space (pip/npm caches) that is never committed
+
+
+def _tar(files: dict[str, bytes], secrets: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in sorted({p.rsplit("/", 1)[0] for p in files if "/" in p} | {SECRETS_DIR}):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700 if directory == SECRETS_DIR else 0o755
+            tar.addfile(info)
+        for path, data in [*files.items(), *((f"{SECRETS_DIR}/{n}", d) for n, d in secrets.items())]:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), 0o600 if path.startswith(SECRETS_DIR) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _info(image, tag: str) -> ImageInfo:
@@ -60,6 +89,52 @@ class DockerImages:
             return _info(image, tag)
 
         return await self._call(run)
+
+    async def run_and_commit(self, run: BuildRun) -> tuple[ImageInfo, str]:
+        """Run ``run.script`` in a container of ``run.image`` as root and commit it as ``run.tag``.
+
+        Returns the image and the build log; ``ImageBuildError`` (with the log)
+        when the script fails, times out, or leaves anything under SECRETS_DIR.
+        """
+
+        def execute():
+            parent = self._client.images.get(run.image).attrs.get("Config") or {}
+            container = self._client.containers.create(
+                run.image, command=[run.script], entrypoint=["/bin/sh", "-c"], user="0", working_dir="/workspace",
+                labels=run.labels, network_mode="bridge" if run.network else "none",
+                tmpfs={"/tmp": BUILD_TMP}, mem_limit=run.memory_bytes, memswap_limit=run.memory_bytes,
+                detach=True)
+            try:
+                container.put_archive("/", _tar(run.files, run.secrets))
+                container.start()
+                try:
+                    status = container.wait(timeout=run.timeout_s)
+                except requests.exceptions.RequestException as exc:
+                    if "timed out" not in str(exc).lower():  # docker-py's way of saying the wait ran out
+                        raise
+                    container.kill()
+                    status = {"StatusCode": None}
+                log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")[-run.log_bytes:]
+                code = status.get("StatusCode")
+                if code is None:
+                    raise ImageBuildError(f"building {run.tag}: setup ran past {run.timeout_s:.0f}s", log=log)
+                if code != 0:
+                    raise ImageBuildError(f"building {run.tag}: setup exited with {code}", log=log)
+                left = [c["Path"] for c in container.diff() or [] if c["Path"].startswith("/" + SECRETS_DIR)]
+                if left:
+                    raise ImageBuildError(f"building {run.tag}: the build left {left[0]} behind; not committed",
+                                          log=log)
+                repository, _, version = run.tag.rpartition(":")
+                conf = {"User": parent.get("User") or "", "WorkingDir": parent.get("WorkingDir") or "",
+                        "Entrypoint": parent.get("Entrypoint"), "Cmd": parent.get("Cmd"),
+                        "Env": parent.get("Env") or [], "Labels": {**(parent.get("Labels") or {}), **run.image_labels}}
+                image = container.commit(repository=repository, tag=version, conf=conf,
+                                         message=f"genesis {run.image_labels.get('genesis.kind', 'build')} step")
+                return _info(self._client.images.get(image.id), run.tag), log
+            finally:
+                container.remove(force=True)
+
+        return await self._call(execute)
 
     async def remove(self, tag: str) -> None:
         def run():
@@ -133,6 +208,11 @@ class RegistryMirror:
         info = await self._images.build(context, tag=tag, labels=labels, buildargs=buildargs)
         await self._publish(tag)
         return info
+
+    async def run_and_commit(self, run: BuildRun) -> tuple[ImageInfo, str]:
+        info, log = await self._images.run_and_commit(run)
+        await self._publish(run.tag)
+        return info, log
 
     async def remove(self, tag: str) -> None:
         self._pushed.discard(tag)

@@ -31,17 +31,34 @@ class CachesMixin(StoreBase):
 
     @transient
     def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
-                    build_seconds: float | None) -> None:
-        """Record a snapshot image's use (and its build, when ``build_seconds`` is given)."""
+                    build_seconds: float | None, tier: str = "snapshot", parent: str | None = None,
+                    pinned: bool | None = None) -> None:
+        """Record an image's use (and its build, when ``build_seconds`` is given).
+
+        A rebuilt image (an unpinned environment past its age) keeps its row,
+        with the new size and build time.
+        """
         now = utcnow()
         with self._tx() as session:
             row = session.get(SnapshotImageRow, tag)
             if row is None:
                 row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
                                        size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
-                                       created_at=now, last_used_at=now, uses=0)
+                                       created_at=now, last_used_at=now, uses=0, tier=tier, parent=parent,
+                                       pinned=pinned)
                 session.add(row)
+            elif build_seconds is not None:
+                row.size_bytes, row.build_seconds, row.created_at = size_bytes, build_seconds, now
+                row.parent, row.pinned = parent, pinned
             row.last_used_at, row.uses = now, (row.uses or 0) + 1
+
+    @transient
+    def forget_image(self, tag: str) -> None:
+        """Drop an image's row (it was removed from the engine)."""
+        with self._tx() as session:
+            row = session.get(SnapshotImageRow, tag)
+            if row is not None:
+                session.delete(row)
 
     def images(self) -> list[dict]:
         with self._tx() as session:

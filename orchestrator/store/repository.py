@@ -48,7 +48,7 @@ def _view(row: ExperimentRow) -> ExperimentView:
         conditions=[Condition.model_validate(c) for c in row.conditions or []],
         recommendation=Recommendation(row.recommendation) if row.recommendation else None,
         priority=row.priority, attempt=row.attempt, cancel_requested=row.cancel_requested,
-        trace_id=row.trace_id, sandbox_name=row.sandbox_name, image=row.image,
+        trace_id=row.trace_id, sandbox_name=row.sandbox_name, image=row.image, baseline_image=row.baseline_image,
         preserved_until=_aware(row.preserved_until),
         outcome=Outcome.model_validate(row.outcome) if row.outcome else None,
         created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
@@ -239,7 +239,8 @@ class Store(CachesMixin, OutboxMixin):
             ).first()
             return _view(row) if row else None
 
-    def history(self, experiment_id: str) -> list[HistoryEntry]:
+    def history(self, experiment_id: str | None) -> list[HistoryEntry]:
+        """The audit trail of one experiment, or with ``None`` of no experiment (image removals)."""
         with self._tx() as session:
             rows = session.scalars(select(SandboxHistoryRow).where(SandboxHistoryRow.experiment_id == experiment_id)
                                    .order_by(SandboxHistoryRow.id))

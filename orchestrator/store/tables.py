@@ -37,6 +37,7 @@ class ExperimentRow(Base):
     trace_id: Mapped[str | None] = mapped_column(String(64))
     sandbox_name: Mapped[str | None] = mapped_column(String(128))
     image: Mapped[str | None] = mapped_column(String(256))
+    baseline_image: Mapped[str | None] = mapped_column(String(256))  # when the change has its own environment
     preserved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     outcome: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -128,6 +129,9 @@ class SnapshotImageRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     uses: Mapped[int] = mapped_column(Integer, default=0)
+    tier: Mapped[str] = mapped_column(String(16), server_default="snapshot", default="snapshot")
+    parent: Mapped[str | None] = mapped_column(String(256))  # the image it was built FROM
+    pinned: Mapped[bool | None] = mapped_column(Boolean)  # environments: every version fixed
 
 
 class LeaseRow(Base):

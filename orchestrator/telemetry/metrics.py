@@ -29,7 +29,7 @@ REASONS = {"none", "invalid_request", "invalid_json", "body_too_large", "too_man
            "empty_change", "resources_exceeded", "unknown_repo", "unknown_commit", "conflict", "build_failed",
            "patch_failed", "timeout", "oom_killed", "sandbox_lost", "cancelled", "runtime_error"}
 RISKS = {"low", "medium", "high"}
-PHASES = ("queue_wait", "image_build", "sandbox_start", "validation", "teardown")
+PHASES = ("queue_wait", "environment_build", "image_build", "sandbox_start", "validation", "teardown")
 
 EXPERIMENTS_FINISHED = Counter(
     "genesis_experiments_finished", "Experiments finished, by outcome.",

@@ -10,6 +10,7 @@ import sys
 import time
 
 from helpers import ROOT, RUN_ID, TEST_LABEL
+from orchestrator.settings import RepoConfig
 
 BUILD_SCRIPT = ROOT / "images" / "orchestrator" / "build.sh"
 ORCHESTRATOR_TAG = f"genesis/orchestrator:test-{RUN_ID}"
@@ -66,8 +67,7 @@ class Toolchains:
 
     def snapshot(self, name: str, *, repo, commit: str) -> str:
         self.toolchain(name)
-        snapshot = asyncio.run(self.builder.ensure(repo_name=f"images-{name}", repo_path=repo, commit=commit,
-                                                   toolchain=name))
+        snapshot = asyncio.run(self.builder.ensure(repo_name=f"images-{name}", repo=RepoConfig(path=repo, toolchain=name), commit=commit))
         self.snapshots.append(snapshot.tag)
         TIMINGS[f"snapshot on toolchain-{name}"] = f"{snapshot.seconds:.1f} s"
         return snapshot.tag

@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 from apiserver import RunningApiServer
 from helpers import RUN_ID, TEST_LABEL
 from kubelet import DockerKubelet
+from orchestrator.settings import RepoConfig
 
 NAMESPACE = "genesis-sandboxes"
 
@@ -57,5 +58,5 @@ def snapshot_image(app, sample_repo) -> str:
     from orchestrator.snapshots import git
 
     commit = git.resolve_commit(sample_repo, "HEAD")
-    snap = asyncio.run(app.snapshots.ensure(repo_name="monorepo", repo_path=sample_repo, commit=commit))
+    snap = asyncio.run(app.snapshots.ensure(repo_name="monorepo", repo=RepoConfig(path=sample_repo), commit=commit))
     return snap.tag
