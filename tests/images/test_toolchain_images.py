@@ -3,6 +3,12 @@ on DockerImages), a snapshot of a small repository on each, and a sandbox
 from it run by DockerRuntime: the change is applied by the runner and the
 validation runs as uid 1000 with no network, as in any experiment.
 
+Also the toolchains' parts for environment images: the Python toolchain's
+virtual environment and uv (installing as root, read-only to the sandbox),
+the Rust toolchain's JUnit converter (genesis-cargo-test), and `npm ci` in an
+environment-like build (root, network, the host's CA bundle) whose
+node_modules a sandbox then uses offline.
+
 The CUDA toolchain cannot be built here (its base is on a registry); its
 Dockerfile is built on the offline Debian base instead, which checks every
 step but the CUDA libraries, and the contract is checked on it the same way.
@@ -91,6 +97,13 @@ def run_sandbox(docker_client, image: str, *, files: dict[str, str], command: li
                 memory_bytes: int = 1 << 30) -> tuple[dict, str]:
     """One sandbox through DockerRuntime: the runner applies ``files`` and runs
     ``command``; returns result.json and the log tail."""
+    result, log, _ = run_sandbox_files(docker_client, image, files=files, command=command, memory_bytes=memory_bytes)
+    return result, log
+
+
+def run_sandbox_files(docker_client, image: str, *, files: dict[str, str], command: list[str],
+                      memory_bytes: int = 1 << 30) -> tuple[dict, str, dict[str, bytes]]:
+    """:func:`run_sandbox`, also returning the files the sandbox left in /genesis/out."""
     from orchestrator.runtimes.base import SandboxSpec
     from orchestrator.runtimes.docker import DockerRuntime
 
@@ -110,7 +123,7 @@ def run_sandbox(docker_client, image: str, *, files: dict[str, str], command: li
             output = await runtime.collect(name, max_file_bytes=1 << 20)
         finally:
             await runtime.remove(name)
-        return json.loads(output.files["result.json"]), output.log_tail
+        return json.loads(output.files["result.json"]), output.log_tail, dict(output.files)
 
     return asyncio.run(run())
 
@@ -204,3 +217,161 @@ def test_toolchain_keeps_the_sandbox_contract(request, docker_client, toolchains
     runner = docker_client.containers.run(image, ["/opt/genesis/runner.py"], entrypoint="cat", network_mode="none",
                                           remove=True, labels={TEST_LABEL: RUN_ID})
     assert runner == (ROOT / "orchestrator" / "sandbox" / "runner.py").read_bytes()
+
+
+# --- Environment-image parts of the toolchains --------------------------------
+
+def _wheel(name: str, version: str, module: str) -> tuple[str, bytes]:
+    """A minimal pure-Python wheel (file name, bytes), so installing needs no registry."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    members = {f"{module}.py": "ANSWER = 42\n",
+               f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+               f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: genesis-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(text.encode())}" for path, text in members.items()]
+    members[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path, text in members.items():
+            archive.writestr(path, text)
+    return f"{name}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def _container(docker_client, image: str, script: str, *, user: str, network: str = "none",
+               binds: dict[str, str] | None = None, **kwargs):
+    """Run ``sh -ec script`` to its end; returns (exit code, output, container). The caller removes it.
+
+    ``binds`` (host path -> container path, read-only) become mounts, not ``volumes=``: the SDK would
+    also declare each as a VOLUME in the container's config, which a commit would carry into the image."""
+    from docker.types import Mount
+
+    mounts = [Mount(target, source, type="bind", read_only=True) for source, target in (binds or {}).items()]
+    container = docker_client.containers.run(image, ["-ec", script], entrypoint="sh", user=user, network_mode=network,
+                                             detach=True, labels={TEST_LABEL: RUN_ID}, mounts=mounts, **kwargs)
+    code = container.wait(timeout=300)["StatusCode"]
+    return code, container.logs().decode(), container
+
+
+def test_python_toolchain_installs_into_a_venv_the_sandbox_cannot_change(docker_client, toolchains, tmp_path):
+    """As in an environment build, root installs with `uv pip install` (and pip) into
+    /opt/venv; the sandbox user then imports the package, still has Debian's
+    pytest, and can write nothing in /opt/venv."""
+    image = toolchains.toolchain("python")
+    name, data = _wheel("genesis_probe", "1.0", "genesis_probe")
+    (tmp_path / name).write_bytes(data)
+    tmp_path.chmod(0o755)
+    script = (f"uv pip install --offline /wheels/{name} && python3 -m pip install --no-index -q /wheels/{name} "
+              "&& python3 -m pip --version")
+    code, log, container = _container(docker_client, image, script, user="0",
+                                      binds={str(tmp_path): "/wheels"})
+    try:
+        assert code == 0, log
+        assert "/opt/venv" in log, log
+        committed = container.commit(changes=["USER 1000:1000", f"LABEL {TEST_LABEL}={RUN_ID}"])
+    finally:
+        container.remove(force=True)
+    try:
+        probe = ("import genesis_probe, pytest, sys, os; "
+                 "print(sys.prefix, genesis_probe.ANSWER, pytest.__file__.startswith('/usr/lib/python3/'), "
+                 "os.access(genesis_probe.__file__, os.W_OK), os.access(os.path.dirname(genesis_probe.__file__), os.W_OK), "
+                 "os.environ['VIRTUAL_ENV'])")
+        out = docker_client.containers.run(
+            committed.id, ["-ec", f"python3 -c \"{probe}\"; command -v python3; command -v uv; "
+                                  "find /opt/venv -writable | head -1; uv --version >/dev/null && echo uv-ok"],
+            entrypoint="sh", network_mode="none", remove=True, labels={TEST_LABEL: RUN_ID}).decode().split("\n")
+    finally:
+        docker_client.images.remove(committed.id, force=True)
+    assert out == ["/opt/venv 42 True False False /opt/venv", "/opt/venv/bin/python3", "/usr/local/bin/uv", "uv-ok", ""]
+    config = docker_client.images.get(image).attrs["Config"]
+    assert config["User"] == "1000:1000" and "VIRTUAL_ENV=/opt/venv" in config["Env"]
+
+
+RUST_MIXED_TEST = """\
+#[test]
+fn adds() {
+    assert_eq!(demo::add(2, 2), 4);
+}
+
+#[test]
+fn fails_on_purpose() {
+    assert_eq!(demo::add(2, 2), 5, "two and two");
+}
+
+#[test]
+#[ignore]
+fn ignored() {}
+"""
+RUST_DOC_LIB = "/// ```\n/// assert_eq!(demo::add(1, 2), 3);\n/// ```\npub fn add(a: u64, b: u64) -> u64 {\n    a + b\n}\n"
+
+
+def _junit_cases(xml: bytes) -> dict[str, str]:
+    """{classname::name: outcome} from a JUnit document."""
+    import xml.etree.ElementTree as ET
+
+    cases = {}
+    for case in ET.fromstring(xml).iter("testcase"):
+        outcome = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+        cases[f"{case.get('classname')}::{case.get('name')}"] = outcome
+    return cases
+
+
+def test_genesis_cargo_test_writes_junit_for_passing_failing_and_doc_tests(docker_client, rust_snapshot):
+    result, log, files = run_sandbox_files(
+        docker_client, rust_snapshot, files={"tests/mixed.rs": RUST_MIXED_TEST, "src/lib.rs": RUST_DOC_LIB},
+        command=["genesis-cargo-test", "--no-fail-fast"])
+    assert result["status"] == "completed" and result["exit_code"] == 101, log  # cargo's own status
+    assert "test fails_on_purpose ... FAILED" in log, log  # cargo's output is echoed
+    cases = _junit_cases(files["junit.xml"])
+    assert cases == {"mixed::adds": "passed", "mixed::fails_on_purpose": "failure", "mixed::ignored": "skipped",
+                     "doc-tests demo::src/lib.rs - add (line 1)": "passed"}, cases
+    assert b"two and two" in files["junit.xml"]  # the failure's captured output
+
+
+def test_genesis_cargo_test_reports_a_build_failure_as_an_error(docker_client, rust_snapshot):
+    result, log, files = run_sandbox_files(docker_client, rust_snapshot, files={"src/lib.rs": "pub fn add( {\n"},
+                                           command=["genesis-cargo-test"])
+    assert result["status"] == "completed" and result["exit_code"] == 101, log
+    assert _junit_cases(files["junit.xml"]) == {"cargo::build": "error"}
+    assert b"error" in files["junit.xml"]
+
+
+def test_npm_ci_in_an_environment_build_then_offline_in_the_sandbox(docker_client, node_snapshot, toolchains):
+    """`npm ci` as root with network and the host's CA bundle (NPM_CONFIG_OFFLINE=false
+    overriding the toolchain's true); the sandbox then uses node_modules offline.
+    Without the override, npm ci fails at once for want of a cache."""
+    from projects import NODE_LOCK, NODE_PACKAGE
+
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    package = {**NODE_PACKAGE, "devDependencies": {}}
+    lock = json.loads(json.dumps(NODE_LOCK))
+    lock["packages"][""]["devDependencies"] = {}
+    del lock["packages"]["node_modules/@reporters/junit"]
+    write = (f"cat > package.json <<'EOF'\n{json.dumps(package)}\nEOF\n"
+             f"cat > package-lock.json <<'EOF'\n{json.dumps(lock)}\nEOF\n")
+    image = toolchains.tags["node"]
+    offline_code, offline_log, container = _container(docker_client, image, write + "npm ci", user="0",
+                                                      network="bridge", working_dir="/workspace")
+    container.remove(force=True)
+    assert offline_code != 0 and "ENOTCACHED" in offline_log, offline_log
+    # Exported by the script, not set on the container: the committed image keeps the toolchain's environment.
+    build_env = "export NODE_EXTRA_CA_CERTS=/genesis-ca.crt npm_config_cafile=/genesis-ca.crt NPM_CONFIG_OFFLINE=false\n"
+    code, log, container = _container(docker_client, image, build_env + write + "npm ci && npm cache clean --force",
+                                      user="0", network="bridge", working_dir="/workspace",
+                                      binds={ca: "/genesis-ca.crt"})
+    try:
+        assert code == 0 and "added 1 package" in log, log
+        committed = container.commit(changes=["USER 1000:1000", f"LABEL {TEST_LABEL}={RUN_ID}"])
+    finally:
+        container.remove(force=True)
+    try:
+        out = docker_client.containers.run(
+            committed.id, ["-ec", "node -p \"require('semver').maxSatisfying(['1.2.0', '1.10.0'], '^1')\"; "
+                                  "env | grep -c '^NPM_CONFIG_OFFLINE=true$'"],
+            entrypoint="sh", network_mode="none", remove=True, labels={TEST_LABEL: RUN_ID})
+    finally:
+        docker_client.images.remove(committed.id, force=True)
+    assert out.decode().split("\n") == ["1.10.0", "1", ""]

@@ -92,6 +92,7 @@ def env_app(tmp_path_factory, project, docker_client):
     config = home / "genesis.yaml"
     config.write_text(json.dumps({
         "home": str(home), "extra_labels": {TEST_LABEL: RUN_ID, **MODULE_LABEL}, "pass_interval_s": 0.2,
+        "installation": f"environments-{RUN_ID}",  # no other app's controller reaps its sandboxes
         "build": {"ca_bundle": str(bundle), "env": {"GENESIS_TEST_PROXY_SECRET": SECRET}},
         "repos": {
             "envpy": {"path": path},
