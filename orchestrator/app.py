@@ -54,8 +54,12 @@ class App:
         if self.settings.runtime == "kubernetes" and self.settings.kubernetes.registry:
             from orchestrator.runtimes.docker_images import RegistryMirror
             images = RegistryMirror(images, self.settings.kubernetes.registry)
+        from orchestrator.runtimes.base import LABEL_INSTALLATION
+        # Environment and snapshot images carry the installation, so the cleanup job
+        # removes only its own from an engine several installations may share.
+        labels = {**self.settings.extra_labels, LABEL_INSTALLATION: self.settings.installation}
         return SnapshotBuilder(images, images_dir=self.settings.images_dir,
-                               base_image=self.settings.base_image, extra_labels=self.settings.extra_labels,
+                               base_image=self.settings.base_image, extra_labels=labels,
                                build=self.settings.build, logs_dir=self.settings.build_logs_dir)
 
     def resolve_gpus(self) -> list[str]:

@@ -218,7 +218,8 @@ class Controller:
             return []
         return await prune_images(runtime=self.runtime, store=self.store, builder=self.executor.snapshots,
                                   budget_bytes=parse_memory(self.settings.image_disk_budget),
-                                  labels=self.settings.extra_labels, sandbox_labels=self.settings.sandbox_selector(),
+                                  labels=self.executor.snapshots.labels,
+                                  sandbox_labels=self.settings.sandbox_selector(),
                                   actor=self.actor)
 
     async def _cleaner(self) -> None:

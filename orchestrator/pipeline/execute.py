@@ -155,7 +155,7 @@ class Executor:
             except RequestRejected as exc:
                 raise Failure(exc.code, str(exc)) from exc
             own = await self._snapshot(view, repo, inputs=inputs)
-        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images()))
+        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images() if i["tier"] == "snapshot"))
         validation = spec.validation or repo.validation
         note = f"; the change's own environment {own.environment}" if own is not snap else ""
         self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,

@@ -38,7 +38,7 @@ from typing import Callable
 
 from orchestrator.domain.environment import environment_key, is_pinned, should_rebuild
 from orchestrator.errors import ImageBuildError
-from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, BuildRun, ImageInfo, ImageStore
+from orchestrator.runtimes.base import LABEL_INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, BuildRun, ImageInfo, ImageStore
 from orchestrator.settings import BuildSettings, RepoConfig
 from orchestrator.snapshots import git, repofile, steps
 from orchestrator.telemetry import metrics
@@ -72,7 +72,8 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, *, mode: int = 0o64
 @dataclass(frozen=True)
 class ToolchainSource:
     """What a toolchain image is built from: every file of ``images/toolchain-<name>/``
-    (the Dockerfile and whatever it COPYs), the sandbox runner as ``runner.py``,
+    (the Dockerfile and whatever it COPYs; not ``__pycache__``, which importing a
+    script there for a test leaves behind), the sandbox runner as ``runner.py``,
     and, when the Dockerfile has ``COPY uv ...``, the uv binary of Genesis's own
     environment (PyPI's ``uv`` package: no registry is needed to install it).
 
@@ -89,7 +90,8 @@ class ToolchainSource:
     def read(cls, images_dir: Path, toolchain: str) -> "ToolchainSource":
         folder = images_dir / f"toolchain-{toolchain}"
         files = {path.relative_to(folder).as_posix(): path.read_bytes()
-                 for path in sorted(folder.rglob("*")) if path.is_file()}
+                 for path in sorted(folder.rglob("*"))
+                 if path.is_file() and "__pycache__" not in path.relative_to(folder).parts}
         files["runner.py"] = RUNNER.read_bytes()
         digest = hashlib.sha256()
         for name, data in sorted(files.items()):
@@ -163,6 +165,11 @@ class SnapshotBuilder:
     @property
     def images(self) -> ImageStore:
         return self._images
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels every environment and snapshot image of this builder carries."""
+        return dict(self._extra_labels)
 
     @property
     def busy(self) -> frozenset[str]:
@@ -299,7 +306,10 @@ class SnapshotBuilder:
         return info
 
     def _build_labels(self) -> dict[str, str]:
-        return {**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "build"}
+        """Labels of a build container: never the installation's, which would make the
+        controller take it for an orphaned sandbox and remove it mid-build."""
+        labels = {k: v for k, v in self._extra_labels.items() if k != LABEL_INSTALLATION}
+        return {**labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "build"}
 
     async def _tree(self, *, tag: str, base: str, repo_path: Path, commit: str, labels: dict[str, str]) -> ImageInfo:
         dockerfile = f"FROM {base}\nADD repo.tar /workspace/\n".encode()

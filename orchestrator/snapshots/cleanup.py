@@ -40,8 +40,10 @@ def image_uses(infos: list[ImageInfo], *, last_used: dict, in_use: set[str]) -> 
 
 async def prune_images(*, runtime: Runtime, store: Store, builder: SnapshotBuilder, budget_bytes: int,
                        labels: dict[str, str], sandbox_labels: dict[str, str], actor: str) -> list[str]:
-    """Remove images past the budget; returns the tags removed. The engine itself
-    refuses to remove an image a container (a build in another process) uses."""
+    """Remove images carrying ``labels`` (this installation's environments and
+    snapshots; toolchain images are shared and stay) past the budget; returns
+    the tags removed. The engine itself refuses to remove an image a container
+    (a build in another process) uses."""
     images = builder.images
     infos = await images.list({MANAGED_BY: MANAGED_BY_VALUE, **labels})
     sandboxes = await runtime.list(sandbox_labels)

@@ -54,6 +54,10 @@ GENESIS_YAML = {
 }
 
 
+PYPROJECT = ('[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+             '[project]\nname = "envproject"\nversion = "1.2.3"\n\n[tool.setuptools]\npy-modules = ["mod"]\n')
+
+
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
 
@@ -77,6 +81,7 @@ def project(tmp_path_factory) -> dict:
     commits["c1"] = _commit(repo, {".genesis.yaml": json.dumps(GENESIS_YAML)}, "environment")
     commits["c2"] = _commit(repo, {"mod.py": MOD.replace("def slug(text):", "def slug(text):  # same")}, "code")
     commits["c3"] = _commit(repo, {"requirements.txt": "text-unidecode==1.3\nsix==1.16.0\n"}, "six")
+    commits["c4"] = _commit(repo, {"pyproject.toml": PYPROJECT}, "packaged")
     return {"path": repo, **commits}
 
 
@@ -104,6 +109,8 @@ def env_app(tmp_path_factory, project, docker_client):
                                                      "max_age": "1s"}},
             "envpinned": {"path": path, "environment": {"setup": ["echo pinned"], "inputs": ["requirements.txt"],
                                                         "max_age": "1s"}},
+            # Setup that needs the whole tree: an editable install, run when the snapshot is built.
+            "envtree": {"path": path, "snapshot_setup": ["pip install --no-deps -e ."]},
         },
     }))
     application = App(load_settings(config))
@@ -194,7 +201,7 @@ def test_failing_setup_is_build_failed_with_its_log(env_app, project, capsys):
     from orchestrator.cli.main import main
 
     view = run_experiment(env_app, _body("envbroken", project["c0"], [{"path": "NOTES.md", "content": "x\n"}]))
-    assert (view.phase.value, view.reason) == ("Failed", "build_failed")
+    assert (view.phase.value, view.reason) == ("Failed", "build_failed"), view.message
     assert "setup exited with 1" in view.message and "genesis-no-such-package-xyz" in view.message
     config = Path(env_app.settings.home) / "genesis.yaml"
     capsys.readouterr()
@@ -220,7 +227,7 @@ def test_broken_base_code_is_judged_a_fix_is_fail_to_pass(env_app, project):
         view = run_experiment(env_app, _body("envpy", broken, [{"path": "mod_helpers.py", "content": (
             "from text_unidecode import unidecode  # noqa: F401\n")}]))
     finally:
-        _git(project["path"], "reset", "-q", "--hard", project["c3"])
+        _git(project["path"], "reset", "-q", "--hard", project["c4"])
     assert view.phase.value == "Succeeded", view.message
     assert view.outcome.baseline.success_rate == 0.0 and view.outcome.metrics.success_rate == 1.0
 
@@ -253,7 +260,7 @@ def test_invalid_repository_file_is_refused_at_intake(env_app, project):
     try:
         result = env_app.intake.submit(json.dumps(_body("envpy", bad, [{"path": "x.md", "content": "x"}])).encode())
     finally:
-        _git(project["path"], "reset", "-q", "--hard", project["c3"])
+        _git(project["path"], "reset", "-q", "--hard", project["c4"])
     assert result.error is not None and result.error.code == "invalid_repo_config"
 
 
@@ -299,3 +306,38 @@ def test_cleanup_removes_least_recently_used_images_over_budget_never_one_in_use
     assert not {row["tag"] for row in env_app.store.images()} & set(removed)  # forgotten by the store too
     audit = [h for h in env_app.store.history(None) if h.action == "image_removed"]
     assert {h.sandbox_name for h in audit} == set(removed)
+
+
+def test_snapshot_setup_runs_over_the_whole_tree_and_the_sandbox_owns_what_it_left(env_app, project, docker_client):
+    snap = _ensure(env_app, "envtree", project["c4"])  # c4's .genesis.yaml gives the environment
+    assert snap.environment and snap.built
+    log = env_app.snapshots.logs.read(snap.tag)
+    assert log is not None and "+ pip install --no-deps -e ." in log and "Successfully installed envproject" in log
+    probe = ("import importlib.metadata, os, pathlib\n\n\ndef test_installed_from_the_tree():\n"
+             "    assert importlib.metadata.version('envproject') == '1.2.3'\n"
+             "    left = [p for p in pathlib.Path('/workspace').rglob('*') if p.stat().st_uid != os.getuid()]\n"
+             "    assert not left, left[:3]\n")
+    view = run_experiment(env_app, _body("envtree", project["c4"], [{"path": "tests/test_probe.py", "content": probe}]))
+    assert view.recommendation.value == "merge", view.message
+    assert not docker_client.images.list(name="genesis/snapshot-tree")  # the intermediate tag is gone
+
+
+def test_images_build_and_get_images_from_the_cli(env_app, project, capsys):
+    from orchestrator.cli.main import main
+
+    config = str(Path(env_app.settings.home) / "genesis.yaml")
+    capsys.readouterr()
+    assert main(["--config", config, "images", "build", f"envpy@{project['c1']}"]) == 0
+    out, err = capsys.readouterr()
+    snap = _ensure(env_app, "envpy", project["c1"])
+    assert out.strip() == snap.tag
+    assert "toolchain python" in err and f"environment {snap.environment}: reused" in err and "pinned" in err
+    assert main(["--config", config, "get", "images", "-o", "json"]) == 0
+    listed = {i["tag"]: i for i in json.loads(capsys.readouterr().out)}
+    assert listed[snap.environment]["tier"] == "environment" and listed[snap.environment]["pinned"] is True
+    assert listed[snap.tag]["tier"] == "snapshot" and listed[snap.tag]["repo"] == "envpy"
+    assert listed[snap.tag]["last_used"] is not None
+    assert main(["--config", config, "get", "images"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["TIER", "IMAGE", "REPO", "SIZE", "LAST-USED", "IN-USE", "PINNED"]
+    assert main(["--config", config, "images", "build", "nosuchrepo"]) == 1
