@@ -1,8 +1,9 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability,kubernetes`` (default: all), ``--count N``
-experiments per throughput level (default 16).
+``--only sandbox,controller,throughput,intake,observability,kubernetes,environments`` (default: all),
+``--count N`` experiments per throughput level (default 16). ``environments`` runs at most three
+experiments of over a minute each (``min(3, --runs)``).
 Everything created carries the label ``genesis.bench=<run>`` and is removed.
 """
 
@@ -13,7 +14,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, intake, kubernetes, observability, sandbox
+from benchmarks import controller, environments, intake, kubernetes, observability, sandbox
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -22,7 +23,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes")
+    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes,environments")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -40,6 +41,8 @@ def main() -> None:
             observability.run(report, runs=args.runs)
         if "kubernetes" in only:
             kubernetes.run(report, runs=args.runs, big_mb=args.big_mb)
+        if "environments" in only:
+            environments.run(report, runs=args.runs)
     finally:
         cleanup(client)
     report.print()
