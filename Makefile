@@ -1,6 +1,6 @@
 # The two commands (see README): `make demo` runs the main job, `make test`
 # runs the whole suite. Both set up what is missing first.
-.PHONY: setup demo test bench clean-test-leftovers
+.PHONY: setup demo test test-unit bench clean-test-leftovers
 
 setup:
 	@scripts/setup.sh
@@ -10,6 +10,11 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/lint-imports
+
+# The fast loop: pure and unit tests only (no Docker, no servers), seconds.
+test-unit:
+	.venv/bin/python -m pytest tests/unit -q
 	.venv/bin/lint-imports
 
 bench: setup
