@@ -100,5 +100,6 @@ def _apply_to_inputs(current: dict[str, bytes], patch: str, globs: list[str]) ->
         if proc.returncode != 0:
             raise RequestRejected("the change's patch does not apply to the environment inputs: "
                                   + proc.stderr.decode(errors="replace").strip()[-400:], code="patch_failed")
-        found = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+        # Regular files only: a symlink the patch made must never be followed on this host.
+        found = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
         return {path: (root / path).read_bytes() for path in input_paths(found, globs)}

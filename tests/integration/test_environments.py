@@ -341,3 +341,18 @@ def test_images_build_and_get_images_from_the_cli(env_app, project, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].split() == ["TIER", "IMAGE", "REPO", "SIZE", "LAST-USED", "IN-USE", "PINNED"]
     assert main(["--config", config, "images", "build", "nosuchrepo"]) == 1
+
+
+def test_a_change_s_inputs_are_the_base_inputs_with_its_edits_and_links_are_never_followed(env_app, project):
+    from orchestrator.snapshots import repofile
+
+    repo = repofile.effective(env_app.settings.repos["envdeps"], project["c1"])
+    patch = ("diff --git a/requirements.txt b/requirements.txt\n--- a/requirements.txt\n+++ b/requirements.txt\n"
+             "@@ -1 +1,2 @@\n text-unidecode==1.3\n+six==1.16.0\n"
+             "diff --git a/requirements-link.txt b/requirements-link.txt\nnew file mode 120000\n"
+             "--- /dev/null\n+++ b/requirements-link.txt\n@@ -0,0 +1 @@\n+requirements.txt\n\\ No newline at end of file\n"
+             "diff --git a/mod.py b/mod.py\n--- a/mod.py\n+++ b/mod.py\n@@ -1 +1 @@\n-nothing that matches\n+x\n")
+    files = [{"path": "requirements-extra.txt", "content": "idna==3.7\n"}]
+    inputs = repofile.changed_inputs(repo, project["c1"], patch=patch, files=files)
+    assert inputs == {"requirements.txt": b"text-unidecode==1.3\nsix==1.16.0\n",
+                      "requirements-extra.txt": b"idna==3.7\n"}
