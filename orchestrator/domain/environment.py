@@ -105,22 +105,32 @@ def environment_key(*, toolchain_id: str, setup: Iterable[str], inputs: dict[str
     return digest.hexdigest()
 
 
+_EXACT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\], ]*===?\s*[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
 def _pinned_requirements(text: str) -> bool:
-    lines = [line.split("#", 1)[0].strip() for line in text.replace("\\\n", " ").splitlines()]
-    requirements = [line for line in lines if line and not line.startswith("-")]
-    return bool(requirements) and all("==" in line for line in requirements)
+    """Every requirement is ``name==version`` (markers aside); an include, an
+    editable, a URL or a wildcard version is not pinned."""
+    lines = [line.split(" #", 1)[0].strip() for line in text.replace("\\\n", " ").splitlines()]
+    requirements = [line.split(";", 1)[0].strip() for line in lines if line and not line.startswith("#")]
+    hashes = re.compile(r"\s--hash=\S+")
+    return bool(requirements) and all(
+        _EXACT.match(hashes.sub("", line).strip()) is not None for line in requirements if not line.startswith("--hash"))
 
 
 def is_pinned(inputs: dict[str, bytes]) -> bool:
-    """True when the inputs fix every version: a lock file, or requirement files
-    that pin every line with ``==``. Unpinned environments are rebuilt after
-    ``max_age`` (a new release upstream changes what the same inputs install)."""
-    names = {path.rsplit("/", 1)[-1] for path in inputs}
-    if names & LOCK_FILES:
-        return True
-    texts = [data for path, data in inputs.items() if path.endswith(".txt")]
-    return bool(texts) and len(texts) == len(inputs) and all(
-        _pinned_requirements(data.decode("utf-8", "replace")) for data in texts)
+    """True when the inputs fix every version: every requirement file pins every
+    line with ``==``, and any other manifest comes with a lock file
+    (``package-lock.json``, ``Cargo.lock``, ``uv.lock``, ...). Unpinned
+    environments are rebuilt after ``max_age``: a new release upstream changes
+    what the same inputs install."""
+    requirements = {p: d for p, d in inputs.items() if p.endswith(".txt")}
+    if not all(_pinned_requirements(data.decode("utf-8", "replace")) for data in requirements.values()):
+        return False
+    others = [p for p in inputs if p not in requirements]
+    if not others:
+        return bool(requirements)
+    return bool({p.rsplit("/", 1)[-1] for p in others} & LOCK_FILES)
 
 
 def should_rebuild(*, pinned: bool, age_s: float | None, max_age_s: float) -> bool:
@@ -131,24 +141,27 @@ def should_rebuild(*, pinned: bool, age_s: float | None, max_age_s: float) -> bo
 # -- a baseline that failed because of its environment ---------------------------
 
 _PY_MISSING = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([A-Za-z0-9_.]+)'")
-_NODE_MISSING = re.compile(r"(?:Error: Cannot find module|Cannot find package) '([^']+)'")
+_PY_NO_RUNNER = re.compile(r"^\S*python[0-9.]*: No module named ([A-Za-z0-9_.]+)$", re.M)  # `python3 -m pytest`
+_NODE_MISSING = re.compile(r"(?:Cannot find module|Cannot find package) '([^']+)'")
 _RUST_MISSING = re.compile(r"error: (?:no matching package named `([^`]+)` found"
                            r"|failed to (?:select a version|load source|get `([^`]+)`)).*")
-_NO_COMMAND = re.compile(r"genesis-runner: cannot run validation: .*")
+_NO_COMMAND = re.compile(r"genesis-runner: cannot run validation: .*|^\S*: (?:\d+: )?\S+: (?:command )?not found$",
+                         re.M)
 
 
 def repo_modules(paths: Iterable[str]) -> frozenset[str]:
-    """Top-level Python module and Node package names a tree provides itself
-    (``pkg/``, ``mod.py``, and the same under ``src/``, ``lib/``, ``packages/``)."""
+    """Every module or package name the tree could provide itself: each directory
+    name and each ``.py``/``.js`` stem, at any depth (a monorepo keeps packages
+    under ``services/billing/billing/``). Deliberately wide: a name found here is
+    the repository's own, so its import failing is judged as broken code, never
+    excused as a broken environment."""
     names: set[str] = set()
     for path in paths:
         parts = path.split("/")
-        for start in (0, 1):
-            if start == 1 and parts[0] not in ("src", "lib", "packages"):
-                continue
-            if len(parts) > start:
-                head = parts[start]
-                names.add(head[:-3] if head.endswith(".py") and len(parts) == start + 1 else head)
+        names.update(parts[:-1])
+        stem, dot, ext = parts[-1].rpartition(".")
+        if dot and ext in ("py", "js", "mjs", "cjs", "ts"):
+            names.add(stem)
     return frozenset(names)
 
 
@@ -156,7 +169,8 @@ def environment_failure(*, texts: Iterable[str], exit_code: int | None, own_modu
     """Why a baseline failed because of its environment, quoting the first
     error line; ``None`` when nothing in its output says so.
 
-    Environment failures: the validation command is missing, or an import of a
+    Only asked of a baseline that failed. Environment failures: the validation
+    command (or one it runs through ``sh``) is missing, or an import of a
     module the repository does not provide itself (``ModuleNotFoundError:
     No module named 'requests'``, node's ``Cannot find module 'lodash'``, an
     unresolved crate). A failing import of the repository's own module is a
@@ -167,9 +181,9 @@ def environment_failure(*, texts: Iterable[str], exit_code: int | None, own_modu
             continue
         if exit_code == 127 and (match := _NO_COMMAND.search(text)):
             return match.group(0).strip()[:300]
-        for match in _PY_MISSING.finditer(text):
+        for match in [*_PY_MISSING.finditer(text), *_PY_NO_RUNNER.finditer(text)]:
             if match.group(1).split(".")[0] not in own_modules:
-                return match.group(0)
+                return match.group(0).strip()
         for match in _NODE_MISSING.finditer(text):
             name = match.group(1)
             if not name.startswith((".", "/", "node:")):

@@ -63,13 +63,21 @@ def _unquote(raw: str) -> str:
     return raw
 
 
-def _strip_prefix(raw: str) -> str | None:
+def _strip_prefix(raw: str) -> list[str]:
+    """The repository paths a patch name can mean.
+
+    ``git apply`` strips the first component (``-p1``) whatever it is:
+    ``a/``, ``b/``, or ``i/`` and ``w/`` (diff.mnemonicPrefix), or anything
+    else. A name without the usual ``a/``/``b/`` is given both ways, so that
+    neither path validation nor the dependency check can be dodged by a
+    prefix that only ``git apply`` strips.
+    """
     raw = _unquote(raw.strip())
     if raw == "/dev/null":
-        return None
+        return []
     if raw[:2] in ("a/", "b/"):
-        return raw[2:]
-    return raw
+        return [raw[2:]]
+    return [raw, raw.split("/", 1)[1]] if "/" in raw.strip("/") else [raw]
 
 
 def _diff_git_names(rest: str) -> list[str | None]:
@@ -81,14 +89,14 @@ def _diff_git_names(rest: str) -> list[str | None]:
     """
     if rest.startswith('"'):
         names = re.findall(r'"(?:[^"\\]|\\.)*"|\S+', rest)
-        return [_strip_prefix(n) for n in names]
+        return [path for n in names for path in _strip_prefix(n)]
     half = (len(rest) - 1) // 2
     if len(rest) % 2 == 1 and rest[half] == " " and rest[:half][2:] == rest[half + 1:][2:]:
-        return [_strip_prefix(rest[:half]), _strip_prefix(rest[half + 1:])]
-    candidates: list[str | None] = []
-    for match in re.finditer(r" b/", rest):
-        candidates += [_strip_prefix(rest[:match.start()]), _strip_prefix(rest[match.start() + 1:])]
-    return candidates or [_strip_prefix(rest)]
+        return _strip_prefix(rest[:half]) + _strip_prefix(rest[half + 1:])
+    candidates: list[str] = []
+    for match in re.finditer(r" \S+/", rest):
+        candidates += _strip_prefix(rest[:match.start()]) + _strip_prefix(rest[match.start() + 1:])
+    return candidates or _strip_prefix(rest)
 
 
 def _is_header_pair(lines: list[str], index: int) -> bool:
@@ -106,9 +114,9 @@ def patch_paths(patch: str) -> list[str]:
     for index, line in enumerate(lines):
         candidates: list[str | None] = []
         if line.startswith("diff --git "):
-            candidates = _diff_git_names(line[len("diff --git "):])
+            candidates = list(_diff_git_names(line[len("diff --git "):]))
         elif _is_header_pair(lines, index) and (match := _HEADER_PATH.match(line)):
-            candidates = [_strip_prefix(match.group(1))]
+            candidates = list(_strip_prefix(match.group(1)))
         elif match := _RENAME_COPY.match(line):
             candidates = [_unquote(match.group(1).strip())]
         for candidate in candidates:
@@ -136,5 +144,6 @@ def _check_patch_symlink(lines: list[str], index: int, seen: list[str]) -> None:
 
 
 def touched_paths(patch: str | None, files: Iterable[str]) -> list[str]:
-    """Every repository path a change writes, deletes or renames."""
-    return sorted(set(patch_paths(patch) if patch else []) | set(files))
+    """Every repository path a change writes, deletes or renames, normalised
+    (``./requirements.txt`` is ``requirements.txt``)."""
+    return sorted(set(patch_paths(patch) if patch else []) | {check_path(f) for f in files})

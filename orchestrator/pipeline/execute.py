@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from orchestrator.domain import results
-from orchestrator.domain.environment import environment_failure, repo_modules
+from orchestrator.domain.environment import REPO_FILE, environment_failure, repo_modules
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
 from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
@@ -148,7 +148,8 @@ class Executor:
             raise Failure("dependency_change_refused", f"the change edits environment inputs ({', '.join(changed)})")
         snap = await self._snapshot(view, repo)
         own = snap
-        if changed:  # the change's own dependencies: an environment built from its inputs, without credentials
+        if repo.environment and set(changed) - {REPO_FILE}:
+            # The change's own dependencies: an environment built from its inputs, without credentials.
             try:
                 inputs = await asyncio.to_thread(repofile.changed_inputs, repo, view.commit, patch=spec.changes.patch,
                                                  files=[f.model_dump(exclude_none=True) for f in spec.changes.files])
@@ -329,8 +330,9 @@ class Executor:
         run = SandboxRun(state=state, output=output, result=result, timed_out=timed_out, cancelled=False,
                          created_wall_ms=0)
         files = run.output.files if run.output else {}
-        self._check_environment(files, output.log_tail, result.exit_code, repo, view.commit or "")
         report = results.test_report(files, run.result.exit_code)
+        if report.failed or report.errors or result.exit_code:  # a clean baseline has no broken environment
+            self._check_environment(files, output.log_tail, result.exit_code, repo, view.commit or "")
         # A baseline that times out or runs out of memory is still the truth
         # about the unmodified tree (no passing tests), so it is cached too.
         baseline = CachedBaseline(key=key, cases=report.cases, parse_errors=list(report.parse_errors),

@@ -12,7 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from orchestrator.domain.environment import input_paths
+from orchestrator.domain.environment import REPO_FILE, input_paths
 from orchestrator.domain.intake import as_bytes, decode_body, parse_request
 from orchestrator.domain.paths import touched_paths
 from orchestrator.domain.models import ExperimentRequest
@@ -57,11 +57,12 @@ def _identity(data: object, raw: bytes, subject_instance: str | None) -> tuple[s
 
 
 def dependency_changes(request: ExperimentRequest, repo: RepoConfig) -> list[str]:
-    """The environment inputs a request's change touches (none without an environment)."""
-    if repo.environment is None:
-        return []
+    """The environment inputs a request's change touches, and ``.genesis.yaml``:
+    an edit to it would choose the setup (with the build's secrets), validation
+    and toolchain of every commit after it is merged."""
     touched = touched_paths(request.changes.patch, [f.path for f in request.changes.files])
-    return input_paths(touched, repo.environment.inputs)
+    inputs = input_paths(touched, repo.environment.inputs) if repo.environment else []
+    return sorted(set(inputs) | ({REPO_FILE} & set(touched)))
 
 
 class Intake:
@@ -114,11 +115,14 @@ class Intake:
         """The repository's configuration at ``commit`` must parse, and a change may
         edit its environment's inputs only where the repository allows it."""
         repo = repofile.effective(self._settings.repos[request.repo], commit)
+        if not (self._settings.images_dir / f"toolchain-{repo.toolchain}" / "Dockerfile").is_file():
+            raise RequestRejected(f"toolchain {repo.toolchain!r} of repository {request.repo!r} does not exist "
+                                  f"(no images/toolchain-{repo.toolchain}/Dockerfile)", code="invalid_repo_config")
         changed = dependency_changes(request, repo)
         if changed and not repo.allow_dependency_changes:
             raise RequestRejected(
-                f"the change edits environment inputs ({', '.join(changed[:5])}); repository {request.repo!r} "
-                "does not allow dependency changes (allow_dependency_changes: false)",
+                f"the change edits environment inputs or {REPO_FILE} ({', '.join(changed[:5])}); repository "
+                f"{request.repo!r} does not allow dependency changes (allow_dependency_changes: false)",
                 code="dependency_change_refused")
 
     def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str, actor: str,

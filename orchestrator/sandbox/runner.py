@@ -93,10 +93,11 @@ def safe_target(rel):
     if rel.startswith("/") or ".." in rel.split("/") or ".git" in rel.split("/"):
         raise ChangeFailed("path %r leaves the workspace" % rel)
     target = os.path.join(WORKSPACE, rel)
-    parent = os.path.realpath(os.path.dirname(target))
     root = os.path.realpath(WORKSPACE)
-    if parent != root and not parent.startswith(root + os.sep):
-        raise ChangeFailed("path %r walks through a symlink out of the workspace" % rel)
+    # Through no symlink at all, even one inside the tree: a write to `link/x`
+    # would land on another path than the one intake checked (`link -> .`).
+    if os.path.realpath(os.path.dirname(target)) != os.path.normpath(os.path.join(root, os.path.dirname(rel))):
+        raise ChangeFailed("path %r walks through a symlink" % rel)
     return target
 
 

@@ -223,8 +223,8 @@ class SnapshotBuilder:
             built = existing is None
             if existing is None:
                 say(f"snapshot {tag}")
-                existing = await self._snapshot(tag=tag, parent=parent, repo_name=repo_name, repo=repo,
-                                                commit=commit, trusted=trusted)
+                existing = await self._snapshot(tag=tag, parent=parent, parent_id=parent_info.id,
+                                                repo_name=repo_name, repo=repo, commit=commit, trusted=trusted)
             else:
                 metrics.IMAGE_CACHE_HITS.inc()
         return Snapshot(tag=tag, built=built, seconds=time.monotonic() - started, size_bytes=existing.size_bytes,
@@ -254,15 +254,17 @@ class SnapshotBuilder:
             labels = {"genesis.kind": "environment", "genesis.repo": repo_name, "genesis.parent": toolchain,
                       "genesis.pinned": str(pinned).lower(), "genesis.trusted": str(trusted).lower()}
             info = await self._run_step(BuildRun(
-                image=toolchain, tag=tag, script=steps.script(setup),
+                image=toolchain, tag=tag, script=steps.script(setup, drop=sorted(inputs)),
                 files={f"workspace/{path}": data for path, data in inputs.items()},
                 secrets=steps.secrets(self._build, trusted=trusted), labels=self._build_labels(),
                 image_labels={**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, **labels},
                 timeout_s=self._build.timeout_s, log_bytes=self._build.log_bytes), kind="environment")
             return tag, True, time.monotonic() - started, info.size_bytes, pinned
 
-    async def _snapshot(self, *, tag: str, parent: str, repo_name: str, repo: RepoConfig, commit: str,
-                        trusted: bool) -> ImageInfo:
+    async def _snapshot(self, *, tag: str, parent: str, parent_id: str, repo_name: str, repo: RepoConfig,
+                        commit: str, trusted: bool) -> ImageInfo:
+        """The tree FROM the parent's id (the one the tag was computed from, even if an
+        unpinned parent is rebuilt meanwhile), then ``snapshot_setup``."""
         labels = {**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "snapshot",
                   "genesis.repo": repo_name, "genesis.commit": commit, "genesis.toolchain": parent,
                   "genesis.parent": parent}
@@ -270,7 +272,7 @@ class SnapshotBuilder:
         tree = tag if not repo.snapshot_setup else tag.replace(SNAPSHOT_REPO, SNAPSHOT_REPO + "-tree", 1)
         self._busy.update([tag, parent])
         try:
-            info = await self._tree(tag=tree, base=parent, repo_path=repo.path, commit=commit, labels=labels)
+            info = await self._tree(tag=tree, base=parent_id, repo_path=repo.path, commit=commit, labels=labels)
             if repo.snapshot_setup:
                 try:
                     info = await self._run_step(BuildRun(
@@ -295,13 +297,14 @@ class SnapshotBuilder:
             info, text = await self._images.run_and_commit(run)
         except ImageBuildError as exc:
             metrics.IMAGE_BUILDS.labels(kind=kind, result="failed").inc()
-            self.logs.write(run.tag, exc.log)
-            tail = " | ".join(line for line in exc.log.strip().splitlines()[-12:] if line.strip())[-1500:]
-            raise ImageBuildError(f"{exc}; last lines: {tail}" if tail else str(exc), log=exc.log,
+            text = steps.redact(exc.log, self._build)
+            self.logs.write(run.tag, text)
+            tail = " | ".join(line for line in text.strip().splitlines()[-12:] if line.strip())[-1500:]
+            raise ImageBuildError(f"{exc}; last lines: {tail}" if tail else str(exc), log=text,
                                   tag=run.tag) from exc
         finally:
             self._busy.subtract([run.tag, run.image])
-        self.logs.write(run.tag, text)
+        self.logs.write(run.tag, steps.redact(text, self._build))
         metrics.IMAGE_BUILDS.labels(kind=kind, result="built").inc()
         return info
 

@@ -21,20 +21,23 @@ from orchestrator.store.repository import Store
 log = logging.getLogger(__name__)
 
 
-def image_uses(infos: list[ImageInfo], *, last_used: dict, in_use: set[str]) -> list[ImageUse]:
-    """Facts per tag: own size (total minus the parent's), last use, parent, in use."""
-    by_tag = {info.tag: info for info in infos}
+def image_uses(infos: list[ImageInfo], *, known: list[ImageInfo], last_used: dict,
+               in_use: set[str]) -> list[ImageUse]:
+    """Facts per tag of ``infos``: own size (total minus the parent's, found among
+    every image of Genesis's in ``known``, toolchains included), last use, parent
+    (when it is among ``infos`` too), in use."""
+    sizes = {info.tag: info.size_bytes for info in known}
+    tags = {info.tag for info in infos}
     by_id: dict[str, list[str]] = {}
     for info in infos:
         by_id.setdefault(info.id, []).append(info.tag)
     uses = []
     for info in infos:
         parent = info.labels.get("genesis.parent")
-        parent_info = by_tag.get(parent or "")
-        own = info.size_bytes - (parent_info.size_bytes if parent_info else 0)
+        own = info.size_bytes - sizes.get(parent or "", 0)
         busy = any(tag in in_use for tag in by_id[info.id]) or info.id in in_use
         uses.append(ImageUse(tag=info.tag, own_bytes=max(own, 0), last_used=last_used.get(info.tag, info.created),
-                             parent=parent if parent_info else None, in_use=busy))
+                             parent=parent if parent in tags else None, in_use=busy))
     return uses
 
 
@@ -45,12 +48,14 @@ async def prune_images(*, runtime: Runtime, store: Store, builder: SnapshotBuild
     the tags removed. The engine itself refuses to remove an image a container
     (a build in another process) uses."""
     images = builder.images
-    infos = await images.list({MANAGED_BY: MANAGED_BY_VALUE, **labels})
+    known = await images.list({MANAGED_BY: MANAGED_BY_VALUE})
+    infos = [info for info in known if all(info.labels.get(k) == v for k, v in labels.items())]
     sandboxes = await runtime.list(sandbox_labels)
     in_use = {s.image for s in sandboxes if s.image} | set(builder.busy)
     last_used = {row["tag"]: row["last_used_at"] for row in store.images()}
     removed = []
-    for tag in evictions(image_uses(infos, last_used=last_used, in_use=in_use), budget_bytes=budget_bytes):
+    for tag in evictions(image_uses(infos, known=known, last_used=last_used, in_use=in_use),
+                         budget_bytes=budget_bytes):
         size = next(i.size_bytes for i in infos if i.tag == tag)
         try:
             await images.remove(tag)

@@ -10,6 +10,7 @@ setup, validation or toolchain.
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import tempfile
 from functools import lru_cache
@@ -19,11 +20,13 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.domain.environment import REPO_FILE, RepoFile, input_paths
+from orchestrator.domain.paths import check_path
 from orchestrator.errors import RequestRejected
 from orchestrator.settings import RepoConfig
 from orchestrator.snapshots import git
 
 _CACHE = 256  # (repo, commit) pairs; a commit's contents never change
+_TREES = 8  # whole tree listings are large in a monorepo: only the few commits in use
 
 
 @lru_cache(maxsize=_CACHE)
@@ -39,7 +42,7 @@ def _repo_file(path: str, commit: str) -> RepoFile | None:
                               code="invalid_repo_config") from exc
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_TREES)
 def _files(path: str, commit: str) -> tuple[str, ...]:
     return tuple(git.list_files(Path(path), commit))
 
@@ -65,26 +68,28 @@ def inputs(repo: RepoConfig, commit: str) -> dict[str, bytes]:
 def changed_inputs(repo: RepoConfig, commit: str, *, patch: str | None,
                    files: list[dict]) -> dict[str, bytes]:
     """The environment inputs as the change leaves them: the base commit's,
-    with the change's file writes and deletions, then its patch applied to
-    them (``git apply --include`` on a scratch copy of the inputs only, so
-    the rest of the patch is ignored here; it is applied in the sandbox).
+    with the change's patch applied to them (``git apply --include`` on a
+    scratch copy of the inputs only, so the rest of the patch is ignored
+    here; it is applied in the sandbox), then its file writes and deletions,
+    in the order the sandbox's runner applies them.
 
     Raises ``RequestRejected(patch_failed)`` when the patch does not apply
     to the inputs.
     """
     assert repo.environment is not None
     result = dict(inputs(repo, commit))
+    if patch and patch.strip():  # the runner's order: the patch, then the file writes
+        result = _apply_to_inputs(result, patch, repo.environment.inputs)
     for change in files:
-        if not input_paths([change["path"]], repo.environment.inputs):
+        path = check_path(change["path"])
+        if not input_paths([path], repo.environment.inputs):
             continue
         if change.get("delete"):
-            result.pop(change["path"], None)
+            result.pop(path, None)
         elif change.get("content_b64") is not None:
-            result[change["path"]] = base64.b64decode(change["content_b64"])
+            result[path] = base64.b64decode(change["content_b64"])
         else:
-            result[change["path"]] = str(change.get("content", "")).encode()
-    if patch and patch.strip():
-        result = _apply_to_inputs(result, patch, repo.environment.inputs)
+            result[path] = str(change.get("content", "")).encode()
     return result
 
 
@@ -95,8 +100,10 @@ def _apply_to_inputs(current: dict[str, bytes], patch: str, globs: list[str]) ->
             (root / path).parent.mkdir(parents=True, exist_ok=True)
             (root / path).write_bytes(data)
         includes = [f"--include={glob}" for glob in globs]
+        # No enclosing repository may be taken for this scratch copy's.
+        env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(root.parent)}
         proc = subprocess.run(["git", "apply", "--whitespace=nowarn", *includes, "-"], cwd=root,
-                              input=patch.encode(), capture_output=True)
+                              input=patch.encode(), capture_output=True, env=env)
         if proc.returncode != 0:
             raise RequestRejected("the change's patch does not apply to the environment inputs: "
                                   + proc.stderr.decode(errors="replace").strip()[-400:], code="patch_failed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from urllib.parse import quote
 
 from orchestrator.settings import BuildSettings
 
@@ -28,14 +29,18 @@ _BUILD_DEFAULTS = {"NPM_CONFIG_OFFLINE": "false", "CARGO_NET_OFFLINE": "false", 
                    "DEBIAN_FRONTEND": "noninteractive", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
 
-def script(commands: list[str]) -> str:
+def script(commands: list[str], *, drop: list[str] = ()) -> str:
     """A ``sh`` script that runs ``commands`` in /workspace, each echoed and
-    each failing the build, then gives the sandbox user what they left in
+    each failing the build, deletes the ``drop`` paths (an environment's
+    inputs: the snapshot's tree brings its own, and an input the tree lacks
+    must not linger under it), then gives the sandbox user what is left in
     /workspace. Its first act is to arm the trap that deletes the secrets."""
     lines = [f"trap 'rm -rf {SECRETS}' EXIT", "set -e", f". {SECRETS}/env.sh", "cd /workspace"]
     for command in commands:
         lines.append(f"echo {shlex.quote('+ ' + command)}")
         lines.append(f"sh -ec {shlex.quote(command)}")
+    if drop:
+        lines.append("rm -f -- " + " ".join(shlex.quote(f"/workspace/{path}") for path in drop))
     lines.append(f"find /workspace -xdev ! -user {SANDBOX_UID} -exec chown -h {SANDBOX_UID}:{SANDBOX_UID} {{}} +")
     return "\n".join(lines) + "\n"
 
@@ -79,3 +84,14 @@ class BuildLogs:
             return self.path(tag).read_text()
         except OSError:
             return None
+
+
+def redact(text: str, build: BuildSettings) -> str:
+    """``text`` (a build log, an error message) without the values of ``build.env``,
+    which any tool that echoes its environment or a proxy URL would print."""
+    for value in build.env.values():
+        secret = value.get_secret_value()
+        if len(secret) >= 4:  # shorter values would blank out ordinary text
+            text = text.replace(secret, "[redacted]")
+            text = text.replace(quote(secret, safe=""), "[redacted]")
+    return text

@@ -246,13 +246,34 @@ def test_dependency_change_refused_unless_allowed_then_capped(env_app, project, 
     assert docker_client.images.get(own_env).labels["genesis.trusted"] == "false"
     own_log = env_app.snapshots.logs.read(own_env) or ""
     assert sha256(b"none").hexdigest() in own_log and sha256(SECRET.encode()).hexdigest() not in own_log
+    # A patch that adds a new input (one the setup does not install from): its environment
+    # is built with it, and its own sandbox applies the same patch over the base tree,
+    # which works only if the input does not linger under the tree.
+    patch = ("diff --git a/requirements-extra.txt b/requirements-extra.txt\nnew file mode 100644\n"
+             "--- /dev/null\n+++ b/requirements-extra.txt\n@@ -0,0 +1 @@\n+six==1.16.0\n")
+    added = run_experiment(env_app, _body("envdeps", project["c1"], [], changes={"patch": patch}))
+    assert (added.phase.value, added.recommendation.value) == ("Succeeded", "merge_with_adaptations"), added.message
+    assert "requirements-extra.txt" in added.message
 
 
-def test_change_to_genesis_yaml_does_not_choose_its_own_validation(env_app, project):
-    view = run_experiment(env_app, _body("envpy", project["c1"], [
-        {"path": ".genesis.yaml", "content": json.dumps({**GENESIS_YAML, "validation": {"command": ["true"]}})},
-        {"path": "mod.py", "content": "def slug(text):\n    return text\n"}]))
+def test_change_to_genesis_yaml_is_a_dependency_change_and_never_chooses_its_own_validation(env_app, project):
+    change = [{"path": ".genesis.yaml", "content": json.dumps({**GENESIS_YAML, "validation": {"command": ["true"]}})},
+              {"path": "mod.py", "content": "def slug(text):\n    return text\n"}]
+    refused = env_app.intake.submit(json.dumps(_body("envpy", project["c1"], change)).encode())
+    assert refused.error is not None and refused.error.code == "dependency_change_refused"
+    assert ".genesis.yaml" in str(refused.error)
+    view = run_experiment(env_app, _body("envdeps", project["c1"], change))  # allowed: judged by the base's file
     assert view.recommendation.value == "rollback" and view.outcome.metrics.test_count == 2
+
+
+def test_unknown_toolchain_is_refused_at_intake(env_app, project):
+    bad = _commit(project["path"], {".genesis.yaml": json.dumps({"toolchain": "cobol"})}, "no such toolchain")
+    try:
+        result = env_app.intake.submit(json.dumps(_body("envpy", bad, [{"path": "x.md", "content": "x"}])).encode())
+    finally:
+        _git(project["path"], "reset", "-q", "--hard", project["c4"])
+    assert result.error is not None and result.error.code == "invalid_repo_config"
+    assert "cobol" in str(result.error)
 
 
 def test_invalid_repository_file_is_refused_at_intake(env_app, project):

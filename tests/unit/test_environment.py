@@ -48,7 +48,13 @@ def test_environment_key_depends_on_toolchain_setup_and_contents_only():
 
 @pytest.mark.parametrize("inputs, pinned", [
     ({"requirements.txt": b"six==1.16.0\nidna==3.7  # pinned\n"}, True),
+    ({"requirements.txt": b"six==1.16.0 \\\n    --hash=sha256:0123abcd\n"}, True),
+    ({"requirements.txt": b"six==1.16.0; python_version >= '3'\n"}, True),
+    ({"requirements.txt": b"requests>=2; python_version == '3.11'\n"}, False),  # == only in the marker
+    ({"requirements.txt": b"six==1.*\n"}, False),
+    ({"requirements.txt": b"-e git+https://example.org/x.git@main#egg=x\n"}, False),
     ({"requirements.txt": b"six>=1.16\n"}, False),
+    ({"requirements.txt": b"six>=1.16\n", "web/package-lock.json": b"{}", "web/package.json": b"{}"}, False),
     ({"requirements.txt": b"-r base.txt\n"}, False),  # no requirement of its own: nothing shows it pinned
     ({"package.json": b"{}", "package-lock.json": b"{}"}, True),
     ({"package.json": b"{}"}, False),
@@ -98,17 +104,27 @@ def test_repository_file_wins_over_settings_but_cannot_widen_them():
 def test_touched_paths_of_a_change():
     patch = "diff --git a/requirements.txt b/requirements.txt\n--- a/requirements.txt\n+++ b/requirements.txt\n"
     assert touched_paths(patch, ["src/x.py"]) == ["requirements.txt", "src/x.py"]
+    assert touched_paths(None, ["./requirements.txt"]) == ["requirements.txt"]  # as the runner writes it
     assert touched_paths(None, []) == []
+
+
+@pytest.mark.parametrize("patch", [
+    "--- x/requirements.txt\n+++ y/requirements.txt\n@@ -1 +1 @@\n-a\n+b\n",  # git apply strips any first part
+    "diff --git i/requirements.txt w/requirements.txt\n--- i/requirements.txt\n+++ w/requirements.txt\n",
+])
+def test_a_patch_prefix_other_than_a_b_cannot_hide_an_input(patch):
+    assert "requirements.txt" in touched_paths(patch, [])
 
 
 # -- a baseline broken by its environment ---------------------------------------------
 
 OWN = repo_modules(["slugify/__init__.py", "slugify/slugify.py", "test.py", "src/helpers/__init__.py",
-                    "packages/web/index.js", "README.md"])
+                    "packages/web/index.js", "README.md", "services/billing/billing/__init__.py"])
 
 
-def test_repo_modules_cover_packages_modules_and_src_layouts():
-    assert {"slugify", "test", "helpers", "web"} <= OWN
+def test_repo_modules_cover_packages_and_modules_at_any_depth():
+    assert {"slugify", "test", "helpers", "web", "billing", "services"} <= OWN
+    assert "README" not in OWN and "requests" not in OWN
 
 
 @pytest.mark.parametrize("text, exit_code, expected", [
@@ -117,7 +133,11 @@ def test_repo_modules_cover_packages_modules_and_src_layouts():
     ("ImportError: No module named 'requests.adapters'", 1, "ImportError: No module named 'requests.adapters'"),
     ("E   ModuleNotFoundError: No module named 'slugify.missing'", 2, None),  # the repository's own: judged
     ("AssertionError: assert 1 == 2", 1, None),
-    ("Error: Cannot find module 'lodash'\nRequire stack:", 1, "Error: Cannot find module 'lodash'"),
+    ("Error: Cannot find module 'lodash'\nRequire stack:", 1, "Cannot find module 'lodash'"),
+    ("Cannot find module 'lodash' from 'src/x.test.js'", 1, "Cannot find module 'lodash'"),  # jest
+    ("/usr/bin/python3: No module named pytest", 1, "/usr/bin/python3: No module named pytest"),
+    ("sh: 1: jest: not found", 127, "sh: 1: jest: not found"),
+    ("E   ModuleNotFoundError: No module named 'billing.generated'", 2, None),  # services/billing/billing: own
     ("Error: Cannot find module './local'", 1, None),
     ("Error [ERR_MODULE_NOT_FOUND]: Cannot find package '@scope/pkg' imported from", 1,
      "Cannot find package '@scope/pkg'"),
@@ -185,3 +205,28 @@ def test_trusted_builds_get_build_env_untrusted_ones_do_not(tmp_path):
     assert b"anonymous-proxy" in untrusted["env.sh"]
     assert f"PIP_CERT={steps.SECRETS}/ca.crt".encode() in trusted["env.sh"]
     assert "ca.crt" not in steps.secrets(BuildSettings(), trusted=True)
+
+
+def test_build_logs_and_messages_never_carry_build_env_values():
+    build = BuildSettings(env={"HTTPS_PROXY": "http://user:p@ss w0rd@proxy:3128", "SHORT": "ab"})
+    log = ("Using proxy http://user:p@ss w0rd@proxy:3128\n"
+           "curl: http%3A%2F%2Fuser%3Ap%40ss%20w0rd%40proxy%3A3128 refused\nab stays: too short to redact\n")
+    cleaned = steps.redact(log, build)
+    assert "p@ss w0rd" not in cleaned and "p%40ss%20w0rd" not in cleaned
+    assert cleaned.count("[redacted]") == 2 and "ab stays" in cleaned
+
+
+def test_own_size_counts_what_an_image_adds_over_a_parent_outside_the_candidates():
+    from orchestrator.runtimes.base import ImageInfo
+    from orchestrator.snapshots.cleanup import image_uses
+
+    def info(tag, size, parent=None):
+        return ImageInfo(tag=tag, id="id-" + tag, size_bytes=size, created=T0,
+                         labels={"genesis.parent": parent} if parent else {})
+
+    toolchain = info("tc", 400)
+    env, snap = info("env", 450, "tc"), info("snap", 460, "env")
+    uses = {u.tag: u for u in image_uses([env, snap], known=[toolchain, env, snap], last_used={}, in_use={"snap"})}
+    assert (uses["env"].own_bytes, uses["snap"].own_bytes) == (50, 10)
+    assert uses["env"].parent is None and uses["snap"].parent == "env"  # the toolchain is no candidate
+    assert uses["snap"].in_use and not uses["env"].in_use
