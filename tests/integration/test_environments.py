@@ -377,3 +377,7 @@ def test_a_change_s_inputs_are_the_base_inputs_with_its_edits_and_links_are_neve
     inputs = repofile.changed_inputs(repo, project["c1"], patch=patch, files=files)
     assert inputs == {"requirements.txt": b"text-unidecode==1.3\nsix==1.16.0\n",
                       "requirements-extra.txt": b"idna==3.7\n"}
+    # The runner applies the patch, then the files: a file write of a patched input wins.
+    files.append({"path": "./requirements.txt", "content": "text-unidecode==1.3\n"})
+    inputs = repofile.changed_inputs(repo, project["c1"], patch=patch, files=files)
+    assert inputs["requirements.txt"] == b"text-unidecode==1.3\n"
