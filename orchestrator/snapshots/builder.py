@@ -34,7 +34,7 @@ from pathlib import Path
 
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from orchestrator.domain.environment import environment_key, is_pinned, should_rebuild
 from orchestrator.errors import ImageBuildError
@@ -147,6 +147,14 @@ def _age_s(info: ImageInfo) -> float | None:
 Progress = Callable[[str], None]
 
 
+class _Environment(NamedTuple):
+    tag: str
+    built: bool  # now, rather than reused
+    seconds: float
+    size_bytes: int
+    pinned: bool
+
+
 class SnapshotBuilder:
     """Builds toolchain, environment and snapshot images on demand; one build per tag at a time."""
 
@@ -213,7 +221,7 @@ class SnapshotBuilder:
                 inputs = await asyncio.to_thread(repofile.inputs, repo, commit)
             env = await self._environment(repo_name=repo_name, repo=repo, toolchain=toolchain, inputs=inputs,
                                           trusted=trusted, say=say)
-            parent = env[0]
+            parent = env.tag
         parent_info = await self._images.get(parent)
         if parent_info is None:
             raise ImageBuildError(f"{parent} vanished while {repo_name}@{commit[:12]} was being built")
@@ -228,13 +236,14 @@ class SnapshotBuilder:
             else:
                 metrics.IMAGE_CACHE_HITS.inc()
         return Snapshot(tag=tag, built=built, seconds=time.monotonic() - started, size_bytes=existing.size_bytes,
-                        toolchain=toolchain, environment=env[0] if env else None,
-                        environment_built=env[1] if env else False, environment_seconds=env[2] if env else 0.0,
-                        environment_bytes=env[3] if env else 0, pinned=env[4] if env else None)
+                        toolchain=toolchain, environment=env.tag if env else None,
+                        environment_built=env.built if env else False,
+                        environment_seconds=env.seconds if env else 0.0,
+                        environment_bytes=env.size_bytes if env else 0, pinned=env.pinned if env else None)
 
     async def _environment(self, *, repo_name: str, repo: RepoConfig, toolchain: str, inputs: dict[str, bytes],
-                           trusted: bool, say: Progress) -> tuple[str, bool, float, int, bool]:
-        """(tag, built now, seconds, size, pinned) of the environment image for ``inputs``."""
+                           trusted: bool, say: Progress) -> "_Environment":
+        """The environment image for ``inputs``, reused or built now."""
         assert repo.environment is not None
         toolchain_info = await self._images.get(toolchain)
         assert toolchain_info is not None
@@ -249,17 +258,15 @@ class SnapshotBuilder:
             if existing is not None and not should_rebuild(pinned=pinned, age_s=age,
                                                            max_age_s=repo.environment.max_age_s):
                 metrics.IMAGE_CACHE_HITS.inc()
-                return tag, False, time.monotonic() - started, existing.size_bytes, pinned
+                return _Environment(tag, False, time.monotonic() - started, existing.size_bytes, pinned)
             say(f"environment {tag}" + (" (unpinned, past max_age: rebuilding)" if existing else ""))
             labels = {"genesis.kind": "environment", "genesis.repo": repo_name, "genesis.parent": toolchain,
                       "genesis.pinned": str(pinned).lower(), "genesis.trusted": str(trusted).lower()}
-            info = await self._run_step(BuildRun(
-                image=toolchain, tag=tag, script=steps.script(setup, drop=sorted(inputs)),
+            info = await self._run_step(
+                image=toolchain, tag=tag, script=steps.script(setup, drop=sorted(inputs)), trusted=trusted,
                 files={f"workspace/{path}": data for path, data in inputs.items()},
-                secrets=steps.secrets(self._build, trusted=trusted), labels=self._build_labels(),
-                image_labels={**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, **labels},
-                timeout_s=self._build.timeout_s, log_bytes=self._build.log_bytes), kind="environment")
-            return tag, True, time.monotonic() - started, info.size_bytes, pinned
+                image_labels={**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, **labels}, kind="environment")
+            return _Environment(tag, True, time.monotonic() - started, info.size_bytes, pinned)
 
     async def _snapshot(self, *, tag: str, parent: str, parent_id: str, repo_name: str, repo: RepoConfig,
                         commit: str, trusted: bool) -> ImageInfo:
@@ -275,11 +282,8 @@ class SnapshotBuilder:
             info = await self._tree(tag=tree, base=parent_id, repo_path=repo.path, commit=commit, labels=labels)
             if repo.snapshot_setup:
                 try:
-                    info = await self._run_step(BuildRun(
-                        image=tree, tag=tag, script=steps.script(repo.snapshot_setup), files={},
-                        secrets=steps.secrets(self._build, trusted=trusted), labels=self._build_labels(),
-                        image_labels=labels, timeout_s=self._build.timeout_s, log_bytes=self._build.log_bytes),
-                        kind="snapshot")
+                    info = await self._run_step(image=tree, tag=tag, script=steps.script(repo.snapshot_setup),
+                                                trusted=trusted, files={}, image_labels=labels, kind="snapshot")
                 finally:
                     await self._images.remove(tree)  # only the name: its layers are the snapshot's parent
         except Exception:
@@ -290,8 +294,13 @@ class SnapshotBuilder:
         metrics.IMAGE_BUILDS.labels(kind="snapshot", result="built").inc()
         return info
 
-    async def _run_step(self, run: BuildRun, *, kind: str) -> ImageInfo:
-        """A setup step, its log kept whether it succeeds or fails."""
+    async def _run_step(self, *, image: str, tag: str, script: str, trusted: bool, files: dict[str, bytes],
+                        image_labels: dict[str, str], kind: str) -> ImageInfo:
+        """A setup step run on ``image`` and committed as ``tag``, with the secrets a
+        ``trusted`` step gets; its log is kept whether it succeeds or fails."""
+        run = BuildRun(image=image, tag=tag, script=script, files=files,
+                       secrets=steps.secrets(self._build, trusted=trusted), labels=self._build_labels(),
+                       image_labels=image_labels, timeout_s=self._build.timeout_s, log_bytes=self._build.log_bytes)
         self._busy.update([run.tag, run.image])
         try:
             info, text = await self._images.run_and_commit(run)
