@@ -1,9 +1,10 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability,kubernetes,environments`` (default: all),
+``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts`` (default: all),
 ``--count N`` experiments per throughput level (default 16). ``environments`` runs at most three
-experiments of over a minute each (``min(3, --runs)``).
+experiments of over a minute each (``min(3, --runs)``); ``verdicts`` at most three per change
+kind and 50 for the flaky suite.
 Everything created carries the label ``genesis.bench=<run>`` and is removed.
 """
 
@@ -14,7 +15,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, environments, intake, kubernetes, observability, sandbox
+from benchmarks import controller, environments, intake, kubernetes, observability, sandbox, verdicts
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -23,7 +24,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes,environments")
+    parser.add_argument("--only",
+                        default="sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -43,6 +45,8 @@ def main() -> None:
             kubernetes.run(report, runs=args.runs, big_mb=args.big_mb)
         if "environments" in only:
             environments.run(report, runs=args.runs)
+        if "verdicts" in only:
+            verdicts.run(report, runs=args.runs)
     finally:
         cleanup(client)
     report.print()

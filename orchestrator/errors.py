@@ -11,12 +11,18 @@ them.
     │     codes: invalid_request, invalid_json, body_too_large,
     │            too_many_files, invalid_path, empty_change,
     │            resources_exceeded, unknown_repo, unknown_commit, conflict,
-    │            invalid_repo_config, dependency_change_refused
+    │            invalid_repo_config, dependency_change_refused,
+    │            validation_override_refused
     ├── NotFound                 no such experiment / sandbox / image
     ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
     ├── RuntimeFailure           the sandbox runtime failed (runtime_error)
     │     └── SandboxGone        a sandbox vanished under us (sandbox_lost)
     └── StoreError               the database failed (store_error)
+
+A run's own failures are not exceptions of this tree but outcomes the
+pipeline records (``orchestrator/pipeline/passes.py``): cancelled, timeout,
+oom_killed, patch_failed, baseline_failed, tampering_suspected,
+evidence_inconsistent.
 """
 
 from __future__ import annotations

@@ -49,6 +49,14 @@ class RepoConfig(BaseModel):
     # A change that edits an environment input is refused unless this is set; when
     # set, its own setup runs (as root, with network) and its verdict is capped.
     allow_dependency_changes: bool = False
+    # A request's own `validation` is refused unless this is set (SPEC §2).
+    allow_validation_override: bool = False
+    # Protected test infrastructure and test files (globs); None: the toolchain's
+    # defaults (orchestrator/domain/protected.py).
+    protected: list[str] | None = None
+    test_files: list[str] | None = None
+    # pytest plugins that load although installed plugins do not autoload.
+    pytest_plugins: list[str] = Field(default_factory=list, max_length=64)
 
     def with_file(self, file: RepoFile | None) -> "RepoConfig":
         """These settings with the repository's own ``.genesis.yaml`` on top."""
@@ -56,6 +64,16 @@ class RepoConfig(BaseModel):
             return self
         return self.model_copy(update={key: getattr(file, key) for key in RepoFile.model_fields
                                        if getattr(file, key) is not None})
+
+
+class VerdictSettings(BaseModel):
+    """How hard Genesis looks before it believes a result (docs/verdicts.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    baseline_repetitions: int = Field(default=3, ge=1, le=20)  # runs per baseline key: finds flaky tests
+    reruns: int = Field(default=3, ge=0, le=20)  # fresh pass-A runs when a test goes PASS_TO_FAIL
+    grading_version: int = 2  # part of every baseline key: older baselines are never reused
 
 
 class BuildSettings(BaseModel):
@@ -173,6 +191,7 @@ class Settings(BaseModel):
     preserve_ttl_s: int = 7 * 24 * 3600
     max_output_file_bytes: int = 16 * 2**20
     policy: Policy = DEFAULT_POLICY
+    verdict: VerdictSettings = Field(default_factory=VerdictSettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
     # Genesis's images (toolchain, environment, snapshot) may use this much disk;
     # the cleanup job removes the least recently used past it. None: no budget.

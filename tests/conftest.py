@@ -66,7 +66,7 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
     home = tmp_path_factory.mktemp("genesis-home")
     path = home / "genesis.yaml"
     path.write_text(json.dumps({
-        "home": str(home), "repos": {"monorepo": {"path": str(sample_repo)}},
+        "home": str(home), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}},
         "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
     }))
     return path

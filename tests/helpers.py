@@ -48,10 +48,11 @@ def example(name: str) -> dict:
 
 
 def hostile(script: str, **overrides) -> dict:
-    """A request whose change adds ``hostile.py`` and whose validation runs it."""
+    """A request whose change adds ``hostile.py`` and whose validation runs it
+    (judged by its exit code; the test repository allows request commands)."""
     return request_body(
         changes={"files": [{"path": "hostile.py", "content": script}]},
-        validation={"command": ["python3", "hostile.py"]},
+        validation={"command": ["python3", "hostile.py"], "report": "exit_code"},
         **overrides,
     )
 

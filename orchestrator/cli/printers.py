@@ -134,6 +134,14 @@ def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime
     metric_rows = _metric_rows(view)
     if metric_rows:
         out += ["Metrics:", _indent(table(metric_rows, ["Metric", "Experiment", "Baseline"]))]
+    tests = view.outcome.tests if view.outcome else None
+    if tests:
+        out += [f"Tests:           {tests.get('passes', 1)} pass(es), {tests.get('reruns', 0)} rerun(s)"]
+        out += [f"  {category}: {doc['count']}" + (f"  ({', '.join(doc['names'][:5])}"
+                                                  f"{', …' if doc['count'] > 5 else ''})" if doc["names"] else "")
+                for category, doc in tests.items() if isinstance(doc, dict) and doc.get("count")]
+        if tests.get("protected_edited"):
+            out += ["  protected edited: " + ", ".join(tests["protected_edited"])]
     events = [[age(h.at, now), h.action, h.actor, h.sandbox_name or "-",
                (h.reason + (f" ({h.duration_ms:.0f} ms)" if h.duration_ms is not None else ""))[:100]]
               for h in history]

@@ -73,7 +73,8 @@ class EnvironmentConfig(BaseModel):
 class RepoFile(BaseModel):
     """The keys a repository may set in its own ``.genesis.yaml`` (read at ``base_ref``).
 
-    Operator-only settings (the path, ``allow_dependency_changes``) are not
+    Operator-only settings (the path, ``allow_dependency_changes``,
+    ``allow_validation_override``) are not
     among them: a repository cannot widen what Genesis lets its changes do.
     """
 
@@ -83,6 +84,9 @@ class RepoFile(BaseModel):
     environment: EnvironmentConfig | None = None
     snapshot_setup: list[str] | None = Field(default=None, max_length=64)
     validation: Validation | None = None
+    protected: list[str] | None = Field(default=None, max_length=256)
+    test_files: list[str] | None = Field(default=None, max_length=256)
+    pytest_plugins: list[str] | None = Field(default=None, max_length=64)
 
 
 def input_paths(paths: Iterable[str], globs: Iterable[str]) -> list[str]:

@@ -18,6 +18,8 @@ PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 class TestReport:
     """Outcome of every test case, keyed ``classname::name``."""
 
+    __test__ = False  # not a pytest test class
+
     cases: dict[str, str] = field(default_factory=dict)
     parse_errors: tuple[str, ...] = ()
 

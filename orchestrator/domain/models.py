@@ -104,8 +104,13 @@ class Changes(_Strict):
 
 
 class Validation(_Strict):
+    """The repository's test command, and how it reports: ``junit`` (a JUnit
+    XML file under /genesis/out, the default) or ``exit_code`` (one test, for
+    a command that truly has no report)."""
+
     command: list[str] = Field(min_length=1, max_length=256)
     workdir: str = "."
+    report: Literal["junit", "exit_code"] = "junit"
 
 
 class Resources(_Strict):
@@ -196,6 +201,12 @@ class Metrics(BaseModel):
     io_operations: int | None = None
     code_coverage_percent: float | None = None
     complexity_change: int | None = None
+    # The verdict's own figures (see orchestrator/domain/grading.py).
+    pass_to_fail: int = 0  # baseline-passing tests the change breaks, flaky ones excepted
+    fail_to_pass: int = 0
+    flaky_tests: int = 0  # tests whose outcome varied between runs of one tree
+    protected_changed: int = 0  # protected test-infrastructure files the change edits
+    performance_noise: float | None = None  # spread of the baseline's runtimes, as a share
     custom: dict[str, float] = Field(default_factory=dict)
 
 
@@ -203,6 +214,8 @@ class Baseline(BaseModel):
     success_rate: float
     test_count: int
     runtime_ms: int
+    repetitions: int = 1
+    runtimes_ms: list[int] = Field(default_factory=list)
 
 
 class SandboxInfo(BaseModel):
@@ -229,5 +242,8 @@ class Outcome(BaseModel):
     baseline: Baseline | None = None
     sandbox: SandboxInfo | None = None
     error: ErrorInfo | None = None
+    # Each test's fate (PASS_TO_FAIL, FAIL_TO_PASS, FLAKY, ... with names), the
+    # passes and reruns behind it, and the protected files the change edited.
+    tests: dict | None = None
     trace_id: str | None = None
     timestamp: datetime

@@ -10,6 +10,12 @@ defaults reproduce SPEC §4; operators override them with a policy file
         any_of: [[{metric: regression, op: ">", value: 0.05}],
                  [{metric: success_rate, op: "<", value: 0.70}]]
     default: rollback
+
+A clause names one of Genesis's own figures (``regression``,
+``pass_to_fail``, ``flaky_tests``, ...) or, as ``custom.<name>``, a figure
+the validation command wrote to ``metrics.json``. The two namespaces never
+mix: ``llm_reduction`` is Genesis's count, even when ``metrics.json`` has a
+figure of that name, since that file is written by the code under test.
 """
 
 from __future__ import annotations
@@ -17,11 +23,15 @@ from __future__ import annotations
 import operator
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from orchestrator.domain.models import Metrics, Recommendation
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+CUSTOM = "custom."
+NAMED = frozenset(name for name, field in Metrics.model_fields.items() if name != "custom")
 
 
 class Clause(BaseModel):
@@ -29,13 +39,18 @@ class Clause(BaseModel):
     op: Literal[">", ">=", "<", "<="]
     value: float
 
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        if metric not in NAMED and not (metric.startswith(CUSTOM) and len(metric) > len(CUSTOM)):
+            raise ValueError(f"unknown metric {metric!r}: one of {', '.join(sorted(NAMED))}, or custom.<name>")
+        return metric
+
     def holds(self, metrics: Metrics) -> bool:
-        # Named figures first, then custom ones; never other model attributes.
-        actual = getattr(metrics, self.metric) if self.metric in Metrics.model_fields else None
-        if actual is None:
-            actual = metrics.custom.get(self.metric)
-        if isinstance(actual, dict):
-            return False
+        if self.metric.startswith(CUSTOM):
+            actual = metrics.custom.get(self.metric[len(CUSTOM):])
+        else:
+            actual = getattr(metrics, self.metric)
         if actual is None:  # an unmeasured figure never satisfies a clause
             return False
         return _OPS[self.op](actual, self.value)
@@ -77,11 +92,12 @@ DEFAULT_POLICY = Policy(
             recommendation=Recommendation.ROLLBACK,
             any_of=[[_c("regression", ">", 0.05)], [_c("success_rate", "<", 0.70)]],
         ),
+        # Like SWE-bench's "resolved": every baseline-passing test still passes.
         Rule(
             recommendation=Recommendation.MERGE,
             any_of=[
-                [_c("llm_reduction", ">", 0.30), _c("regression", "<", 0.03)],
-                [_c("success_rate", ">", 0.95)],
+                [_c("pass_to_fail", "<", 1), _c("protected_changed", "<", 1), _c("llm_reduction", ">", 0.30)],
+                [_c("pass_to_fail", "<", 1), _c("protected_changed", "<", 1), _c("success_rate", ">", 0.95)],
             ],
         ),
         Rule(
@@ -93,6 +109,25 @@ DEFAULT_POLICY = Policy(
 )
 
 
+def capped(recommendation: Recommendation, why: str, *, note: str) -> tuple[Recommendation, str]:
+    """At best ``merge_with_adaptations``, saying why (``note``)."""
+    if recommendation is Recommendation.MERGE:
+        return Recommendation.MERGE_WITH_ADAPTATIONS, f"{note}; {why}"
+    return recommendation, f"{why}; {note}"
+
+
+def named(why: str, *, pass_to_fail: list[str], protected: list[str], flaky: list[str]) -> str:
+    """The reason with the tests and files behind it, so a reviewer need not dig."""
+    parts = [why]
+    if pass_to_fail:
+        parts.append("PASS_TO_FAIL: " + ", ".join(pass_to_fail[:10]) + (" …" if len(pass_to_fail) > 10 else ""))
+    if protected:
+        parts.append("protected test infrastructure edited: " + ", ".join(protected[:10]))
+    if flaky:
+        parts.append("flaky: " + ", ".join(flaky[:5]) + (" …" if len(flaky) > 5 else ""))
+    return "; ".join(parts)
+
+
 def capped_for_dependencies(recommendation: Recommendation, why: str,
                             changed_inputs: list[str]) -> tuple[Recommendation, str]:
     """A change that edits its environment's inputs is at best
@@ -100,7 +135,4 @@ def capped_for_dependencies(recommendation: Recommendation, why: str,
     setup, which no baseline vouches for, and a reviewer must look at them."""
     if not changed_inputs:
         return recommendation, why
-    note = "dependencies changed (" + ", ".join(changed_inputs[:5]) + ")"
-    if recommendation is Recommendation.MERGE:
-        return Recommendation.MERGE_WITH_ADAPTATIONS, f"{note}; {why}"
-    return recommendation, f"{why}; {note}"
+    return capped(recommendation, why, note="dependencies changed (" + ", ".join(changed_inputs[:5]) + ")")

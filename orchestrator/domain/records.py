@@ -59,12 +59,16 @@ class HistoryEntry(BaseModel):
 
 
 class CachedBaseline(BaseModel):
-    """A baseline run, cached per (repo, commit, validation command, image)."""
+    """A baseline, cached per key (repo, commit, validation, image, resources,
+    grading version): its repetitions combined, the tests that varied
+    between them (or passed on a rerun of a change), and each run's time."""
 
     key: str
     cases: dict[str, str]
     parse_errors: list[str] = []
-    runtime_ms: int
+    runtime_ms: int  # the median repetition's
     exit_code: int
     llm_count: int
+    flaky: list[str] = []
+    runtimes_ms: list[int] = []
     created_at: datetime

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import Mapping
 
 from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
 from orchestrator.domain.llm_calls import LlmPatterns, count_file
@@ -129,15 +129,13 @@ def run_facts(result: RunnerResult, files: dict[str, bytes]) -> RunFacts:
     )
 
 
-_CHANGED = re.compile(r"^changes/(before|after)/(.+)$")
-
-
-def changed_llm_count(baseline_count: int, files: dict[str, bytes], patterns: LlmPatterns) -> int:
-    """Baseline count adjusted by the touched files only: cost grows with the change."""
+def changed_llm_count(baseline_count: int, before: Mapping[str, bytes | None],
+                      after: Mapping[str, bytes | None], patterns: LlmPatterns) -> int:
+    """The baseline's count adjusted by the touched files only (cost grows with
+    the change); ``before``/``after`` are Genesis's own account of the change."""
     count = baseline_count
-    for name, data in files.items():
-        match = _CHANGED.match(name)
-        if match:
-            sign = -1 if match.group(1) == "before" else 1
-            count += sign * count_file(match.group(2), data, patterns)
+    for sign, files in ((-1, before), (1, after)):
+        for name, data in files.items():
+            if data is not None:
+                count += sign * count_file(name, data, patterns)
     return max(count, 0)

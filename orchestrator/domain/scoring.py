@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from orchestrator.domain.grading import FAIL_TO_PASS, FLAKY, Grade, Timing
 from orchestrator.domain.junit import TestReport, regression
 from orchestrator.domain.models import Baseline, Metrics
 
@@ -48,8 +49,10 @@ def clean_custom(raw: object) -> dict[str, float]:
     return out
 
 
-def baseline_of(report: TestReport, facts: RunFacts) -> Baseline:
-    return Baseline(success_rate=report.success_rate, test_count=report.total, runtime_ms=facts.runtime_ms)
+def baseline_of(report: TestReport, facts: RunFacts, timing: Timing | None = None) -> Baseline:
+    runs = list(timing.runtimes_ms) if timing is not None else []
+    return Baseline(success_rate=report.success_rate, test_count=report.total, runtime_ms=facts.runtime_ms,
+                    repetitions=max(len(runs), 1), runtimes_ms=runs)
 
 
 def score(
@@ -59,7 +62,12 @@ def score(
     baseline_report: TestReport,
     baseline_facts: RunFacts,
     llm_reduction: float | None,
+    grade: Grade | None = None,
+    protected_changed: int = 0,
+    performance_noise: float | None = None,
 ) -> Metrics:
+    """The figures of one verdict. With a ``grade`` (two passes, flaky tests
+    known) regression and the PASS_TO_FAIL counts are the grade's."""
     perf = None
     if baseline_facts.runtime_ms > 0:
         perf = (facts.runtime_ms - baseline_facts.runtime_ms) / baseline_facts.runtime_ms
@@ -68,7 +76,12 @@ def score(
         cpu_percent = round(100.0 * facts.cpu_seconds / (facts.runtime_ms / 1000.0), 1)
     return Metrics(
         success_rate=report.success_rate,
-        regression=regression(baseline_report, report),
+        regression=grade.regression if grade is not None else regression(baseline_report, report),
+        pass_to_fail=len(grade.pass_to_fail) if grade is not None else 0,
+        fail_to_pass=len(grade.names(FAIL_TO_PASS)) if grade is not None else 0,
+        flaky_tests=len(grade.names(FLAKY)) if grade is not None else 0,
+        protected_changed=protected_changed,
+        performance_noise=None if performance_noise is None else round(performance_noise, 4),
         llm_reduction=llm_reduction,
         performance_delta=perf,
         runtime_ms=facts.runtime_ms,

@@ -1,5 +1,6 @@
 """Artifacts of a sandbox kept on the host after it is gone or stopped:
-the runner's result, JUnit files, the change's diff and the log.
+the runner's result, JUnit files and the log from the sandbox, and
+Genesis's own diff of the change.
 
 Written under ``<home>/artifacts/<experiment_id>/``; names come from the
 sandbox (untrusted), so each is reduced to a safe relative path first.
@@ -18,7 +19,11 @@ LOG_FILE = "sandbox.log"
 BUILD_FILE = "build.json"  # the image builds an experiment used: [{tier, tag, built}]
 
 
-def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: str | None = None) -> Path:
+DIFF_FILE = "change.diff"  # Genesis's own diff of the change (orchestrator/snapshots/changes.py)
+
+
+def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: str | None = None,
+           diff: str | None = None) -> Path:
     target = root / experiment_id
     target.mkdir(parents=True, exist_ok=True)
     for name, data in output.files.items():
@@ -28,6 +33,8 @@ def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: s
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     (target / LOG_FILE).write_text(full_log if full_log is not None else output.log_tail)
+    if diff is not None:
+        (target / DIFF_FILE).write_text(diff)
     return target
 
 

@@ -1,13 +1,16 @@
 """Run one recorded experiment to its verdict, and roll back or preserve.
 
-Steps, each a phase transition on the record (SPEC §5): Building (snapshot
-image, baseline), Running (the sandbox with the change), Collecting
-(results and cgroup figures), then Succeeded or Failed. The sandbox is torn
-down on ``rollback`` and every failure, and preserved (stopped, artifacts
-exported) on ``merge*`` until its TTL.
+Steps, each a phase transition on the record (SPEC §5): Building (the
+change computed on the host and scanned, snapshot image, baseline),
+Running (pass A: the base commit's tests against the changed source),
+Collecting (pass B when the change edits test files, reruns of pass A when
+a test went PASS_TO_FAIL, then the grade and the verdict), then Succeeded or
+Failed. The sandbox is torn down on ``rollback`` and every failure, and
+preserved (stopped, artifacts exported) on ``merge*`` until its TTL.
 
-The decisions in here are delegated to pure functions (scoring, policy);
-this module sequences I/O and records it.
+The decisions in here are delegated to pure functions (grading, evidence,
+tamper scan, scoring, policy); this module sequences I/O and records it.
+See docs/verdicts.md.
 """
 
 from __future__ import annotations
@@ -16,59 +19,55 @@ import asyncio
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from orchestrator.domain import results
+from orchestrator.domain import grading, results, tamper
 from orchestrator.domain.environment import REPO_FILE, environment_failure, repo_modules
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
-from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, SandboxInfo, Validation
+from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, Resources, SandboxInfo, Validation
+from orchestrator.domain.policy import capped_for_dependencies, named
+from orchestrator.domain.protected import INSEPARABLE, protected_edits, tests_among
 from orchestrator.domain.records import CachedBaseline, ExperimentView
-from orchestrator.domain.policy import capped_for_dependencies
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
-from orchestrator.errors import GenesisError, ImageBuildError, RequestRejected, SandboxGone
-from orchestrator.pipeline import artifacts, lifecycle
+from orchestrator.errors import ImageBuildError, RequestRejected, SandboxGone
+from orchestrator.pipeline import artifacts, lifecycle, passes
 from orchestrator.pipeline.intake import dependency_changes
-from orchestrator.runtimes.base import (
-    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE,
-    Runtime, SandboxOutput, SandboxSpec, SandboxState,
-)
+from orchestrator.pipeline.passes import Failure, Run
+from orchestrator.runtimes.base import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, Runtime, SandboxSpec
 from orchestrator.settings import RepoConfig, Settings
-from orchestrator.snapshots import catalog, git, repofile
+from orchestrator.snapshots import catalog, changes, git, repofile
 from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
 from orchestrator.store.repository import Store, utcnow
 from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
-CANCEL_POLL_S = 1.0  # how often a waiting baseline checks for `genesis delete`
+__all__ = ["Executor", "Failure", "baseline_key", "sandbox_name"]
 
 
 @dataclass(frozen=True)
-class SandboxRun:
-    state: SandboxState
-    output: SandboxOutput | None
-    result: results.RunnerResult
-    timed_out: bool
-    cancelled: bool
-    created_wall_ms: int
+class Plan:
+    """How one change is judged, computed on the host from the request and the snapshot."""
 
-
-class Failure(Exception):
-    """An experiment ends as Failed with ``code``; raised inside ``run``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    change: changes.Change
+    protected: list[str]  # protected infrastructure it edits: run from the base commit
+    tests: list[str]  # test files it edits: pass A runs the base's, pass B its own
+    pass_a: list[dict]  # the runner's file writes for pass A
+    pass_b: list[dict] | None  # None: pass A is the whole change
 
 
 def sandbox_name(experiment_id: str, attempt: int) -> str:
     return f"genesis-{experiment_id}-a{attempt}"
 
 
-def baseline_key(*, repo: str, commit: str, validation: Validation, image: str) -> str:
-    doc = json.dumps([repo, commit, validation.command, validation.workdir, image])
+def baseline_key(*, repo: str, commit: str, validation: Validation, image: str, resources: Resources,
+                 plugins: list[str], grading_version: int, repetitions: int) -> str:
+    """One baseline per tree, command, image, resources and way of grading:
+    a change is timed against a baseline that ran with its own resources."""
+    doc = json.dumps([repo, commit, validation.command, validation.workdir, validation.report, image,
+                      resources.cpu, resources.memory_bytes, resources.gpu, sorted(plugins), grading_version,
+                      repetitions])
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
@@ -81,6 +80,8 @@ class Executor:
         self.snapshots = snapshots
         self.actor = actor
         self.patterns = llm_patterns or LlmPatterns()
+        self.sandboxes = passes.Sandboxes(runtime=runtime, store=store, actor=actor,
+                                          max_file_bytes=settings.max_output_file_bytes)
         # One baseline run per key at a time: concurrent experiments on one
         # commit wait for the first and then read the cache.
         self._baseline_locks: dict[str, asyncio.Lock] = {}
@@ -88,7 +89,7 @@ class Executor:
     # -- steps the controller drives ---------------------------------------------
 
     async def start(self, experiment_id: str) -> ExperimentView:
-        """Building → Running: snapshot image, baseline, then the sandbox with the change.
+        """Building → Running: the plan, snapshot image, baseline, then pass A's sandbox.
 
         Idempotent for one attempt: an interrupted start is simply run again
         (deterministic image tags and sandbox names; leftovers are removed).
@@ -107,7 +108,7 @@ class Executor:
             return self._failed(experiment_id, failure, ctx)
 
     async def collect(self, experiment_id: str) -> ExperimentView:
-        """Running (sandbox exited) → Collecting → Succeeded | Failed."""
+        """Running (pass A exited) → Collecting → Succeeded | Failed."""
         view = self.store.get(experiment_id)
         if view.phase is Phase.RUNNING:
             view = self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
@@ -128,12 +129,12 @@ class Executor:
             log.warning("experiment_timeout", extra={**self._ctx(self.store.get(experiment_id)),
                                                      "sandbox": sandbox, "phase": "Running"})
         why = "killed at the timeout" if reason == "timeout" else "killed: cancelled by request"
-        self._audit(experiment_id, sandbox, "stopped", why)
+        self.sandboxes.audit(experiment_id, sandbox, "stopped", why)
 
     def _ctx(self, view: ExperimentView) -> dict:
         return {"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": view.trace_id}
 
-    def _failed(self, experiment_id: str, failure: "Failure", ctx: dict) -> ExperimentView:
+    def _failed(self, experiment_id: str, failure: Failure, ctx: dict) -> ExperimentView:
         log.warning("experiment_failed", extra={**ctx, "phase": "Failed", "code": failure.code,
                                                 "reason": str(failure)})
         return self.fail(self.store.get(experiment_id), failure.code, str(failure))
@@ -146,6 +147,11 @@ class Executor:
         changed = dependency_changes(spec, repo)
         if changed and not repo.allow_dependency_changes:
             raise Failure("dependency_change_refused", f"the change edits environment inputs ({', '.join(changed)})")
+        plan = await self._plan(spec, repo, view.commit)
+        findings = await asyncio.to_thread(self._scan, plan)
+        if findings:
+            raise Failure("tampering_suspected", "the change reaches into the test runner or its evidence: "
+                          + "; ".join(str(f) for f in findings[:10]))
         snap = await self._snapshot(view, repo)
         own = snap
         if repo.environment and set(changed) - {REPO_FILE}:
@@ -165,18 +171,41 @@ class Executor:
                                       + note)
         await self._baseline(view, spec, snap.tag, validation, repo)
         name = sandbox_name(view.id, view.attempt)
-        bundle = {"changes": spec.changes.model_dump(mode="json", exclude_none=True),
-                  "validation": validation.model_dump(mode="json")}
-        created_wall_ms = await self._launch(name=name, image=own.tag, spec=spec, experiment_id=view.id,
-                                             labels=self._labels(view, role="experiment", attempt=view.attempt),
-                                             bundle=bundle)
+        created_wall_ms = await self.sandboxes.launch(
+            self._sandbox(view, name=name, image=own.tag, role="experiment", writes=plan.pass_a,
+                          validation=validation, repo=repo), experiment_id=view.id)
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
         log.info("sandbox_created", extra={**ctx, "phase": "Running", "sandbox": name})
         log.info("changes_applied", extra={**ctx, "phase": "Running", "sandbox": name,
                                            "bundle": "delivered to /genesis/in, applied by the runner"})
+        passes_note = "pass A of two" if plan.pass_b is not None else "the whole change in one pass"
         return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
-                                     message=f"{name}; created at {created_wall_ms} ms", sandbox_name=name,
-                                     deadline_at=deadline)
+                                     message=f"{name} ({passes_note}); created at {created_wall_ms} ms",
+                                     sandbox_name=name, deadline_at=deadline)
+
+    async def _plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
+        """The change on the host; which of its files are protected, which are tests."""
+        files = [f.model_dump(exclude_none=True) for f in spec.changes.files]
+        try:
+            change = await asyncio.to_thread(changes.compute, repo, commit, patch=spec.changes.patch, files=files)
+        except RequestRejected as exc:
+            raise Failure(exc.code, str(exc)) from exc
+        edited = change.edited
+        protected = protected_edits(repo.toolchain, change.contents("before"), change.contents("after"),
+                                    globs=repo.protected)
+        tests = [] if repo.toolchain in INSEPARABLE else \
+            [t for t in tests_among(repo.toolchain, edited, globs=repo.test_files) if t not in protected]
+        source = [p for p in edited if p not in protected and p not in tests]
+        pass_b = change.writes([p for p in edited if p not in protected]) if tests else None
+        return Plan(change=change, protected=protected, tests=tests, pass_a=change.writes(source), pass_b=pass_b)
+
+    @staticmethod
+    def _scan(plan: Plan) -> list[tamper.Finding]:
+        """What the change brings in: findings of its files that the base versions lack."""
+        judged = [p for p in plan.change.edited if p not in plan.protected]
+        before, after = plan.change.contents("before"), plan.change.contents("after")
+        return tamper.introduced(before={p: before[p] for p in judged}, after={p: after[p] for p in judged},
+                                 test_paths=set(plan.tests))
 
     def _repo(self, name: str, commit: str) -> RepoConfig:
         """The repository's effective configuration at ``commit`` (settings + its .genesis.yaml)."""
@@ -214,88 +243,73 @@ class Executor:
         if state.status == "missing":
             if view.kill_reason in ("timeout", "cancelled"):
                 # Killed before it ever ran (a Kubernetes pod still pending is deleted, not stopped).
-                await self._teardown(view.id, view.sandbox_name, reason=f"rollback: {view.kill_reason}")
+                await self.sandboxes.teardown(view.id, view.sandbox_name, reason=f"rollback: {view.kill_reason}")
                 raise Failure(view.kill_reason, f"{view.kill_reason}: the sandbox was stopped before it ran")
             raise SandboxGone(f"sandbox {view.sandbox_name} vanished before its results were collected")
-        output = await self.runtime.collect(view.sandbox_name, max_file_bytes=self.settings.max_output_file_bytes)
-        result = results.parse_runner_result(output.files, output.log_tail)
         cancelled = view.cancel_requested or view.kill_reason == "cancelled"
-        run = SandboxRun(state=state, output=output, result=result, timed_out=view.kill_reason == "timeout",
-                         cancelled=cancelled, created_wall_ms=0)
+        run = await self.sandboxes.collect(view.sandbox_name, state, timed_out=view.kill_reason == "timeout",
+                                           cancelled=cancelled)
         repo = self._repo(spec.repo, view.commit or "")
         validation = spec.validation or repo.validation
-        baseline_image = view.baseline_image or view.image
-        baseline = None
-        if baseline_image:
-            baseline = self.store.baseline(baseline_key(repo=spec.repo, commit=view.commit or "",
-                                                        validation=validation, image=baseline_image))
-        if baseline is None and not (run.cancelled or run.timed_out):
-            raise SandboxGone("the baseline of this experiment is no longer cached")
-        return await self._conclude(view, spec, run, baseline, view.image or "", ctx,
-                                    changed_inputs=dependency_changes(spec, repo))
+        baseline = self.store.baseline(self._baseline_key(spec, view.commit or "", validation,
+                                                          view.baseline_image or view.image or "", repo))
+        plan = await self._plan(spec, repo, view.commit or "")
+        artifacts.export(self.settings.artifacts_dir, view.id, run.output, full_log=run.log,
+                         diff=plan.change.diff())
+        try:
+            return await self._conclude(view, spec, run, baseline, plan, repo, validation, ctx)
+        except Failure as failure:
+            await self.sandboxes.teardown(view.id, run.name, reason=f"rollback: {failure.code}")
+            log.info("rollback_initiated", extra={**ctx, "phase": "Collecting", "code": failure.code})
+            raise
+        except SandboxGone:  # the infrastructure's doing: the attempt is retried
+            why = f"disrupted: {run.state.reason}" if run.state.disrupted else "sandbox ended without a result"
+            await self.sandboxes.teardown(view.id, run.name, reason=why)
+            raise
 
     # -- sandboxes ----------------------------------------------------------------
 
-    def _labels(self, view: ExperimentView, *, role: str, attempt: int) -> dict[str, str]:
-        return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: view.id, LABEL_INSTANCE: view.instance_id,
-                LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
+    def _labels(self, view: ExperimentView, *, role: str) -> dict[str, str]:
+        return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: view.id,
+                LABEL_INSTANCE: view.instance_id, LABEL_ROLE: role, LABEL_ATTEMPT: str(view.attempt)}
 
-    async def _launch(self, *, name: str, image: str, labels: dict[str, str], bundle: dict,
-                      spec: ExperimentRequest, experiment_id: str) -> int:
-        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation."""
+    def _sandbox(self, view: ExperimentView, *, name: str, image: str, role: str, writes: list[dict],
+                 validation: Validation, repo: RepoConfig) -> SandboxSpec:
+        spec = view.spec
+        assert spec is not None
         res = spec.resources
-        gpus = self.store.get(experiment_id).gpus  # whole devices the controller assigned at admission
-        sandbox = SandboxSpec(name=name, image=image, labels=labels, bundle=json.dumps(bundle).encode(),
-                              cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
-                              gpus=gpus, timeout_s=spec.timeout_ms / 1000)
-        # A leftover of an interrupted attempt under this name: never run twice.
-        await self._teardown(experiment_id, name, reason="leftover of an interrupted run")
-        created_wall_ms = int(time.time() * 1000)
-        started = time.monotonic()
-        try:
-            await self.runtime.create(sandbox)
-        except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
-            raise Failure(exc.code, str(exc)) from exc
-        self._audit(experiment_id, name, "created", f"image {image}",
-                    details={"cpu": res.cpu, "memory_bytes": res.memory_bytes, "pids": res.pids,
-                             "network": spec.network})
-        self._audit(experiment_id, name, "changes_applied", "bundle delivered to /genesis/in",
-                    details={"bundle_bytes": len(sandbox.bundle)})
-        await self.runtime.start(name)
-        metrics.observe_phase("sandbox_start", time.monotonic() - started)
-        self._audit(experiment_id, name, "started", f"{labels.get(LABEL_ROLE, 'experiment')} sandbox started")
-        return created_wall_ms
+        gpus = self.store.get(view.id).gpus  # whole devices the controller assigned at admission
+        return SandboxSpec(name=name, image=image, labels=self._labels(view, role=role),
+                           bundle=passes.bundle(writes, validation, repo.pytest_plugins),
+                           cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
+                           gpus=gpus, timeout_s=spec.timeout_ms / 1000)
 
-    async def _run_to_exit(self, *, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
-        """Wait for a sandbox this step owns (the baseline); kill it at the deadline or on cancel."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                await self.runtime.kill(name)
-                self._audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
-                return await self.runtime.inspect(name), True, False
-            state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
-            cancelled = self.store.get(experiment_id).cancel_requested
-            if state is not None:
-                self._audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
-                            details={"oom_killed": state.oom_killed})
-                return state, False, cancelled
-            if cancelled:
-                await self.runtime.kill(name)
-                self._audit(experiment_id, name, "stopped", "killed: cancelled by request")
-                return await self.runtime.inspect(name), False, True
-
-    async def _teardown(self, experiment_id: str, name: str, *, reason: str) -> float | None:
-        """Delete the sandbox (rollback); returns how long it took, in ms."""
-        return await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
-                                              actor=self.actor, reason=reason)
+    async def _extra_run(self, view: ExperimentView, *, suffix: str, writes: list[dict], validation: Validation,
+                         repo: RepoConfig) -> passes.Evidence:
+        """Pass B or a rerun of pass A, in a fresh sandbox of its own, to its evidence."""
+        spec = view.spec
+        assert spec is not None and view.sandbox_name is not None
+        sandbox = self._sandbox(view, name=f"{view.sandbox_name}-{suffix}", image=view.image or "",
+                                role="experiment-" + suffix.rstrip("0123456789"), writes=writes,
+                                validation=validation, repo=repo)
+        run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)
+        failure = passes.failure_of(run)
+        if failure is not None:
+            raise failure
+        return passes.judge(run, validation)
 
     # -- baseline -----------------------------------------------------------------
 
+    def _baseline_key(self, spec: ExperimentRequest, commit: str, validation: Validation, image: str,
+                      repo: RepoConfig) -> str:
+        verdict = self.settings.verdict
+        return baseline_key(repo=spec.repo, commit=commit, validation=validation, image=image,
+                            resources=spec.resources, plugins=repo.pytest_plugins,
+                            grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions)
+
     async def _baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
                         validation: Validation, repo: RepoConfig) -> CachedBaseline:
-        key = baseline_key(repo=spec.repo, commit=view.commit or "", validation=validation, image=image)
+        key = self._baseline_key(spec, view.commit or "", validation, image, repo)
         async with self._baseline_locks.setdefault(key, asyncio.Lock()):
             cached = self.store.baseline(key)
             if cached is not None:
@@ -304,44 +318,61 @@ class Executor:
 
     async def _run_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
                             validation: Validation, key: str, repo: RepoConfig) -> CachedBaseline:
+        """The unmodified snapshot, ``baseline_repetitions`` times: tests whose
+        outcome varies between the runs are flaky on this key."""
+        repetitions = self.settings.verdict.baseline_repetitions
         self.store.transition(view.id, Phase.BUILDING, reason="RunningBaseline", actor=self.actor,
-                              message="validation on the unmodified snapshot")
-        name = f"genesis-baseline-{key[:16]}"
-        bundle = {"changes": {}, "validation": validation.model_dump(mode="json")}
-        await self._launch(name=name, image=image, labels=self._labels(view, role="baseline", attempt=view.attempt),
-                           bundle=bundle, spec=spec, experiment_id=view.id)
-        state, timed_out, cancelled = await self._run_to_exit(name=name, experiment_id=view.id,
-                                                              timeout_s=spec.timeout_ms / 1000)
-        if state.status == "missing" and (timed_out or cancelled):
-            output = SandboxOutput(files={}, log_tail="")  # stopped before it ever ran (an unschedulable pod)
-        else:
-            output = await self.runtime.collect(name, max_file_bytes=self.settings.max_output_file_bytes)
-        await self._teardown(view.id, name, reason="baseline collected")
-        if cancelled:
-            raise Failure("cancelled", "cancelled while the baseline ran")
-        if state.disrupted:
-            raise SandboxGone(f"the baseline sandbox was ended by the infrastructure ({state.reason}: "
-                              f"{state.message or 'no message'})")
-        timed_out = timed_out or state.reason == "deadline_exceeded"
-        result = results.parse_runner_result(output.files, output.log_tail)
-        if result.status != "completed" and not (timed_out or state.oom_killed):
-            # The runner never finished (daemon restart, sandbox killed): infrastructure.
-            raise SandboxGone(f"the baseline sandbox ended without a result ({result.status})")
-        run = SandboxRun(state=state, output=output, result=result, timed_out=timed_out, cancelled=False,
-                         created_wall_ms=0)
-        files = run.output.files if run.output else {}
-        report = results.test_report(files, run.result.exit_code)
-        if report.failed or report.errors or result.exit_code:  # a clean baseline has no broken environment
-            self._check_environment(files, output.log_tail, result.exit_code, repo, view.commit or "")
-        # A baseline that times out or runs out of memory is still the truth
-        # about the unmodified tree (no passing tests), so it is cached too.
-        baseline = CachedBaseline(key=key, cases=report.cases, parse_errors=list(report.parse_errors),
-                                  runtime_ms=run.result.runtime_ms, exit_code=run.result.exit_code or 0,
+                              message=f"validation on the unmodified snapshot, {repetitions} time(s)")
+        reports: list[TestReport] = []
+        runtimes: list[int] = []
+        exit_code = 0
+        for index in range(repetitions):
+            sandbox = self._sandbox(view, name=f"genesis-baseline-{key[:16]}-{index}", image=image, role="baseline",
+                                    writes=[], validation=validation, repo=repo)
+            run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)
+            report, facts, final = self._baseline_run(run, validation, repo, view.commit or "")
+            reports.append(report)
+            runtimes.append(facts.runtime_ms)
+            exit_code = facts.exit_code
+            if final:  # timed out or out of memory: repeating it only costs more of the same
+                break
+        timing = grading.Timing(tuple(runtimes))
+        combined = grading.combine(reports)
+        baseline = CachedBaseline(key=key, cases=combined.cases, parse_errors=list(combined.parse_errors),
+                                  runtime_ms=timing.median_ms, exit_code=exit_code,
                                   llm_count=await asyncio.to_thread(self._tree_llm_count, spec.repo, view.commit),
-                                  created_at=utcnow())
+                                  flaky=sorted(grading.varying(reports)), runtimes_ms=runtimes, created_at=utcnow())
         self.store.put_baseline(baseline, repo=spec.repo, commit=view.commit or "",
                                 command=validation.command, image=image)
         return baseline
+
+    def _baseline_run(self, run: Run, validation: Validation, repo: RepoConfig,
+                      commit: str) -> tuple[TestReport, RunFacts, bool]:
+        """One repetition's report and figures, and whether it ended the series.
+
+        A baseline that times out or runs out of memory is still the truth
+        about the unmodified tree (no passing tests), so it is cached too.
+        """
+        if run.cancelled:
+            raise Failure("cancelled", "cancelled while the baseline ran")
+        failure = passes.failure_of(run)
+        files = run.output.files
+        if failure is not None and failure.code in ("timeout", "oom_killed"):
+            exit_code = run.state.exit_code if run.state.exit_code is not None else -1
+            report = results.test_report(files, exit_code) if validation.report == "junit" \
+                else results.test_report({}, exit_code)
+            return report, RunFacts(runtime_ms=0, exit_code=exit_code), True
+        try:
+            found = passes.judge(run, validation)
+        except Failure as exc:  # the unmodified tree's evidence does not hang together: not a change's fault
+            exit_code = run.state.exit_code if run.state.exit_code is not None else -1
+            self._check_environment(files, run.log, exit_code, repo, commit)  # the cause, when it is that
+            raise Failure("baseline_failed", f"the baseline's evidence is unusable, so no change can be judged "
+                                             f"on it: {exc}") from exc
+        report = found.report
+        if report.failed or report.errors or found.facts.exit_code:  # a clean baseline has no broken environment
+            self._check_environment(files, run.log, found.facts.exit_code, repo, commit)
+        return report, found.facts, False
 
     @staticmethod
     def _check_environment(files: dict[str, bytes], log_tail: str, exit_code: int | None, repo: RepoConfig,
@@ -364,56 +395,85 @@ class Executor:
 
     # -- verdict ------------------------------------------------------------------
 
-    async def _conclude(self, view: ExperimentView, spec: ExperimentRequest, run: SandboxRun,
-                        baseline: CachedBaseline | None, image: str, ctx: dict, *,
-                        changed_inputs: list[str]) -> ExperimentView:
-        name = view.sandbox_name or sandbox_name(view.id, view.attempt)
-        output = run.output
-        full_log = await self._full_log(name)
-        if output is not None:
-            artifacts.export(self.settings.artifacts_dir, view.id, output, full_log=full_log)
-        failure = self._run_failure(run)
-        if failure is None and run.state.disrupted:
-            # Evicted, preempted, node lost: not the change's fault, so the attempt is retried.
-            await self._teardown(view.id, name, reason=f"disrupted: {run.state.reason}")
-            raise SandboxGone(f"sandbox {name} was ended by the infrastructure ({run.state.reason}: "
-                              f"{run.state.message or 'no message'})")
+    async def _conclude(self, view: ExperimentView, spec: ExperimentRequest, run: Run,
+                        baseline: CachedBaseline | None, plan: Plan, repo: RepoConfig, validation: Validation,
+                        ctx: dict) -> ExperimentView:
+        failure = passes.failure_of(run)
         if failure is not None:
-            await self._teardown(view.id, name, reason=f"rollback: {failure.code}")
-            log.info("rollback_initiated", extra={**ctx, "phase": "Collecting", "code": failure.code})
             raise failure
-        if run.result.status != "completed" or baseline is None:
-            # The runner was killed from outside (daemon restart, host OOM, a
-            # node going away): not the change's fault, so the attempt is retried.
-            await self._teardown(view.id, name, reason="sandbox ended without a result")
-            raise SandboxGone(f"sandbox {name} ended without a result ({run.result.status}, "
-                              f"exit {run.state.exit_code})")
-        log.info("tests_completed", extra={**ctx, "phase": "Collecting", "exit_code": run.result.exit_code})
-        metrics.observe_phase("validation", run.result.runtime_ms / 1000)
-        files = output.files if output else {}
-        report = results.test_report(files, run.result.exit_code)
-        facts = results.run_facts(run.result, files)
+        evidence_a = passes.judge(run, validation)
+        if baseline is None:
+            raise SandboxGone("the baseline of this experiment is no longer cached")
+        log.info("tests_completed", extra={**ctx, "phase": "Collecting", "exit_code": evidence_a.facts.exit_code})
+        metrics.observe_phase("validation", evidence_a.facts.runtime_ms / 1000)
+        evidence_b = None
+        if plan.pass_b is not None:
+            evidence_b = await self._extra_run(view, suffix="b", writes=plan.pass_b, validation=validation, repo=repo)
+        grade, reruns = await self._grade(view, baseline, plan, repo, validation, evidence_a, evidence_b)
         base_report = TestReport(cases=baseline.cases, parse_errors=tuple(baseline.parse_errors))
         base_facts = RunFacts(runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code)
-        changed = results.changed_llm_count(baseline.llm_count, files, self.patterns)
-        figures = score(report=report, facts=facts, baseline_report=base_report, baseline_facts=base_facts,
-                        llm_reduction=llm_reduction(baseline.llm_count, changed))
+        timing = grading.Timing(tuple(baseline.runtimes_ms))
+        changed = results.changed_llm_count(baseline.llm_count, plan.change.contents("before"),
+                                            plan.change.contents("after"), self.patterns)
+        figures = score(report=grade.report, facts=evidence_a.facts, baseline_report=base_report,
+                        baseline_facts=base_facts, llm_reduction=llm_reduction(baseline.llm_count, changed),
+                        grade=grade, protected_changed=len(plan.protected), performance_noise=timing.noise)
         log.info("metrics_measured", extra={**ctx, "phase": "Collecting", "success_rate": figures.success_rate,
                                             "regression": figures.regression})
-        recommendation, why = capped_for_dependencies(*self.settings.policy.decide(figures), changed_inputs)
+        recommendation, why = capped_for_dependencies(*self.settings.policy.decide(figures),
+                                                      dependency_changes(spec, repo))
+        why = named(why, pass_to_fail=grade.pass_to_fail, protected=plan.protected, flaky=grade.names(grading.FLAKY))
+        return await self._finish(view, recommendation, why, figures=figures,
+                                  baseline=baseline_of(base_report, base_facts, timing),
+                                  tests=grade.summary(reruns=reruns, protected=plan.protected), ctx=ctx)
+
+    async def _grade(self, view: ExperimentView, baseline: CachedBaseline, plan: Plan, repo: RepoConfig,
+                     validation: Validation, evidence_a: passes.Evidence,
+                     evidence_b: passes.Evidence | None) -> tuple[grading.Grade, int]:
+        """Grade the passes; rerun pass A (fresh sandboxes, up to ``reruns``) while
+        a test that went PASS_TO_FAIL has not passed again. One that does is
+        flaky, and stays labelled for this baseline key."""
+        base = TestReport(cases=baseline.cases, parse_errors=tuple(baseline.parse_errors))
+        flaky = set(baseline.flaky)
+
+        def graded() -> grading.Grade:
+            return grading.grade(base=base, pass_a=evidence_a.report,
+                                 pass_b=evidence_b.report if evidence_b is not None else None,
+                                 edited_tests=plan.tests, flaky=flaky)
+
+        grade = graded()
+        suspects = grade.pass_to_fail
+        reruns: list[TestReport] = []
+        while suspects and len(reruns) < self.settings.verdict.reruns:
+            found = await self._extra_run(view, suffix=f"r{len(reruns) + 1}", writes=plan.pass_a,
+                                          validation=validation, repo=repo)
+            reruns.append(found.report)
+            if grading.passed_in(reruns, suspects) == set(suspects):
+                break
+        newly = grading.passed_in(reruns, suspects)
+        if newly:
+            self.store.add_flaky(baseline.key, sorted(newly))
+            flaky |= newly
+            grade = graded()
+        return grade, len(reruns)
+
+    async def _finish(self, view: ExperimentView, recommendation, why: str, *, figures, baseline, tests: dict,
+                      ctx: dict) -> ExperimentView:
+        """Preserve or roll back pass A's sandbox, and record the outcome."""
+        name = view.sandbox_name or sandbox_name(view.id, view.attempt)
         preserved_until = None
         if recommendation.preserves_sandbox:
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)
-            self._audit(view.id, name, "preserved", f"{recommendation.value}: kept for review",
-                        details={"until": preserved_until.isoformat(),
-                                 "artifacts": str(self.settings.artifacts_dir / view.id)})
+            self.sandboxes.audit(view.id, name, "preserved", f"{recommendation.value}: kept for review",
+                                 details={"until": preserved_until.isoformat(),
+                                          "artifacts": str(self.settings.artifacts_dir / view.id)})
         else:
-            await self._teardown(view.id, name, reason="rollback: " + why)
+            await self.sandboxes.teardown(view.id, name, reason="rollback: " + why[:200])
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting"})
         outcome = Outcome(
             experiment_id=view.id, instance_id=view.instance_id, status="success", recommendation=recommendation,
-            metrics=figures, baseline=baseline_of(base_report, base_facts), trace_id=view.trace_id,
-            sandbox=SandboxInfo(runtime=self.runtime.name, image=image, name=name,
+            metrics=figures, baseline=baseline, tests=tests, trace_id=view.trace_id,
+            sandbox=SandboxInfo(runtime=self.runtime.name, image=view.image or "", name=name,
                                 preserved=preserved_until is not None, preserved_until=preserved_until),
             timestamp=utcnow(),
         )
@@ -423,29 +483,6 @@ class Executor:
         log.info("experiment_complete", extra={**ctx, "phase": "Succeeded", "recommendation": recommendation.value})
         return final
 
-    @staticmethod
-    def _run_failure(run: SandboxRun) -> Failure | None:
-        if run.cancelled:
-            return Failure("cancelled", "cancelled by request while running")
-        if run.timed_out or run.state.reason == "deadline_exceeded":
-            return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
-        if run.state.oom_killed:
-            return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")
-        if run.result.status == "patch_failed":
-            return Failure("patch_failed", run.result.message or "the change did not apply")
-        return None
-
-    async def _full_log(self, name: str) -> str | None:
-        try:
-            chunks = [chunk async for chunk in self.runtime.logs(name, tail=5000)]
-        except GenesisError:
-            return None
-        return "".join(chunks)
-
     def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
         return lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
                               runtime_name=self.runtime.name)
-
-    def _audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
-        self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,
-                         reason=reason, **kw)

@@ -118,6 +118,11 @@ class Intake:
         if not (self._settings.images_dir / f"toolchain-{repo.toolchain}" / "Dockerfile").is_file():
             raise RequestRejected(f"toolchain {repo.toolchain!r} of repository {request.repo!r} does not exist "
                                   f"(no images/toolchain-{repo.toolchain}/Dockerfile)", code="invalid_repo_config")
+        if request.validation is not None and not repo.allow_validation_override:
+            raise RequestRejected(
+                f"repository {request.repo!r} owns its validation command; a request may not bring its own "
+                f"(allow_validation_override: false), since a change that picks its command picks its verdict",
+                code="validation_override_refused")
         changed = dependency_changes(request, repo)
         if changed and not repo.allow_dependency_changes:
             raise RequestRejected(

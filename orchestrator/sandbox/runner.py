@@ -2,12 +2,28 @@
 """Genesis sandbox runner: the entrypoint of every sandbox.
 
 Runs inside the sandbox, as the unprivileged sandbox user, with only the
-Python standard library. It reads the bundle the orchestrator delivered to
-``/genesis/in/bundle.json``, applies the change to ``/workspace`` (the
-sandbox's own copy-on-write layer over the snapshot image), runs the
-validation command, and writes ``/genesis/out/result.json``. The same
-document is printed as the last line of the log behind ``GENESIS-RESULT``,
-so a runtime that can read logs but not files (a Kubernetes pod) gets it too.
+Python standard library (and ``python3 -I``: nothing from the workspace or
+the environment can shadow its imports). It reads the bundle the
+orchestrator delivered to ``/genesis/in/bundle.json``, applies the change
+(file writes the orchestrator already computed from the request and the
+snapshot) to ``/workspace``, the sandbox's own copy-on-write layer over the
+snapshot image, and runs the validation command.
+
+Evidence, and who can forge it: before any of the change's code runs, the
+runner prints ``GENESIS-APPLIED`` (when the validation starts, what was
+written) as the first marker of the log, which the change can append to
+but never rewrite; the runner then exits with the validation's own exit
+status, so the runtime's record of the sandbox's exit is the validation's.
+Everything written afterwards (``/genesis/out``: the JUnit report,
+``metrics.json``, and the runner's closing ``result.json`` with cgroup
+figures, also printed behind ``GENESIS-RESULT``) is reachable by the
+change's code, which runs as the same user, and the orchestrator only
+cross-checks it (orchestrator/domain/evidence.py).
+
+The validation runs with installed pytest plugins switched off
+(``PYTEST_DISABLE_PLUGIN_AUTOLOAD``) except the repository's allow-list
+(``PYTEST_PLUGINS``), and with Genesis's audit hook
+(``/opt/genesis/audit/sitecustomize.py``) loaded before any of its code.
 
 On Kubernetes three environment variables adapt it to a pod whose root
 filesystem is read-only: the bundle arrives gzip+base64 through the
@@ -17,15 +33,12 @@ workspace to copy into the writable ``GENESIS_WORKSPACE`` first, and
 ``/genesis/out`` as a base64 tar.gz between ``GENESIS-OUT`` markers, just
 before the ``GENESIS-RESULT`` line, since a pod's files die with it.
 
-It does not judge anything: scoring happens in the orchestrator, which
-treats everything written here as untrusted.
-
-Exit codes: 0 validation ran (whatever its result), 3 the change did not
-apply, 4 the runner itself failed.
+Exit codes: the validation's (a signal N is 128+N); 3 the change did not
+apply, 4 the runner itself failed (told apart from a validation's 3 or 4 by
+the absence of the ``GENESIS-APPLIED`` line).
 """
 
 import base64
-import difflib
 import gzip
 import io
 import shutil
@@ -41,9 +54,11 @@ WORKSPACE = os.environ.get("GENESIS_WORKSPACE", "/workspace")
 IN_DIR = os.environ.get("GENESIS_IN", "/genesis/in")
 OUT_DIR = os.environ.get("GENESIS_OUT", "/genesis/out")
 RESULT_MARKER = "GENESIS-RESULT "
+APPLIED_MARKER = "GENESIS-APPLIED "
+AUDIT_DIR = os.environ.get("GENESIS_AUDIT_DIR", "/opt/genesis/audit")
 OUT_MARKER = "GENESIS-OUT"
 OUT_LINE_CHARS = 4096
-EXIT_OK, EXIT_PATCH_FAILED, EXIT_RUNNER_FAILED = 0, 3, 4
+EXIT_PATCH_FAILED, EXIT_RUNNER_FAILED = 3, 4
 
 
 class ChangeFailed(Exception):
@@ -101,43 +116,6 @@ def safe_target(rel):
     return target
 
 
-def patch_paths(patch):
-    paths = set()
-    for line in patch.splitlines():
-        match = re.match(r"^diff --git a/(\S+) b/(\S+)$", line)
-        if match:
-            paths.update(match.groups())
-    return paths
-
-
-def snapshot_files(paths, side):
-    """Copy the current version of each touched file to out/changes/<side>/."""
-    texts = {}
-    for rel in sorted(paths):
-        source = os.path.join(WORKSPACE, rel)
-        if os.path.isfile(source) and not os.path.islink(source):
-            with open(source, "rb") as handle:
-                data = handle.read()
-            dest = os.path.join(OUT_DIR, "changes", side, rel)
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            with open(dest, "wb") as handle:
-                handle.write(data)
-            texts[rel] = data
-    return texts
-
-
-def apply_patch(patch):
-    path = os.path.join(OUT_DIR, "change.patch")
-    with open(path, "w") as handle:
-        handle.write(patch if patch.endswith("\n") else patch + "\n")
-    proc = subprocess.run(
-        ["git", "apply", "--verbose", "--whitespace=nowarn", path],
-        cwd=WORKSPACE, capture_output=True, text=True,
-    )
-    if proc.returncode != 0:
-        raise ChangeFailed("git apply failed: " + (proc.stderr.strip() or proc.stdout.strip())[-2000:])
-
-
 def apply_file(change):
     target = safe_target(change["path"])
     if change.get("delete"):
@@ -145,60 +123,68 @@ def apply_file(change):
             raise ChangeFailed("cannot delete %r: no such file" % change["path"])
         os.unlink(target)
         return
+    if os.path.islink(target):
+        os.unlink(target)  # replace the link itself, never write through it
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    if change.get("symlink") is not None:
+        if os.path.lexists(target):
+            os.unlink(target)
+        os.symlink(change["symlink"], target)
+        return
     if change.get("content_b64") is not None:
         data = base64.b64decode(change["content_b64"])
     else:
         data = change.get("content", "").encode("utf-8")
-    if os.path.islink(target):
-        os.unlink(target)  # replace the link itself, never write through it
-    os.makedirs(os.path.dirname(target), exist_ok=True)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    if change.get("mode") == "755":
-        os.chmod(target, 0o755)
-
-
-def write_diff(before, after):
-    chunks = []
-    for rel in sorted(set(before) | set(after)):
-        old = before.get(rel, b"").decode("utf-8", "replace").splitlines(keepends=True)
-        new = after.get(rel, b"").decode("utf-8", "replace").splitlines(keepends=True)
-        chunks.extend(difflib.unified_diff(
-            old, new,
-            fromfile="a/" + rel if rel in before else "/dev/null",
-            tofile="b/" + rel if rel in after else "/dev/null",
-        ))
-    with open(os.path.join(OUT_DIR, "change.diff"), "w") as handle:
-        handle.writelines(chunks)
+    if change.get("mode") in ("644", "755"):
+        os.chmod(target, int(change["mode"], 8))
 
 
 def apply_changes(changes):
+    """Write the files the orchestrator computed; return the paths written."""
     files = changes.get("files") or []
-    patch = changes.get("patch") or ""
-    touched = patch_paths(patch) | {f["path"] for f in files}
-    for rel in touched:
-        safe_target(rel)
-    before = snapshot_files(touched, "before")
-    if patch.strip():
-        apply_patch(patch)
+    for change in files:
+        safe_target(change["path"])
     for change in files:
         apply_file(change)
-    after = snapshot_files(touched, "after")
-    write_diff(before, after)
-    return sorted(touched)
+    return sorted(change["path"] for change in files)
 
 
-def run_validation(validation, result):
+def validation_env(bundle, written):
+    """The validation's environment: no autoloaded plugins but the allow-list, the audit hook first."""
+    env = dict(os.environ, GENESIS_OUT=OUT_DIR, HOME=os.environ.get("HOME", "/tmp"),
+               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+               GENESIS_AUDIT_FILES=json.dumps([os.path.join(WORKSPACE, p) for p in written]),
+               GENESIS_AUDIT_RUNNER=str(os.getpid()))
+    plugins = [p for p in bundle.get("pytest_plugins") or [] if re.match(r"^[A-Za-z0-9_.]+$", p)]
+    if plugins:
+        env["PYTEST_PLUGINS"] = ",".join(plugins)
+    else:
+        env.pop("PYTEST_PLUGINS", None)
+    if os.path.isdir(AUDIT_DIR):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [AUDIT_DIR, os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def exit_status(returncode):
+    """A shell's view of a child's status: a signal N is 128+N."""
+    return 128 - returncode if returncode < 0 else min(returncode, 255)
+
+
+def run_validation(validation, result, env, written):
     workdir = safe_target(validation.get("workdir", ".")) if validation.get("workdir", ".") != "." else WORKSPACE
-    env = dict(os.environ, GENESIS_OUT=OUT_DIR, HOME=os.environ.get("HOME", "/tmp"))
     before = cgroup_usage()
     result["validation_started_ms"] = now_ms()
+    # The first marker of the log, before any of the change's code runs.
+    print(APPLIED_MARKER + json.dumps({"validation_started_ms": result["validation_started_ms"],
+                                       "touched": written}, sort_keys=True), flush=True)
     print("genesis-runner: validation %s" % json.dumps(validation["command"]), flush=True)
     started = time.monotonic()
     try:
         proc = subprocess.run(validation["command"], cwd=workdir, env=env)
-        result["exit_code"] = proc.returncode
+        result["exit_code"] = exit_status(proc.returncode)
     except OSError as exc:  # command not found, not executable
         print("genesis-runner: cannot run validation: %s" % exc, flush=True)
         result["exit_code"] = 127
@@ -272,9 +258,10 @@ def main():
             code = EXIT_PATCH_FAILED
         else:
             result["applied_ms"] = now_ms()
-            run_validation(bundle["validation"], result)
+            run_validation(bundle["validation"], result, validation_env(bundle, result["touched"]),
+                           result["touched"])
             result["status"] = "completed"
-            code = EXIT_OK
+            code = result["exit_code"]
     except Exception as exc:  # the runner must always leave a result behind
         result["message"] = "%s: %s" % (type(exc).__name__, exc)
     result["finished_ms"] = now_ms()

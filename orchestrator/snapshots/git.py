@@ -102,3 +102,16 @@ def read_blobs(repo: Path, commit: str, paths: Iterable[str]) -> dict[str, bytes
             out[path] = raw[offset:offset + size]
             offset += size + 1
     return out
+
+
+def modes(repo: Path, commit: str, paths: Iterable[str]) -> dict[str, str]:
+    """Git file modes (``100644``, ``100755``, ``120000`` for a symlink) of ``paths`` at ``commit``."""
+    paths = list(paths)
+    if not paths:
+        return {}
+    out: dict[str, str] = {}
+    for entry in _git(repo, "ls-tree", "-r", "-z", commit, "--", *paths).split(b"\0"):
+        if entry:
+            meta, _, path = entry.partition(b"\t")
+            out[path.decode()] = meta.split()[0].decode()
+    return out

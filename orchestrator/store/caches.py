@@ -18,6 +18,7 @@ class CachesMixin(StoreBase):
                 return None
             return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
                                   runtime_ms=row.runtime_ms, exit_code=row.exit_code, llm_count=row.llm_count,
+                                  flaky=sorted(row.flaky or []), runtimes_ms=list(row.runtimes_ms or []),
                                   created_at=_aware(row.created_at))
 
     @transient
@@ -27,7 +28,17 @@ class CachesMixin(StoreBase):
             session.merge(BaselineRow(key=baseline.key, repo=repo, commit=commit, command=command, image=image,
                                       cases=baseline.cases, parse_errors=baseline.parse_errors,
                                       runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code,
-                                      llm_count=baseline.llm_count, created_at=baseline.created_at))
+                                      llm_count=baseline.llm_count, flaky=sorted(baseline.flaky),
+                                      runtimes_ms=baseline.runtimes_ms, created_at=baseline.created_at))
+
+    @transient
+    def add_flaky(self, key: str, tests: list[str]) -> None:
+        """Label ``tests`` flaky for one baseline key: a rerun saw them pass, so
+        they never count as a regression on that key again."""
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            if row is not None:
+                row.flaky = sorted(set(row.flaky or []) | set(tests))
 
     @transient
     def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,

@@ -79,6 +79,11 @@ class MetricsRow(Base):
     io_operations: Mapped[int | None] = mapped_column(BigInteger)
     code_coverage_percent: Mapped[float | None] = mapped_column(Float)
     complexity_change: Mapped[int | None] = mapped_column(Integer)
+    pass_to_fail: Mapped[int | None] = mapped_column(Integer)  # migration 0005
+    fail_to_pass: Mapped[int | None] = mapped_column(Integer)
+    flaky_tests: Mapped[int | None] = mapped_column(Integer)
+    protected_changed: Mapped[int | None] = mapped_column(Integer)
+    performance_noise: Mapped[float | None] = mapped_column(Float)
     custom: Mapped[dict] = mapped_column(JSON, default=dict)
     baseline_success_rate: Mapped[float | None] = mapped_column(Float)
     baseline_test_count: Mapped[int | None] = mapped_column(Integer)
@@ -114,6 +119,8 @@ class BaselineRow(Base):
     runtime_ms: Mapped[int] = mapped_column(BigInteger)
     exit_code: Mapped[int] = mapped_column(Integer)
     llm_count: Mapped[int] = mapped_column(Integer)
+    flaky: Mapped[list | None] = mapped_column(JSON)  # migration 0005: tests seen to vary on this key
+    runtimes_ms: Mapped[list | None] = mapped_column(JSON)  # one per repetition
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 

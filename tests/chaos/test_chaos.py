@@ -30,7 +30,7 @@ def write_config(path: Path, repo: Path, **extra) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = path / "genesis.yaml"
     config.write_text(json.dumps({
-        "home": str(path), "repos": {"monorepo": {"path": str(repo)}}, "extra_labels": {TEST_LABEL: RUN_ID},
+        "home": str(path), "repos": {"monorepo": {"path": str(repo), "allow_validation_override": True}}, "extra_labels": {TEST_LABEL: RUN_ID},
         "pass_interval_s": 0.2, "backoff_base_s": 0.2, "backoff_limit": 50, "preserve_ttl_s": 3600, **extra}))
     return config
 
@@ -70,7 +70,7 @@ def stop(proc: subprocess.Popen) -> None:
 def experiment(*, passes: bool, seconds: float, **overrides) -> dict:
     script = f"import sys, time\ntime.sleep({seconds})\nsys.exit({0 if passes else 1})\n"
     return request_body(changes={"files": [{"path": "work.py", "content": script}]},
-                        validation={"command": ["python3", "work.py"]},
+                        validation={"command": ["python3", "work.py"], "report": "exit_code"},
                         resources={"cpu": 0.5, "memory": "256Mi", "pids": 128}, **overrides)
 
 

@@ -202,18 +202,20 @@ def test_toolchain_keeps_the_sandbox_contract(request, docker_client, toolchains
     image = toolchains.tags[toolchain]
     config = docker_client.images.get(image).attrs["Config"]
     assert config["User"] == "1000:1000" and config["WorkingDir"] == "/workspace"
-    assert config["Entrypoint"] == ["python3", "/opt/genesis/runner.py"]
+    assert config["Entrypoint"] == ["python3", "-I", "/opt/genesis/runner.py"]
     assert {k: config["Labels"].get(k) for k in ("genesis.managed-by", "genesis.kind")} == {
         "genesis.managed-by": "genesis", "genesis.kind": "toolchain"}
     assert {"HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"} <= set(config["Env"])
 
     script = ("find / -xdev -type d -perm -0002; "
-              "stat -c '%u:%g %n' /workspace /genesis/out /genesis/in /opt/genesis/runner.py; "
+              "stat -c '%u:%g %n' /workspace /genesis/out /genesis/in /opt/genesis/runner.py "
+              "/opt/genesis/audit/sitecustomize.py; "
               "getent passwd 1000 | cut -d: -f1; command -v git")
     out = docker_client.containers.run(image, ["-c", script], entrypoint="sh", user="0:0", network_mode="none",
                                        remove=True, labels={TEST_LABEL: RUN_ID}).decode().split("\n")
     assert out == ["/tmp", "1000:1000 /workspace", "1000:1000 /genesis/out", "0:0 /genesis/in",
-                   "0:0 /opt/genesis/runner.py", "sandbox", "/usr/bin/git", ""]
+                   "0:0 /opt/genesis/runner.py", "0:0 /opt/genesis/audit/sitecustomize.py", "sandbox",
+                   "/usr/bin/git", ""]
     runner = docker_client.containers.run(image, ["/opt/genesis/runner.py"], entrypoint="cat", network_mode="none",
                                           remove=True, labels={TEST_LABEL: RUN_ID})
     assert runner == (ROOT / "orchestrator" / "sandbox" / "runner.py").read_bytes()

@@ -91,7 +91,7 @@ def test_delete_pending_cancels_without_running(cli, tmp_path, docker_client):
 
 def test_delete_running_experiment_rolls_back(cli, tmp_path, config_file, docker_client):
     body = request_body(changes={"files": [{"path": "slow.py", "content": "import time\ntime.sleep(120)\n"}]},
-                        validation={"command": ["python3", "slow.py"]}, timeout_ms=300_000, priority=100)
+                        validation={"command": ["python3", "slow.py"], "report": "exit_code"}, timeout_ms=300_000, priority=100)
     cli("apply", "-f", write(tmp_path, body))
     env = dict(os.environ, GENESIS_CONFIG=str(config_file))
     serve = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "serve"], env=env, cwd=ROOT,

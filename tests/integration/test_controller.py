@@ -23,7 +23,7 @@ def submit(app, **overrides) -> str:
 
 def sleeper(seconds: float, **overrides) -> dict:
     return dict(changes={"files": [{"path": "nap.py", "content": f"import time\ntime.sleep({seconds})\n"}]},
-                validation={"command": ["python3", "nap.py"]}, **overrides)
+                validation={"command": ["python3", "nap.py"], "report": "exit_code"}, **overrides)
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_orphans_are_reaped_and_audited(app, docker_client):
         TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "elsewhere",
         "genesis.experiment-id": "not-ours"})
     finished = run_experiment(app, request_body(changes={"files": [{"path": "x.py", "content": "x = 1\n"}]},
-                                                validation={"command": ["false"]}))
+                                                validation={"command": ["false"], "report": "exit_code"}))
     assert finished.recommendation.value == "rollback"
     stray = docker_client.containers.create(image, entrypoint="true", name=f"genesis-stray-{RUN_ID}", labels={
         TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "default",

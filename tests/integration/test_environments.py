@@ -187,7 +187,7 @@ def test_secrets_reach_the_build_but_never_the_image_or_a_sandbox(env_app, proje
         assert not [name for name in names if name.startswith("run/genesis-build")]
         config = docker_client.images.get(tag).attrs["Config"]
         assert not any("genesis-build" in e or SECRET in e for e in config["Env"])
-        assert config["User"] == "1000:1000" and config["Entrypoint"] == ["python3", "/opt/genesis/runner.py"]
+        assert config["User"] == "1000:1000" and config["Entrypoint"] == ["python3", "-I", "/opt/genesis/runner.py"]
     probe = ("import os, pathlib\n\n\ndef test_no_secrets_here():\n"
              "    assert not pathlib.Path('/run/genesis-build').exists()\n"
              f"    assert not any({SECRET!r} in v or 'genesis-build' in v for v in os.environ.values())\n"
@@ -365,15 +365,20 @@ def test_images_build_and_get_images_from_the_cli(env_app, project, capsys):
 
 
 def test_a_change_s_inputs_are_the_base_inputs_with_its_edits_and_links_are_never_followed(env_app, project):
+    from orchestrator.errors import RequestRejected
     from orchestrator.snapshots import repofile
 
     repo = repofile.effective(env_app.settings.repos["envdeps"], project["c1"])
     patch = ("diff --git a/requirements.txt b/requirements.txt\n--- a/requirements.txt\n+++ b/requirements.txt\n"
              "@@ -1 +1,2 @@\n text-unidecode==1.3\n+six==1.16.0\n"
              "diff --git a/requirements-link.txt b/requirements-link.txt\nnew file mode 120000\n"
-             "--- /dev/null\n+++ b/requirements-link.txt\n@@ -0,0 +1 @@\n+requirements.txt\n\\ No newline at end of file\n"
-             "diff --git a/mod.py b/mod.py\n--- a/mod.py\n+++ b/mod.py\n@@ -1 +1 @@\n-nothing that matches\n+x\n")
+             "--- /dev/null\n+++ b/requirements-link.txt\n@@ -0,0 +1 @@\n+requirements.txt\n\\ No newline at end of file\n")
     files = [{"path": "requirements-extra.txt", "content": "idna==3.7\n"}]
+    # The whole patch must apply, as in the sandbox: one hunk that does not is patch_failed.
+    stale = patch + "diff --git a/mod.py b/mod.py\n--- a/mod.py\n+++ b/mod.py\n@@ -1 +1 @@\n-nothing that matches\n+x\n"
+    with pytest.raises(RequestRejected) as refused:
+        repofile.changed_inputs(repo, project["c1"], patch=stale, files=files)
+    assert refused.value.code == "patch_failed"
     inputs = repofile.changed_inputs(repo, project["c1"], patch=patch, files=files)
     assert inputs == {"requirements.txt": b"text-unidecode==1.3\nsix==1.16.0\n",
                       "requirements-extra.txt": b"idna==3.7\n"}

@@ -112,7 +112,7 @@ for path in targets:
     except OSError:
         blocked += 1
 allowed = 0
-for path in ["/workspace/ok.txt", "/tmp/ok.txt", "/genesis/out/ok.txt"]:
+for path in ["/workspace/ok.txt", "/tmp/ok.txt"]:  # /genesis/out is the evidence: see the hostile corpus
     with open(path, "w") as f:
         f.write("x")
     allowed += 1
@@ -120,7 +120,7 @@ report(blocked=blocked, targets=len(targets), allowed=allowed)
 """
     figures = custom(run_experiment(app, hostile(script)))
     assert figures["blocked"] == figures["targets"] == 8
-    assert figures["allowed"] == 3
+    assert figures["allowed"] == 2
 
 
 def test_host_filesystem_and_privileges_are_out_of_reach(app, tmp_path):
@@ -193,4 +193,4 @@ def test_a_write_through_a_symlink_is_refused_even_inside_the_tree(app):
     view = run_experiment(app, request_body(changes={"patch": patch, "files": [
         {"path": "link/extra.py", "content": "x = 1\n"}]}))
     assert (view.phase.value, view.reason) == ("Failed", "patch_failed"), view.message
-    assert "walks through a symlink" in view.message
+    assert "through a symlink" in view.message

@@ -56,7 +56,7 @@ def test_good_change_merges_and_is_preserved_bad_change_rolls_back(app, docker_c
     assert len(kept) == 1 and kept[0].status == "exited"
     assert good.outcome.sandbox.preserved and good.preserved_until is not None
     assert sandboxes_of(docker_client, bad.id) == []
-    diff = (app.settings.artifacts_dir / good.id / "out" / "change.diff").read_text()
+    diff = (app.settings.artifacts_dir / good.id / "change.diff").read_text()
     assert "+    return \"complex\" if len(task.split()) > 6 else \"simple\"" in diff
 
     deleted = [h for h in app.store.history(bad.id) if h.action == "deleted"]

@@ -61,7 +61,7 @@ def nats_app(tmp_path, sample_repo, nats_server, docker_client):
 
     config = tmp_path / "genesis.yaml"
     config.write_text(json.dumps({
-        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo)}},
+        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}},
         "extra_labels": {TEST_LABEL: RUN_ID}, "pass_interval_s": 0.1, "max_concurrent": 6, "preserve_ttl_s": 0,
         "nats": {"url": nats_server.url, "legacy_mirrors": True}}))
     app = App(load_settings(config))
@@ -71,7 +71,7 @@ def nats_app(tmp_path, sample_repo, nats_server, docker_client):
 
 def quick(**overrides) -> dict:
     """A trivial experiment (validation `true`), small enough to run six at once."""
-    body = request_body(validation={"command": ["true"]}, resources={"cpu": 0.25, "memory": "128Mi", "pids": 64})
+    body = request_body(validation={"command": ["true"], "report": "exit_code"}, resources={"cpu": 0.25, "memory": "128Mi", "pids": 64})
     body.update(overrides)
     return body
 

@@ -34,7 +34,7 @@ def make_app(tmp_path, sample_repo, nats_settings: dict, **extra):
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "genesis.yaml"
     config.write_text(json.dumps({
-        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo)}}, "extra_labels": {TEST_LABEL: RUN_ID},
+        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}}, "extra_labels": {TEST_LABEL: RUN_ID},
         "pass_interval_s": 0.1, "preserve_ttl_s": 0, "nats": nats_settings, **extra}))
     return App(load_settings(config))
 

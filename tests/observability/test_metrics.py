@@ -106,7 +106,7 @@ def serve_with_metrics(tmp_path, sample_repo, docker_client):
     port = free_port()
     config = tmp_path / "genesis.yaml"
     config.write_text(json.dumps({
-        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo)}}, "extra_labels": {TEST_LABEL: RUN_ID},
+        "home": str(tmp_path), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}}, "extra_labels": {TEST_LABEL: RUN_ID},
         "pass_interval_s": 0.2, "max_concurrent": 2, "metrics_port": port, "sandbox_sample_interval_s": 0.3}))
     app = App(load_settings(config))
     log = open(tmp_path / "serve.log", "ab")
@@ -136,7 +136,7 @@ def test_prometheus_scrapes_serve_and_its_figures_match_the_store(serve_with_met
                    what="Prometheus's first successful scrape")
         sleeper = hostile("import time\nblock = bytearray(64 * 2**20)\ntime.sleep(8)\n",
                           resources={"cpu": 0.5, "memory": "256Mi", "pids": 64})
-        bodies = [sleeper, request_body(), request_body(validation={"command": ["false"]})]
+        bodies = [sleeper, request_body(), request_body(validation={"command": ["false"], "report": "exit_code"})]
         for body in bodies:
             assert app.intake.submit(json.dumps(body).encode()).error is None
         name = f"genesis-{sleeper['experiment_id']}-a1"
@@ -198,7 +198,7 @@ def test_genesis_top_shows_live_use_against_limits(app, config_file, monkeypatch
 def test_log_events_of_the_old_design_are_emitted(app, caplog):
     caplog.set_level(logging.INFO)
     ok = run_experiment(app, request_body())
-    bad = run_experiment(app, request_body(validation={"command": ["false"]}))
+    bad = run_experiment(app, request_body(validation={"command": ["false"], "report": "exit_code"}))
     slow = run_experiment(app, hostile("while True:\n    pass\n", timeout_ms=2000))
     events = {}
     for record in caplog.records:

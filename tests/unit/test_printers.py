@@ -208,6 +208,18 @@ def test_describe_shows_spec_metrics_with_baseline_and_events() -> None:
     assert conditions[1].split() == ["Succeeded", "True", "Verdict", "merge"]
 
 
+def test_describe_names_the_tests_behind_the_verdict() -> None:
+    tests = {"passes": 2, "reruns": 3, "protected_edited": ["conftest.py"],
+             "PASS_TO_FAIL": {"count": 6, "names": [f"t::{i}" for i in range(6)]},
+             "FLAKY": {"count": 1, "names": ["t::flaky"]}, "NEW": {"count": 0, "names": []}}
+    outcome = OUTCOME.model_copy(update={"tests": tests})
+    text = describe(view(outcome=outcome), _history(), now=NOW)
+    assert "Tests:           2 pass(es), 3 rerun(s)" in text
+    assert "  PASS_TO_FAIL: 6  (t::0, t::1, t::2, t::3, t::4, …)" in text
+    assert "  FLAKY: 1  (t::flaky)" in text and "NEW" not in text
+    assert "  protected edited: conftest.py" in text
+
+
 def test_describe_of_a_rejected_request() -> None:
     outcome = Outcome(experiment_id="manual-1", instance_id="ops", status="failed",
                       recommendation=Recommendation.ROLLBACK, timestamp=NOW,

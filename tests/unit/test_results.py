@@ -223,22 +223,16 @@ def test_run_facts_without_exit_code_is_minus_one() -> None:
 
 
 def test_changed_llm_count_subtracts_before_and_adds_after() -> None:
-    files = {
-        "changes/before/lib/a.py": b"call_llm(1)\ncall_llm(2)\ncall_llm(3)\n",
-        "changes/after/lib/a.py": b"call_llm(1)\n",
-        "changes/after/web/new.js": b"callLLM(x)",
-        "changes/before/lib/deleted.py": b"client.messages.create()\n",
-        "junit.xml": JUNIT,
-        "other/changes/after/x.py": b"call_llm()\n",  # not under changes/
-    }
+    before = {"lib/a.py": b"call_llm(1)\ncall_llm(2)\ncall_llm(3)\n", "web/new.js": None,
+              "lib/deleted.py": b"client.messages.create()\n"}
+    after = {"lib/a.py": b"call_llm(1)\n", "web/new.js": b"callLLM(x)", "lib/deleted.py": None}
     # 10 - 3 + 1 + 1 - 1
-    assert changed_llm_count(10, files, LlmPatterns()) == 8
+    assert changed_llm_count(10, before, after, LlmPatterns()) == 8
 
 
 def test_changed_llm_count_without_changed_files_is_the_baseline() -> None:
-    assert changed_llm_count(7, {"junit.xml": JUNIT}, LlmPatterns()) == 7
+    assert changed_llm_count(7, {}, {}, LlmPatterns()) == 7
 
 
 def test_changed_llm_count_never_negative() -> None:
-    files = {"changes/before/a.py": b"call_llm()\ncall_llm()\n"}
-    assert changed_llm_count(1, files, LlmPatterns()) == 0
+    assert changed_llm_count(1, {"a.py": b"call_llm()\ncall_llm()\n"}, {"a.py": None}, LlmPatterns()) == 0

@@ -1,0 +1,220 @@
+"""One validation run in its own sandbox, and what Genesis believes about it.
+
+Every run (the baseline's repetitions, an experiment's pass A and pass B,
+and the reruns of pass A) starts from a pristine sandbox: the snapshot
+image plus a set of file writes, never a workspace a run has written.
+
+What a run's evidence is made of, most trusted first (see
+:mod:`orchestrator.domain.evidence`): the runtime's record of the sandbox
+(exit status, end time, OOM kill, disruption), the runner's first log line
+(``GENESIS-APPLIED``), then what the validation's processes wrote (the
+JUnit report, the runner's closing document, the test runner's summary, the
+audit hook's ``GENESIS-AUDIT`` lines), which are only cross-checked. The
+cause wins over the symptom (SPEC §5): cancelled, timeout, oom_killed,
+patch_failed and the infrastructure's own doing are decided before any
+report is read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from orchestrator.domain import evidence, results
+from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
+from orchestrator.domain.models import Validation
+from orchestrator.domain.scoring import RunFacts
+from orchestrator.errors import GenesisError, RequestRejected, SandboxGone
+from orchestrator.pipeline import lifecycle
+from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState
+from orchestrator.store.repository import Store
+from orchestrator.telemetry import metrics
+
+CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis delete`
+HEAD_BYTES = 1 << 20  # how much of a log's beginning is read for the runner's first line
+AUDIT_MARKER = "GENESIS-AUDIT "
+LOG_LINES = 5000
+
+
+class Failure(Exception):
+    """An experiment ends as Failed with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished sandbox, as collected."""
+
+    name: str
+    state: SandboxState
+    output: SandboxOutput
+    head: str  # the log's beginning (the runner's first line is there)
+    log: str  # the log's last LOG_LINES lines
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What Genesis believes about one run."""
+
+    report: TestReport
+    facts: RunFacts
+    audit: tuple[str, ...]
+
+
+def failure_of(run: Run) -> Failure | None:
+    """The cause, when the run ended for a reason other than its tests (decided first)."""
+    result = results.parse_runner_result(run.output.files, run.output.log_tail)
+    if run.cancelled:
+        return Failure("cancelled", "cancelled by request while running")
+    if run.timed_out or run.state.reason == "deadline_exceeded":
+        return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
+    if run.state.oom_killed:
+        return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")
+    if evidence.applied_marker(run.head) is None and result.status == "patch_failed":
+        return Failure("patch_failed", result.message or "the change did not apply")
+    return None
+
+
+def judge(run: Run, validation: Validation) -> Evidence:
+    """The run's evidence, or ``SandboxGone`` (the infrastructure's doing: retried)
+    or a :class:`Failure` (``tampering_suspected``, ``evidence_inconsistent``)."""
+    if run.state.disrupted:
+        raise SandboxGone(f"sandbox {run.name} was ended by the infrastructure ({run.state.reason}: "
+                          f"{run.state.message or 'no message'})")
+    files = run.output.files
+    audit = tuple(line[len(AUDIT_MARKER):][:400] for line in (run.head + "\n" + run.log).splitlines()
+                  if line.startswith(AUDIT_MARKER))
+    if audit:  # the cause: whatever else the run left is its symptom
+        raise Failure("tampering_suspected", "the change reached into the test runner or its evidence at run "
+                                             "time: " + "; ".join(sorted(set(audit))[:5]))
+    result = results.parse_runner_result(files, run.output.log_tail)
+    applied = evidence.applied_marker(run.head)
+    if applied is None or result.status != "completed":
+        # Killed from outside (daemon restart, host OOM, a node going away), or a
+        # runner killed by what it ran: never a verdict, retried up to the backoff limit.
+        raise SandboxGone(f"sandbox {run.name} ended without a result ({result.status}, "
+                          f"exit {run.state.exit_code})")
+    exit_code = run.state.exit_code if run.state.exit_code is not None else -1
+    engine_ms = None
+    if run.state.finished_at is not None:
+        engine_ms = max(int(run.state.finished_at.timestamp() * 1000) - applied.validation_started_ms, 0)
+    documents = results.junit_documents(files)
+    if validation.report == "junit":
+        report = parse_junit(documents) if documents else TestReport()
+    else:
+        report = from_exit_code(exit_code)
+    why = evidence.inconsistency(report_kind=validation.report, report=report, has_report=bool(documents),
+                                 truncated=list(run.output.truncated), exit_code=exit_code,
+                                 runner_exit=result.exit_code, runner_runtime_ms=result.runtime_ms,
+                                 engine_runtime_ms=engine_ms, log_text=run.log)
+    if why is not None:
+        raise Failure("evidence_inconsistent", f"{run.name}: {why}")
+    facts = results.run_facts(result, files)
+    return Evidence(report=report, facts=facts, audit=audit)
+
+
+class Sandboxes:
+    """Creates, waits for, collects and removes the sandboxes of one step."""
+
+    def __init__(self, *, runtime: Runtime, store: Store, actor: str, max_file_bytes: int) -> None:
+        self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
+
+    async def launch(self, spec: SandboxSpec, *, experiment_id: str) -> int:
+        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation."""
+        # A leftover of an interrupted attempt under this name: never run twice.
+        await self.teardown(experiment_id, spec.name, reason="leftover of an interrupted run")
+        created_wall_ms = int(time.time() * 1000)
+        started = time.monotonic()
+        try:
+            await self.runtime.create(spec)
+        except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
+            raise Failure(exc.code, str(exc)) from exc
+        self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
+                   details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
+                            "network": spec.network})
+        self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
+                   details={"bundle_bytes": len(spec.bundle)})
+        await self.runtime.start(spec.name)
+        metrics.observe_phase("sandbox_start", time.monotonic() - started)
+        self.audit(experiment_id, spec.name, "started", f"{spec.labels.get('genesis.role', 'experiment')} started")
+        return created_wall_ms
+
+    async def run(self, spec: SandboxSpec, *, experiment_id: str, timeout_s: float) -> Run:
+        """Launch, wait (killing at the deadline or on cancel), collect and remove one sandbox."""
+        await self.launch(spec, experiment_id=experiment_id)
+        state, timed_out, cancelled = await self._run_to_exit(spec.name, experiment_id, timeout_s)
+        if state.status == "missing" and (timed_out or cancelled):
+            run = Run(spec.name, state, SandboxOutput(files={}, log_tail=""), "", "", timed_out, cancelled)
+        else:
+            run = await self.collect(spec.name, state, timed_out=timed_out, cancelled=cancelled)
+        await self.teardown(experiment_id, spec.name, reason="run collected")
+        return run
+
+    async def collect(self, name: str, state: SandboxState, *, timed_out: bool = False,
+                      cancelled: bool = False) -> Run:
+        output = await self.runtime.collect(name, max_file_bytes=self.max_file_bytes)
+        head, log = await self._log_head(name), await self._log_tail(name)
+        return Run(name, state, output, head, log if log is not None else output.log_tail, timed_out, cancelled)
+
+    async def _run_to_exit(self, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self.runtime.kill(name)
+                self.audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
+                return await self.runtime.inspect(name), True, False
+            state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
+            cancelled = self.store.get(experiment_id).cancel_requested
+            if state is not None:
+                self.audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
+                           details={"oom_killed": state.oom_killed})
+                return state, False, cancelled
+            if cancelled:
+                await self.runtime.kill(name)
+                self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
+                return await self.runtime.inspect(name), False, True
+
+    async def _log_head(self, name: str) -> str:
+        """The log's beginning: up to the runner's first marker, at most HEAD_BYTES."""
+        seen: list[str] = []
+        size = 0
+        try:
+            async with aclosing(self.runtime.logs(name)) as chunks:
+                async for chunk in chunks:
+                    seen.append(chunk)
+                    size += len(chunk)
+                    recent = "".join(seen[-2:])  # a marker may straddle two chunks
+                    if size >= HEAD_BYTES or "GENESIS-APPLIED " in recent or "GENESIS-RESULT " in recent:
+                        break
+        except GenesisError:
+            pass
+        return "".join(seen)[:HEAD_BYTES]
+
+    async def _log_tail(self, name: str) -> str | None:
+        try:
+            return "".join([chunk async for chunk in self.runtime.logs(name, tail=LOG_LINES)])
+        except GenesisError:
+            return None
+
+    async def teardown(self, experiment_id: str, name: str, *, reason: str) -> float | None:
+        """Delete the sandbox (rollback); returns how long it took, in ms."""
+        return await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
+                                              actor=self.actor, reason=reason)
+
+    def audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
+        self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,
+                         reason=reason, **kw)
+
+
+def bundle(writes: list[dict], validation: Validation, pytest_plugins: list[str]) -> bytes:
+    """What the runner reads from /genesis/in/bundle.json."""
+    return json.dumps({"changes": {"files": writes}, "validation": validation.model_dump(mode="json"),
+                       "pytest_plugins": pytest_plugins}).encode()
