@@ -57,6 +57,8 @@ class RepoConfig(BaseModel):
     test_files: list[str] | None = None
     # pytest plugins that load although installed plugins do not autoload.
     pytest_plugins: list[str] = Field(default_factory=list, max_length=64)
+    # One test's setup, call and teardown (pytest); past it that test fails alone. None: off.
+    test_timeout_s: float | None = Field(default=300.0, gt=0)
 
     def with_file(self, file: RepoFile | None) -> "RepoConfig":
         """These settings with the repository's own ``.genesis.yaml`` on top."""

@@ -1,6 +1,7 @@
 """Verdicts: flaky tests and repetition times per baseline; the verdict's own
 figures (PASS_TO_FAIL, FAIL_TO_PASS, flaky tests, protected files edited,
-the baseline's runtime spread) per experiment run.
+the baseline's runtime spread and how far a change goes past it) per
+experiment run.
 
 Revision ID: 0005
 Revises: 0004
@@ -14,7 +15,7 @@ branch_labels = None
 depends_on = None
 
 METRICS = (("pass_to_fail", sa.Integer), ("fail_to_pass", sa.Integer), ("flaky_tests", sa.Integer),
-           ("protected_changed", sa.Integer), ("performance_noise", sa.Float))
+           ("protected_changed", sa.Integer), ("performance_noise", sa.Float), ("performance_excess", sa.Float))
 
 
 def upgrade() -> None:

@@ -87,6 +87,7 @@ class RepoFile(BaseModel):
     protected: list[str] | None = Field(default=None, max_length=256)
     test_files: list[str] | None = Field(default=None, max_length=256)
     pytest_plugins: list[str] | None = Field(default=None, max_length=64)
+    test_timeout_s: float | None = Field(default=None, gt=0)
 
 
 def input_paths(paths: Iterable[str], globs: Iterable[str]) -> list[str]:

@@ -207,6 +207,7 @@ class Metrics(BaseModel):
     flaky_tests: int = 0  # tests whose outcome varied between runs of one tree
     protected_changed: int = 0  # protected test-infrastructure files the change edits
     performance_noise: float | None = None  # spread of the baseline's runtimes, as a share
+    performance_excess: float | None = None  # performance_delta beyond that spread (0 inside it)
     custom: dict[str, float] = Field(default_factory=dict)
 
 

@@ -49,6 +49,17 @@ def clean_custom(raw: object) -> dict[str, float]:
     return out
 
 
+def excess(delta: float | None, noise: float | None) -> float | None:
+    """How far a runtime change goes past the baseline's own spread, signed;
+    0 inside it. A policy clause ``performance_excess > 0.1`` reads "slower
+    by more than 10 % beyond what the unchanged tree varies by"."""
+    if delta is None or noise is None:
+        return None
+    if abs(delta) <= noise:
+        return 0.0
+    return round(delta - noise if delta > 0 else delta + noise, 4)
+
+
 def baseline_of(report: TestReport, facts: RunFacts, timing: Timing | None = None) -> Baseline:
     runs = list(timing.runtimes_ms) if timing is not None else []
     return Baseline(success_rate=report.success_rate, test_count=report.total, runtime_ms=facts.runtime_ms,
@@ -82,6 +93,7 @@ def score(
         flaky_tests=len(grade.names(FLAKY)) if grade is not None else 0,
         protected_changed=protected_changed,
         performance_noise=None if performance_noise is None else round(performance_noise, 4),
+        performance_excess=excess(perf, performance_noise),
         llm_reduction=llm_reduction,
         performance_delta=perf,
         runtime_ms=facts.runtime_ms,

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from orchestrator.domain import grading, results, tamper
+from orchestrator.domain import evidence, grading, results, tamper
 from orchestrator.domain.environment import REPO_FILE, environment_failure, repo_modules
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
@@ -62,12 +62,12 @@ def sandbox_name(experiment_id: str, attempt: int) -> str:
 
 
 def baseline_key(*, repo: str, commit: str, validation: Validation, image: str, resources: Resources,
-                 plugins: list[str], grading_version: int, repetitions: int) -> str:
+                 plugins: list[str], grading_version: int, repetitions: int, test_timeout_s: float | None) -> str:
     """One baseline per tree, command, image, resources and way of grading:
     a change is timed against a baseline that ran with its own resources."""
     doc = json.dumps([repo, commit, validation.command, validation.workdir, validation.report, image,
                       resources.cpu, resources.memory_bytes, resources.gpu, sorted(plugins), grading_version,
-                      repetitions])
+                      repetitions, test_timeout_s])
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
@@ -280,7 +280,8 @@ class Executor:
         res = spec.resources
         gpus = self.store.get(view.id).gpus  # whole devices the controller assigned at admission
         return SandboxSpec(name=name, image=image, labels=self._labels(view, role=role),
-                           bundle=passes.bundle(writes, validation, repo.pytest_plugins),
+                           bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,
+                                                test_timeout_s=repo.test_timeout_s),
                            cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
                            gpus=gpus, timeout_s=spec.timeout_ms / 1000)
 
@@ -305,7 +306,8 @@ class Executor:
         verdict = self.settings.verdict
         return baseline_key(repo=spec.repo, commit=commit, validation=validation, image=image,
                             resources=spec.resources, plugins=repo.pytest_plugins,
-                            grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions)
+                            grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions,
+                            test_timeout_s=repo.test_timeout_s)
 
     async def _baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
                         validation: Validation, repo: RepoConfig) -> CachedBaseline:
@@ -404,13 +406,17 @@ class Executor:
         evidence_a = passes.judge(run, validation)
         if baseline is None:
             raise SandboxGone("the baseline of this experiment is no longer cached")
+        base_report = TestReport(cases=baseline.cases, parse_errors=tuple(baseline.parse_errors))
+        missing = evidence.missing_tests(base_report, evidence_a.report, exempt=set(baseline.flaky))
+        if missing:  # pass A runs the base's own test files: every base test must be there
+            raise Failure("evidence_inconsistent", f"{run.name}: {len(missing)} of the base's tests did not run and "
+                                                   f"no error says why: {', '.join(missing[:5])}")
         log.info("tests_completed", extra={**ctx, "phase": "Collecting", "exit_code": evidence_a.facts.exit_code})
         metrics.observe_phase("validation", evidence_a.facts.runtime_ms / 1000)
         evidence_b = None
         if plan.pass_b is not None:
             evidence_b = await self._extra_run(view, suffix="b", writes=plan.pass_b, validation=validation, repo=repo)
         grade, reruns = await self._grade(view, baseline, plan, repo, validation, evidence_a, evidence_b)
-        base_report = TestReport(cases=baseline.cases, parse_errors=tuple(baseline.parse_errors))
         base_facts = RunFacts(runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code)
         timing = grading.Timing(tuple(baseline.runtimes_ms))
         changed = results.changed_llm_count(baseline.llm_count, plan.change.contents("before"),

@@ -214,7 +214,8 @@ class Sandboxes:
                          reason=reason, **kw)
 
 
-def bundle(writes: list[dict], validation: Validation, pytest_plugins: list[str]) -> bytes:
+def bundle(writes: list[dict], validation: Validation, *, pytest_plugins: list[str],
+           test_timeout_s: float | None) -> bytes:
     """What the runner reads from /genesis/in/bundle.json."""
     return json.dumps({"changes": {"files": writes}, "validation": validation.model_dump(mode="json"),
-                       "pytest_plugins": pytest_plugins}).encode()
+                       "pytest_plugins": pytest_plugins, "test_timeout_s": test_timeout_s}).encode()

@@ -22,7 +22,8 @@ cross-checks it (orchestrator/domain/evidence.py).
 
 The validation runs with installed pytest plugins switched off
 (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``) except the repository's allow-list
-(``PYTEST_PLUGINS``), and with Genesis's audit hook
+(``PYTEST_PLUGINS``) and Genesis's per-test timeout
+(``/opt/genesis/audit/genesis_timeout.py``), and with Genesis's audit hook
 (``/opt/genesis/audit/sitecustomize.py``) loaded before any of its code.
 
 On Kubernetes three environment variables adapt it to a pod whose root
@@ -159,6 +160,9 @@ def validation_env(bundle, written):
                GENESIS_AUDIT_FILES=json.dumps([os.path.join(WORKSPACE, p) for p in written]),
                GENESIS_AUDIT_RUNNER=str(os.getpid()))
     plugins = [p for p in bundle.get("pytest_plugins") or [] if re.match(r"^[A-Za-z0-9_.]+$", p)]
+    if bundle.get("test_timeout_s") and os.path.isfile(os.path.join(AUDIT_DIR, "genesis_timeout.py")):
+        plugins.append("genesis_timeout")  # one hanging test fails alone
+        env["GENESIS_TEST_TIMEOUT_S"] = str(float(bundle["test_timeout_s"]))
     if plugins:
         env["PYTEST_PLUGINS"] = ",".join(plugins)
     else:

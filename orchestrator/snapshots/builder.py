@@ -46,6 +46,7 @@ from orchestrator.telemetry import metrics
 log = logging.getLogger(__name__)
 RUNNER = Path(__file__).resolve().parents[1] / "sandbox" / "runner.py"
 AUDIT = RUNNER.with_name("audit.py")  # the validation's sitecustomize: see that module
+TEST_TIMEOUT = RUNNER.with_name("genesis_timeout.py")  # the per-test timeout plugin for pytest
 SNAPSHOT_REPO = "genesis/snapshot"
 ENVIRONMENT_REPO = "genesis/environment"
 
@@ -74,7 +75,8 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, *, mode: int = 0o64
 class ToolchainSource:
     """What a toolchain image is built from: every file of ``images/toolchain-<name>/``
     (the Dockerfile and whatever it COPYs; not ``__pycache__``, which importing a
-    script there for a test leaves behind), the sandbox runner as ``runner.py`` and its audit hook as ``audit.py``,
+    script there for a test leaves behind), the sandbox runner as ``runner.py``, its audit hook as ``audit.py`` and
+    the per-test timeout plugin as ``genesis_timeout.py``,
     and, when the Dockerfile has ``COPY uv ...``, the uv binary of Genesis's own
     environment (PyPI's ``uv`` package: no registry is needed to install it).
 
@@ -95,6 +97,7 @@ class ToolchainSource:
                  if path.is_file() and "__pycache__" not in path.relative_to(folder).parts}
         files["runner.py"] = RUNNER.read_bytes()
         files["audit.py"] = AUDIT.read_bytes()
+        files["genesis_timeout.py"] = TEST_TIMEOUT.read_bytes()
         digest = hashlib.sha256()
         for name, data in sorted(files.items()):
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())

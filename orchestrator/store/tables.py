@@ -84,6 +84,7 @@ class MetricsRow(Base):
     flaky_tests: Mapped[int | None] = mapped_column(Integer)
     protected_changed: Mapped[int | None] = mapped_column(Integer)
     performance_noise: Mapped[float | None] = mapped_column(Float)
+    performance_excess: Mapped[float | None] = mapped_column(Float)
     custom: Mapped[dict] = mapped_column(JSON, default=dict)
     baseline_success_rate: Mapped[float | None] = mapped_column(Float)
     baseline_test_count: Mapped[int | None] = mapped_column(Integer)

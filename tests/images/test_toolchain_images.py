@@ -209,12 +209,13 @@ def test_toolchain_keeps_the_sandbox_contract(request, docker_client, toolchains
 
     script = ("find / -xdev -type d -perm -0002; "
               "stat -c '%u:%g %n' /workspace /genesis/out /genesis/in /opt/genesis/runner.py "
-              "/opt/genesis/audit/sitecustomize.py; "
+              "/opt/genesis/audit/sitecustomize.py /opt/genesis/audit/genesis_timeout.py; "
               "getent passwd 1000 | cut -d: -f1; command -v git")
     out = docker_client.containers.run(image, ["-c", script], entrypoint="sh", user="0:0", network_mode="none",
                                        remove=True, labels={TEST_LABEL: RUN_ID}).decode().split("\n")
     assert out == ["/tmp", "1000:1000 /workspace", "1000:1000 /genesis/out", "0:0 /genesis/in",
-                   "0:0 /opt/genesis/runner.py", "0:0 /opt/genesis/audit/sitecustomize.py", "sandbox",
+                   "0:0 /opt/genesis/runner.py", "0:0 /opt/genesis/audit/sitecustomize.py",
+                   "0:0 /opt/genesis/audit/genesis_timeout.py", "sandbox",
                    "/usr/bin/git", ""]
     runner = docker_client.containers.run(image, ["/opt/genesis/runner.py"], entrypoint="cat", network_mode="none",
                                           remove=True, labels={TEST_LABEL: RUN_ID})

@@ -34,7 +34,8 @@ def corpus_app(tmp_path_factory, docker_client):
     config.write_text(json.dumps({
         "home": str(home), "extra_labels": {TEST_LABEL: RUN_ID}, "pass_interval_s": 0.2,
         "installation": f"corpus-{RUN_ID}",  # no other app's controller reaps its sandboxes
-        "repos": {"monorepo": {"path": str(repo)}},  # the repository's validation; no overrides
+        # The repository's validation, no overrides; a short per-test timeout for the hanging test below.
+        "repos": {"monorepo": {"path": str(repo), "test_timeout_s": 5}},
     }))
     application = App(load_settings(config))
     yield application
@@ -232,3 +233,15 @@ def test_a_request_cannot_bring_its_own_command(corpus_app):
     assert result.error is not None and result.error.code == "validation_override_refused"
     view = corpus_app.store.get(body["experiment_id"])
     assert (view.phase.value, view.reason) == ("Failed", "validation_override_refused")
+
+
+def test_one_hanging_test_fails_alone(corpus_app):
+    hang = "import time\n\ndef test_hangs():\n    time.sleep(3600)\n\ndef test_fine():\n    assert True\n"
+    view = run_experiment(corpus_app, request_body(changes={"files": [{"path": "tests/test_zz_hang.py",
+                                                                       "content": hang}]}))
+    assert view.phase.value == "Succeeded", view.message
+    doc = view.outcome.tests
+    assert doc["NEW"]["count"] == 2 and doc["PASS_TO_FAIL"]["count"] == 0
+    assert view.outcome.metrics.failures == 1  # test_hangs, alone: the rest of the suite ran and passed
+    junit = (corpus_app.settings.artifacts_dir / view.id / "out" / "junit.xml").read_text()
+    assert "Timeout: the test ran past 5 s" in junit

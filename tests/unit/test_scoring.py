@@ -117,3 +117,11 @@ def test_clean_custom_drops_integers_too_large_for_a_float() -> None:
     # convert to float"); metrics.json is untrusted and JSON integers are
     # unbounded, so one huge integer crashes scoring.
     assert clean_custom({"huge": 10**400, "fitness": 0.5}) == {"fitness": 0.5}
+
+
+@pytest.mark.parametrize(("delta", "noise", "expected"), [
+    (0.35, 0.40, 0.0), (-0.2, 0.3, 0.0), (0.5, 0.2, 0.3), (-0.5, 0.2, -0.3), (0.1, None, None), (None, 0.1, None)])
+def test_performance_excess_is_the_delta_beyond_the_baseline_spread(delta, noise, expected) -> None:
+    from orchestrator.domain.scoring import excess
+
+    assert excess(delta, noise) == (pytest.approx(expected) if expected is not None else None)
