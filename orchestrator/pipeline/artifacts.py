@@ -23,8 +23,10 @@ DIFF_FILE = "change.diff"  # Genesis's own diff of the change (orchestrator/snap
 
 
 def export(root: Path, experiment_id: str, output: SandboxOutput, *, full_log: str | None = None,
-           diff: str | None = None) -> Path:
-    target = root / experiment_id
+           diff: str | None = None, run: str | None = None) -> Path:
+    """Pass A's files and log at the top; another run's (``run``: pass B ``b``,
+    rerun ``r1``, ...) under ``runs/<run>/``."""
+    target = root / experiment_id if run is None else root / experiment_id / "runs" / run
     target.mkdir(parents=True, exist_ok=True)
     for name, data in output.files.items():
         if not _SAFE.match(name) or ".." in name.split("/"):

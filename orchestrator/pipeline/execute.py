@@ -294,6 +294,7 @@ class Executor:
                                 role="experiment-" + suffix.rstrip("0123456789"), writes=writes,
                                 validation=validation, repo=repo)
         run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)
+        artifacts.export(self.settings.artifacts_dir, view.id, run.output, full_log=run.log, run=suffix)
         failure = passes.failure_of(run)
         if failure is not None:
             raise failure

@@ -243,5 +243,5 @@ def test_one_hanging_test_fails_alone(corpus_app):
     doc = view.outcome.tests
     assert doc["NEW"]["count"] == 2 and doc["PASS_TO_FAIL"]["count"] == 0
     assert view.outcome.metrics.failures == 1  # test_hangs, alone: the rest of the suite ran and passed
-    junit = (corpus_app.settings.artifacts_dir / view.id / "out" / "junit.xml").read_text()
+    junit = (corpus_app.settings.artifacts_dir / view.id / "runs" / "b" / "out" / "junit.xml").read_text()
     assert "Timeout: the test ran past 5 s" in junit
