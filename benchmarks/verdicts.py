@@ -56,6 +56,7 @@ def _app(home: Path, repos: dict):
     from orchestrator.app import App
     from orchestrator.settings import load_settings
 
+    home.mkdir(parents=True, exist_ok=True)
     config = home / "genesis.yaml"
     config.write_text(json.dumps({
         "home": str(home), "extra_labels": {BENCH_LABEL: RUN_ID}, "pass_interval_s": 0.2,

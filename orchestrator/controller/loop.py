@@ -24,7 +24,10 @@ from typing import Awaitable
 
 from orchestrator.domain import planner
 from orchestrator.domain.models import parse_memory
-from orchestrator.domain.planner import Action, Admit, Collect, Fail, Kill, Observed, Resume, Retry, Teardown, Unpreserve
+from orchestrator.domain.planner import (
+    BASELINE_TASK, Action, Admit, Collect, CollectBaseline, Fail, Kill, KillBaseline, LostBaseline, Observed,
+    Resume, Retry, StartBaseline, Teardown, Unpreserve,
+)
 from orchestrator.errors import GenesisError, RuntimeFailure, StoreError
 from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
@@ -155,11 +158,16 @@ class Controller:
         # never make the planner reap its sandbox or re-drive it.
         in_flight = frozenset(self._tasks)
         desired = await asyncio.to_thread(self.store.desired)
+        waited = frozenset(d.waiting_for for d in desired if d.waiting_for)
+        baselines = tuple(planner.DesiredBaseline(key=b.key, phase=b.phase, sandbox_name=b.sandbox_name,
+                                                  deadline_at=b.deadline_at, kill_reason=b.kill_reason,
+                                                  gpus=tuple(b.plan.get("gpus") or ()))
+                          for b in await asyncio.to_thread(self.store.baselines, waited))
         states = await self.runtime.list(self.settings.sandbox_selector())
         observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"))
                     for s in states]
         actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
-                               in_flight=in_flight | frozenset(self._tasks))
+                               in_flight=in_flight | frozenset(self._tasks), baselines=baselines)
         for action in actions:
             try:
                 await self._apply(action)
@@ -263,13 +271,37 @@ class Controller:
             self._spawn(action.experiment_id, step(action.experiment_id))
         elif isinstance(action, Collect):
             self._spawn(action.experiment_id, self.executor.collect(action.experiment_id))
+        elif isinstance(action, StartBaseline):
+            self._spawn(BASELINE_TASK + action.key, self.executor.start_baseline(action.key))
+        elif isinstance(action, CollectBaseline):
+            self._spawn(BASELINE_TASK + action.key, self.executor.collect_baseline(action.key))
+        elif isinstance(action, LostBaseline):
+            self._spawn(BASELINE_TASK + action.key, self.executor.baseline_lost(action.key))
+        elif isinstance(action, KillBaseline):
+            await self.executor.kill_baseline(action.key, action.sandbox)
 
     def _spawn(self, experiment_id: str, step: Awaitable) -> None:
         task = asyncio.create_task(self._guard(experiment_id, step), name=f"genesis:{experiment_id}")
         self._tasks[experiment_id] = task
 
     async def _guard(self, experiment_id: str, step: Awaitable) -> None:
-        """Run one step; an infrastructure failure becomes a retry with backoff."""
+        """Run one step; an infrastructure failure becomes a retry with backoff.
+
+        A baseline's step (``baseline:<key>``) handles its own failures; an
+        infrastructure error leaves its record for the next pass to re-drive."""
+        if experiment_id.startswith(BASELINE_TASK):
+            try:
+                await step
+            except (RuntimeFailure, StoreError) as exc:
+                log.warning("baseline step failed; the next pass re-drives it", extra={"error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one baseline
+                log.exception("baseline step crashed", extra={"baseline": experiment_id})
+                await asyncio.to_thread(self.store.fail_baseline, experiment_id[len(BASELINE_TASK):],
+                                        f"{type(exc).__name__}: {exc}")
+            finally:
+                self._tasks.pop(experiment_id, None)
+                self._wake.set()
+            return
         try:
             await step
         except (RuntimeFailure, StoreError) as exc:

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from orchestrator.domain.junit import TestReport
+from orchestrator.domain.junit import FAILED, PASSED, TestReport
 
 APPLIED_MARKER = "GENESIS-APPLIED "
 RUNTIME_TOLERANCE_MS = 2_000  # Kubernetes reports a container's end to the second
@@ -99,8 +99,12 @@ def inconsistency(*, report_kind: str, report: TestReport, has_report: bool, tru
 
 
 def missing_tests(base: TestReport, run: TestReport, *, exempt: set[str]) -> list[str]:
-    """Base tests absent from a run that reports no error to explain it
-    (a collection error hides a module's tests honestly)."""
-    if run.errors:
+    """Base tests (that ran: passed or failed) absent from a run in which
+    nothing failed. A failure explains missing tests honestly (a collection
+    error hides a module's tests; cargo stops at the first failing target),
+    and they count as broken anyway; a run where all passed and tests
+    vanished is one that deselected them."""
+    if run.errors or run.failed:
         return []
-    return sorted(t for t in base.cases if t not in run.cases and t not in exempt)
+    return sorted(t for t, status in base.cases.items()
+                  if status in (PASSED, FAILED) and t not in run.cases and t not in exempt)

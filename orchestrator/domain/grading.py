@@ -11,8 +11,9 @@ real fix that updates its own test's expectation still merges, and a change
 that deletes, skips or rewrites the test it breaks does not.
 
 Flaky tests (outcomes that vary between runs of one tree) are labelled
-FLAKY and never counted as a regression: they are found by repeating the
-baseline, and by rerunning pass A when a test goes PASS_TO_FAIL.
+FLAKY and a failure of one is counted nowhere (not a regression, not in the
+success rate): they are found by repeating the baseline, and by rerunning
+pass A when a test goes PASS_TO_FAIL.
 
 Pure: reports in, a :class:`Grade` out.
 """
@@ -34,7 +35,7 @@ MAX_NAMES = 100  # test ids listed per category in a record
 @dataclass(frozen=True)
 class Grade:
     categories: dict[str, str]  # test id -> category
-    report: TestReport  # what the verdict counts: pass A, with pass B for edited test files
+    report: TestReport  # what the verdict counts: pass A, pass B for edited test files, no flaky failure
     passes: int  # 1: pass A was the whole change (no test edits, or inseparable tests)
     baseline_passing: int  # non-flaky tests that passed on the base
 
@@ -114,7 +115,7 @@ def grade(*, base: TestReport, pass_a: TestReport, pass_b: TestReport | None = N
             category = FLAKY
         categories[test] = category
         final = PASSED if category == DECLARED else (b if edited else a)
-        if final is not None:
+        if final is not None and category != FLAKY:  # a flaky failure says nothing about the change
             counted[test] = final
     errors = pass_a.parse_errors + (pass_b.parse_errors if pass_b is not None else ())
     passing = sum(1 for t, s in base.cases.items() if s == PASSED and t not in flaky)

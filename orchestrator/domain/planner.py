@@ -1,8 +1,10 @@
 """The controller's decisions: ``plan(desired, observed, ...) -> actions``.
 
 Level-triggered and pure. Desired state is the experiment records that
-still need something (not finished, or finished with a preserved sandbox);
-observed state is every sandbox the runtime reports with Genesis's label.
+still need something (not finished, or finished with a preserved sandbox)
+and the baselines being run (one repetition at a time, each a sandbox of
+its own, with a deadline from its own timeout); observed state is every
+sandbox the runtime reports with Genesis's label.
 Each pass compares the two from scratch, so a controller that restarts
 after a crash (with nothing in flight) decides the same things a running
 one would: adopt sandboxes that still run, collect those that exited,
@@ -43,6 +45,36 @@ class Desired:
     memory_bytes: int = 2**30
     gpus_requested: int = 0
     gpus_assigned: tuple[str, ...] = ()
+    waiting_for: str | None = None  # a baseline key, while Building waits for it
+
+
+BASELINE_TASK = "baseline:"
+BASELINE_LABEL_PREFIX = "baseline-"  # a baseline sandbox's experiment label: this + key[:16]
+
+
+def baseline_label(key: str) -> str:
+    return BASELINE_LABEL_PREFIX + key[:16]
+
+
+@dataclass(frozen=True)
+class DesiredBaseline:
+    """A baseline record: Pending (the next repetition to launch), Running, or finished."""
+
+    key: str
+    phase: str  # Pending | Running | Succeeded | Failed
+    sandbox_name: str | None = None
+    deadline_at: datetime | None = None
+    kill_reason: str | None = None
+    gpus: tuple[str, ...] = ()
+
+    @property
+    def task(self) -> str:
+        """The in-flight key of its steps (experiments use their id)."""
+        return BASELINE_TASK + self.key
+
+    @property
+    def active(self) -> bool:
+        return self.phase in ("Pending", "Running")
 
 
 @dataclass(frozen=True)
@@ -139,7 +171,38 @@ class Unpreserve:
     experiment_id: str
 
 
-Action = Admit | Resume | Collect | Kill | Retry | Fail | Teardown | Unpreserve
+@dataclass(frozen=True)
+class StartBaseline:
+    """Launch the baseline's next repetition."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class CollectBaseline:
+    """The repetition's sandbox exited: read it, then the next or the end."""
+
+    key: str
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class KillBaseline:
+    """The repetition ran past its own deadline."""
+
+    key: str
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class LostBaseline:
+    """The repetition's sandbox vanished (or was never started): launch it again, within the backoff limit."""
+
+    key: str
+
+
+Action = (Admit | Resume | Collect | Kill | Retry | Fail | Teardown | Unpreserve
+          | StartBaseline | CollectBaseline | KillBaseline | LostBaseline)
 
 
 @dataclass(frozen=True)
@@ -153,15 +216,18 @@ class Usage:
     gpus: frozenset[str] = frozenset()
 
 
-def usage_of(desired: list[Desired], in_flight: frozenset[str] = frozenset()) -> Usage:
-    """Held by records in an active phase, or with a step in flight (admitted this instant)."""
+def usage_of(desired: list[Desired], in_flight: frozenset[str] = frozenset(),
+             baselines: tuple[DesiredBaseline, ...] = ()) -> Usage:
+    """Held by records in an active phase, or with a step in flight (admitted this
+    instant); a running baseline keeps the GPUs it was launched with."""
     active = [d for d in desired if d.phase in ACTIVE_PHASES or (d.id in in_flight and not d.phase.finished)]
     per_instance: dict[str, int] = {}
     for d in active:
         per_instance[d.instance_id] = per_instance.get(d.instance_id, 0) + 1
     return Usage(count=len(active), cpu=sum(d.cpu for d in active),
                  memory_bytes=sum(d.memory_bytes for d in active), per_instance=per_instance,
-                 gpus=frozenset(g for d in active for g in d.gpus_assigned))
+                 gpus=frozenset(g for d in active for g in d.gpus_assigned)
+                 | frozenset(g for b in baselines if b.phase == "Running" for g in b.gpus))
 
 
 def backoff(attempt: int, limits: Limits) -> timedelta:
@@ -171,19 +237,54 @@ def backoff(attempt: int, limits: Limits) -> timedelta:
 
 
 def plan(desired: list[Desired], observed: list[Observed], *, now: datetime, capacity: Capacity,
-         limits: Limits, in_flight: frozenset[str] = frozenset()) -> list[Action]:
+         limits: Limits, in_flight: frozenset[str] = frozenset(),
+         baselines: tuple[DesiredBaseline, ...] = ()) -> list[Action]:
     """Every action this pass should take; teardowns first, admissions last."""
     by_id = {d.id: d for d in desired}
+    by_key = {b.key: b for b in baselines}
     sandboxes: dict[str, list[Observed]] = {}
     for sandbox in observed:
         sandboxes.setdefault(sandbox.experiment_id or "", []).append(sandbox)
     actions: list[Action] = []
-    actions += _reap(observed, by_id, now=now, in_flight=in_flight)
+    actions += _reap([s for s in observed if s.role != "baseline"], by_id, now=now, in_flight=in_flight)
+    actions += _reap_baselines([s for s in observed if s.role == "baseline"], baselines, in_flight=in_flight)
+    for baseline in baselines:
+        if baseline.active and baseline.task not in in_flight:
+            actions += _drive_baseline(baseline, observed, now=now)
     for record in desired:
         if record.id not in in_flight:
-            actions += _drive(record, sandboxes.get(record.id, []), now=now, limits=limits)
-    actions += _admit(desired, now=now, capacity=capacity, in_flight=in_flight)
+            actions += _drive(record, sandboxes.get(record.id, []), now=now, limits=limits, baselines=by_key)
+    actions += _admit(desired, now=now, capacity=capacity, in_flight=in_flight, baselines=baselines)
     return actions
+
+
+def _reap_baselines(observed: list[Observed], baselines: tuple[DesiredBaseline, ...], *,
+                    in_flight: frozenset[str]) -> list[Action]:
+    """A baseline sandbox lives while it is its record's running repetition (or a step is on it)."""
+    actions: list[Action] = []
+    for sandbox in observed:
+        owner = next((b for b in baselines if sandbox.experiment_id == baseline_label(b.key)), None)
+        if owner is not None and owner.task in in_flight:
+            continue
+        if owner is None or owner.phase != "Running" or sandbox.name != owner.sandbox_name:
+            actions.append(Teardown(sandbox.name, None, "orphan: not the running repetition of a baseline"))
+    return actions
+
+
+def _drive_baseline(baseline: DesiredBaseline, observed: list[Observed], *, now: datetime) -> list[Action]:
+    if baseline.phase == "Pending":
+        return [StartBaseline(baseline.key)]
+    live = next((s for s in observed if s.name == baseline.sandbox_name), None)
+    if live is None and baseline.kill_reason is not None:
+        # Killed before it ever ran (a runtime deletes what it cannot stop: an unschedulable pod).
+        return [CollectBaseline(baseline.key, baseline.sandbox_name or "")]
+    if live is None or live.status == "created":  # vanished, or never started by a controller that died
+        return [LostBaseline(baseline.key)]
+    if live.status == "exited":
+        return [CollectBaseline(baseline.key, live.name)]
+    if baseline.deadline_at is not None and now >= baseline.deadline_at and baseline.kill_reason is None:
+        return [KillBaseline(baseline.key, live.name)]
+    return []
 
 
 def _live_sandbox(record: Desired, *, now: datetime) -> str | None:
@@ -217,7 +318,8 @@ def _reap(observed: list[Observed], by_id: dict[str, Desired], *, now: datetime,
     return actions
 
 
-def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits: Limits) -> list[Action]:
+def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits: Limits,
+           baselines: dict[str, DesiredBaseline]) -> list[Action]:
     """The next step for one record that has no task in flight."""
     if record.phase is Phase.PENDING:
         if record.cancel_requested:
@@ -225,6 +327,13 @@ def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits:
         return []
     if record.phase.finished:
         return []
+    waiting = baselines.get(record.waiting_for or "") if record.phase is Phase.BUILDING else None
+    if waiting is not None and waiting.active:
+        # The baseline has its own deadline: waiting for it is never "stuck".
+        return [Fail(record.id, "cancelled", "cancelled while waiting for its baseline")] \
+            if record.cancel_requested else []
+    if waiting is not None:  # it finished: the time spent waiting for it never counts as stuck
+        return [Resume(record.id, "start")]
     stuck = record.phase_since is not None and now - record.phase_since > timedelta(seconds=limits.phase_deadline_s)
     if record.phase in (Phase.BUILDING, Phase.COLLECTING):
         if stuck:
@@ -256,8 +365,9 @@ def retry_or_fail(record: Desired, reason: str, *, now: datetime, limits: Limits
     return Retry(record.id, reason, now + backoff(record.attempt, limits))
 
 
-def _admit(desired: list[Desired], *, now: datetime, capacity: Capacity, in_flight: frozenset[str]) -> list[Action]:
-    usage = usage_of(desired, in_flight)
+def _admit(desired: list[Desired], *, now: datetime, capacity: Capacity, in_flight: frozenset[str],
+           baselines: tuple[DesiredBaseline, ...] = ()) -> list[Action]:
+    usage = usage_of(desired, in_flight, baselines)
     count, cpu, memory = usage.count, usage.cpu, usage.memory_bytes
     per_instance = dict(usage.per_instance)
     free_gpus = [g for g in capacity.gpus if g not in usage.gpus]

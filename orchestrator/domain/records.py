@@ -33,6 +33,7 @@ class ExperimentView(BaseModel):
     sandbox_name: str | None = None
     image: str | None = None
     baseline_image: str | None = None  # differs from image when the change has its own environment
+    baseline_key: str | None = None  # the baseline it waited for (a record of its own)
     preserved_until: datetime | None = None
     outcome: Outcome | None = None
     created_at: datetime
@@ -72,3 +73,29 @@ class CachedBaseline(BaseModel):
     flaky: list[str] = []
     runtimes_ms: list[int] = []
     created_at: datetime
+
+
+class BaselineRecord(BaseModel):
+    """A baseline the controller drives: one repetition at a time, each in a
+    fresh sandbox, to ``Succeeded`` (then :class:`CachedBaseline`) or ``Failed``.
+
+    ``plan`` is what a repetition is launched with (repository, commit,
+    image, validation, resources, timeout); ``runs`` the finished ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    phase: str  # Pending | Running | Succeeded | Failed
+    repo: str
+    commit: str
+    image: str
+    repetition: int = 0
+    repetitions: int = 1
+    attempts: int = 0
+    sandbox_name: str | None = None
+    deadline_at: datetime | None = None
+    kill_reason: str | None = None
+    owner: str | None = None
+    plan: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    message: str | None = None

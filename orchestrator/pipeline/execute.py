@@ -27,6 +27,7 @@ from orchestrator.domain.environment import REPO_FILE, environment_failure, repo
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
 from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, Resources, SandboxInfo, Validation
+from orchestrator.domain.planner import baseline_label
 from orchestrator.domain.policy import capped_for_dependencies, named
 from orchestrator.domain.protected import INSEPARABLE, protected_edits, tests_among
 from orchestrator.domain.records import CachedBaseline, ExperimentView
@@ -35,7 +36,9 @@ from orchestrator.errors import ImageBuildError, RequestRejected, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle, passes
 from orchestrator.pipeline.intake import dependency_changes
 from orchestrator.pipeline.passes import Failure, Run
-from orchestrator.runtimes.base import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, Runtime, SandboxSpec
+from orchestrator.runtimes.base import (
+    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, Runtime, SandboxOutput, SandboxSpec,
+)
 from orchestrator.settings import RepoConfig, Settings
 from orchestrator.snapshots import catalog, changes, git, repofile
 from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
@@ -82,9 +85,6 @@ class Executor:
         self.patterns = llm_patterns or LlmPatterns()
         self.sandboxes = passes.Sandboxes(runtime=runtime, store=store, actor=actor,
                                           max_file_bytes=settings.max_output_file_bytes)
-        # One baseline run per key at a time: concurrent experiments on one
-        # commit wait for the first and then read the cache.
-        self._baseline_locks: dict[str, asyncio.Lock] = {}
 
     # -- steps the controller drives ---------------------------------------------
 
@@ -169,7 +169,9 @@ class Executor:
                               baseline_image=snap.tag,
                               message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)"
                                       + note)
-        await self._baseline(view, spec, snap.tag, validation, repo)
+        waiting = self._await_baseline(view, spec, snap.tag, validation, repo)
+        if waiting is not None:
+            return waiting
         name = sandbox_name(view.id, view.attempt)
         created_wall_ms = await self.sandboxes.launch(
             self._sandbox(view, name=name, image=own.tag, role="experiment", writes=plan.pass_a,
@@ -310,44 +312,126 @@ class Executor:
                             grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions,
                             test_timeout_s=repo.test_timeout_s)
 
-    async def _baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
-                        validation: Validation, repo: RepoConfig) -> CachedBaseline:
+    def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
+                        repo: RepoConfig) -> ExperimentView | None:
+        """None when the baseline of this experiment's key is ready; otherwise it
+        is planned (a record the controller drives, once per key) and the
+        experiment waits in Building for it. A failed baseline fails the
+        experiments that waited for it; a later one plans it afresh."""
         key = self._baseline_key(spec, view.commit or "", validation, image, repo)
-        async with self._baseline_locks.setdefault(key, asyncio.Lock()):
-            cached = self.store.baseline(key)
-            if cached is not None:
-                return cached
-            return await self._run_baseline(view, spec, image, validation, key, repo)
+        if self.store.baseline(key) is not None:
+            return None
+        record = self.store.baseline_record(key)
+        if record is not None and record.phase == "Failed" and view.baseline_key == key:
+            raise Failure("baseline_failed", record.message or "the baseline failed")
+        if record is None or record.phase == "Failed":
+            gpus = list(self.store.get(view.id).gpus)
+            plan = {"validation": validation.model_dump(mode="json"), "cpu": spec.resources.cpu,
+                    "memory_bytes": spec.resources.memory_bytes, "pids": spec.resources.pids,
+                    "network": spec.network, "gpus": gpus, "timeout_ms": spec.timeout_ms,
+                    "instance_id": view.instance_id}
+            record = self.store.plan_baseline(key=key, repo=spec.repo, commit=view.commit or "",
+                                              command=validation.command, image=image, owner=view.id, plan=plan,
+                                              repetitions=self.settings.verdict.baseline_repetitions)
+        if record.phase == "Succeeded":
+            return None
+        return self.store.transition(view.id, Phase.BUILDING, reason="WaitingForBaseline", actor=self.actor,
+                                     baseline_key=key,
+                                     message=f"baseline {key[:12]}: {record.phase}, repetition "
+                                             f"{record.repetition + 1} of {record.repetitions}")
 
-    async def _run_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str,
-                            validation: Validation, key: str, repo: RepoConfig) -> CachedBaseline:
-        """The unmodified snapshot, ``baseline_repetitions`` times: tests whose
-        outcome varies between the runs are flaky on this key."""
-        repetitions = self.settings.verdict.baseline_repetitions
-        self.store.transition(view.id, Phase.BUILDING, reason="RunningBaseline", actor=self.actor,
-                              message=f"validation on the unmodified snapshot, {repetitions} time(s)")
-        reports: list[TestReport] = []
-        runtimes: list[int] = []
-        exit_code = 0
-        for index in range(repetitions):
-            sandbox = self._sandbox(view, name=f"genesis-baseline-{key[:16]}-{index}", image=image, role="baseline",
-                                    writes=[], validation=validation, repo=repo)
-            run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)
-            report, facts, final = self._baseline_run(run, validation, repo, view.commit or "")
-            reports.append(report)
-            runtimes.append(facts.runtime_ms)
-            exit_code = facts.exit_code
-            if final:  # timed out or out of memory: repeating it only costs more of the same
-                break
-        timing = grading.Timing(tuple(runtimes))
+    # -- baselines (records the controller drives) ----------------------------------
+
+    async def start_baseline(self, key: str) -> None:
+        """Launch the next repetition of a Pending baseline, with its own deadline."""
+        record = self.store.baseline_record(key)
+        if record is None or record.phase != "Pending":
+            return
+        plan = record.plan
+        repo = self._repo(record.repo, record.commit)
+        validation = Validation.model_validate(plan["validation"])
+        name = f"genesis-baseline-{key[:16]}-{record.repetition}"
+        labels = {**self.settings.extra_labels, **self.settings.sandbox_selector(),
+                  LABEL_EXPERIMENT: baseline_label(key), LABEL_INSTANCE: plan.get("instance_id", "baseline"),
+                  LABEL_ROLE: "baseline", LABEL_ATTEMPT: str(record.attempts)}
+        sandbox = SandboxSpec(name=name, image=record.image, labels=labels,
+                              bundle=passes.bundle([], validation, pytest_plugins=repo.pytest_plugins,
+                                                   test_timeout_s=repo.test_timeout_s),
+                              cpu=plan["cpu"], memory_bytes=plan["memory_bytes"], pids=plan["pids"],
+                              network=plan["network"], gpus=tuple(plan.get("gpus") or ()),
+                              timeout_s=plan["timeout_ms"] / 1000)
+        owner = record.owner or baseline_label(key)
+        try:
+            await self.sandboxes.launch(sandbox, experiment_id=owner)
+        except Failure as failure:  # the runtime refused it as sent: no repetition can run
+            self.store.fail_baseline(key, str(failure))
+            return
+        self.store.baseline_launched(key, sandbox_name=name,
+                                     deadline_at=utcnow() + timedelta(milliseconds=plan["timeout_ms"]))
+
+    async def kill_baseline(self, key: str, sandbox: str) -> None:
+        """The repetition ran past its deadline: stopped, then collected as a timeout."""
+        self.store.set_baseline_kill_reason(key, "timeout")
+        await self.runtime.kill(sandbox)
+        record = self.store.baseline_record(key)
+        self.sandboxes.audit(record.owner if record else None, sandbox, "stopped", "baseline killed at its timeout")
+
+    async def baseline_lost(self, key: str) -> None:
+        """Its sandbox vanished: the repetition is launched again, within the backoff limit."""
+        record = self.store.baseline_record(key)
+        if record is None or record.phase != "Running":
+            return
+        if record.sandbox_name:
+            await self.sandboxes.teardown(record.owner, record.sandbox_name, reason="baseline sandbox lost")
+        if self.store.baseline_lost(key) >= self.settings.backoff_limit:
+            self.store.fail_baseline(key, f"the baseline's sandbox was lost {self.settings.backoff_limit} times")
+
+    async def collect_baseline(self, key: str) -> None:
+        """Read the repetition that exited; plan the next, or finish the baseline."""
+        record = self.store.baseline_record(key)
+        if record is None or record.phase != "Running" or not record.sandbox_name:
+            return
+        state = await self.runtime.inspect(record.sandbox_name)
+        timed_out = record.kill_reason == "timeout"
+        if state.status == "missing" and not timed_out:
+            await self.baseline_lost(key)
+            return
+        if state.status == "missing":  # stopped at its deadline before it ever ran
+            run = Run(record.sandbox_name, state, SandboxOutput(files={}, log_tail=""), "", "", timed_out=True)
+        else:
+            run = await self.sandboxes.collect(record.sandbox_name, state, timed_out=timed_out)
+        await self.sandboxes.teardown(record.owner, record.sandbox_name, reason="baseline repetition collected")
+        validation = Validation.model_validate(record.plan["validation"])
+        try:
+            report, facts, final = self._baseline_run(run, validation, self._repo(record.repo, record.commit),
+                                                      record.commit)
+        except SandboxGone:
+            if self.store.baseline_lost(key) >= self.settings.backoff_limit:
+                self.store.fail_baseline(key, f"the baseline's sandbox ended without a result "
+                                              f"{self.settings.backoff_limit} times")
+            return
+        except Failure as failure:
+            self.store.fail_baseline(key, str(failure))
+            return
+        last = final or record.repetition + 1 >= record.repetitions
+        done = self.store.baseline_repetition(key, {"cases": report.cases, "parse_errors": list(report.parse_errors),
+                                                    "runtime_ms": facts.runtime_ms, "exit_code": facts.exit_code},
+                                              last=last)
+        if last:
+            await self._finish_baseline(done)
+
+    async def _finish_baseline(self, record) -> None:
+        """The repetitions as one cached baseline: tests whose outcome varied are flaky on this key."""
+        reports = [TestReport(cases=r["cases"], parse_errors=tuple(r.get("parse_errors") or ())) for r in record.runs]
+        runtimes = [int(r["runtime_ms"]) for r in record.runs]
         combined = grading.combine(reports)
-        baseline = CachedBaseline(key=key, cases=combined.cases, parse_errors=list(combined.parse_errors),
-                                  runtime_ms=timing.median_ms, exit_code=exit_code,
-                                  llm_count=await asyncio.to_thread(self._tree_llm_count, spec.repo, view.commit),
+        baseline = CachedBaseline(key=record.key, cases=combined.cases, parse_errors=list(combined.parse_errors),
+                                  runtime_ms=grading.Timing(tuple(runtimes)).median_ms,
+                                  exit_code=int(record.runs[-1]["exit_code"]),
+                                  llm_count=await asyncio.to_thread(self._tree_llm_count, record.repo, record.commit),
                                   flaky=sorted(grading.varying(reports)), runtimes_ms=runtimes, created_at=utcnow())
-        self.store.put_baseline(baseline, repo=spec.repo, commit=view.commit or "",
-                                command=validation.command, image=image)
-        return baseline
+        self.store.put_baseline(baseline, repo=record.repo, commit=record.commit,
+                                command=record.plan["validation"]["command"], image=record.image)
 
     def _baseline_run(self, run: Run, validation: Validation, repo: RepoConfig,
                       commit: str) -> tuple[TestReport, RunFacts, bool]:
@@ -356,8 +440,6 @@ class Executor:
         A baseline that times out or runs out of memory is still the truth
         about the unmodified tree (no passing tests), so it is cached too.
         """
-        if run.cancelled:
-            raise Failure("cancelled", "cancelled while the baseline ran")
         failure = passes.failure_of(run)
         files = run.output.files
         if failure is not None and failure.code in ("timeout", "oom_killed"):

@@ -1,35 +1,121 @@
-"""Caches the pipeline keeps in the database: baselines per (repo, commit,
-command, image) and the snapshot images in use (for LRU cleanup)."""
+"""What the pipeline keeps in the database beside experiments: baselines (a
+record per key the controller drives, and once it succeeded the cached
+result every experiment on that key reads) and the snapshot images in use
+(for LRU cleanup)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from orchestrator.domain.records import CachedBaseline
+from orchestrator.domain.records import BaselineRecord, CachedBaseline
 from orchestrator.store.base import StoreBase, _aware, _columns, transient, utcnow
 from orchestrator.store.tables import BaselineRow, SnapshotImageRow
 
 
+BASELINE_ACTIVE = ("Pending", "Running")
+
+
+def _record(row: BaselineRow) -> BaselineRecord:
+    return BaselineRecord(key=row.key, phase=row.phase, repo=row.repo, commit=row.commit, image=row.image,
+                          repetition=row.repetition, repetitions=row.repetitions, attempts=row.attempts,
+                          sandbox_name=row.sandbox_name, deadline_at=_aware(row.deadline_at),
+                          kill_reason=row.kill_reason, owner=row.owner, plan=row.plan or {}, runs=row.runs or [],
+                          message=row.message)
+
+
 class CachesMixin(StoreBase):
     def baseline(self, key: str) -> CachedBaseline | None:
+        """The finished baseline of ``key``, or None while there is none (or it failed)."""
         with self._tx() as session:
             row = session.get(BaselineRow, key)
-            if row is None:
+            if row is None or row.phase != "Succeeded":
                 return None
             return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
                                   runtime_ms=row.runtime_ms, exit_code=row.exit_code, llm_count=row.llm_count,
                                   flaky=sorted(row.flaky or []), runtimes_ms=list(row.runtimes_ms or []),
                                   created_at=_aware(row.created_at))
 
+    def baseline_record(self, key: str) -> BaselineRecord | None:
+        with self._tx() as session:
+            row = session.get(BaselineRow, key)
+            return _record(row) if row is not None else None
+
+    def baselines(self, keys: frozenset[str] = frozenset()) -> list[BaselineRecord]:
+        """Baselines the controller must drive (Pending, Running), and those of ``keys``."""
+        with self._tx() as session:
+            query = select(BaselineRow).where(BaselineRow.phase.in_(BASELINE_ACTIVE) | BaselineRow.key.in_(keys))
+            return [_record(row) for row in session.scalars(query)]
+
+    @transient
+    def plan_baseline(self, *, key: str, repo: str, commit: str, command: list[str], image: str, owner: str,
+                      plan: dict, repetitions: int) -> BaselineRecord:
+        """The record of ``key``: planned now (Pending) unless one is there; a failed
+        one is planned again (a later experiment gets a fresh try)."""
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            if row is not None and row.phase != "Failed":
+                return _record(row)
+            if row is None:
+                row = BaselineRow(key=key)
+                session.add(row)
+            row.repo, row.commit, row.command, row.image, row.owner, row.plan = repo, commit, command, image, owner, plan
+            row.phase, row.repetition, row.repetitions, row.attempts, row.runs = "Pending", 0, repetitions, 0, []
+            row.sandbox_name = row.deadline_at = row.kill_reason = row.message = None
+            row.cases, row.parse_errors, row.runtime_ms, row.exit_code, row.llm_count = {}, [], 0, 0, 0
+            row.created_at = utcnow()
+            session.flush()
+            return _record(row)
+
+    @transient
+    def baseline_launched(self, key: str, *, sandbox_name: str, deadline_at) -> None:
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            row.phase, row.sandbox_name, row.deadline_at, row.kill_reason = "Running", sandbox_name, deadline_at, None
+
+    @transient
+    def set_baseline_kill_reason(self, key: str, reason: str) -> None:
+        with self._tx() as session:
+            session.get(BaselineRow, key, with_for_update=True).kill_reason = reason
+
+    @transient
+    def baseline_lost(self, key: str) -> int:
+        """The repetition's sandbox was lost to the infrastructure: launch it again. Returns attempts so far."""
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            row.phase, row.sandbox_name, row.attempts = "Pending", None, row.attempts + 1
+            return row.attempts
+
+    @transient
+    def baseline_repetition(self, key: str, run: dict, *, last: bool) -> BaselineRecord:
+        """One repetition done; the next is Pending unless it was the ``last``."""
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            row.runs = [*(row.runs or []), run]
+            row.repetition, row.sandbox_name, row.deadline_at, row.kill_reason = row.repetition + 1, None, None, None
+            row.phase = "Running" if last else "Pending"  # last: finish_baseline ends it
+            return _record(row)
+
     @transient
     def put_baseline(self, baseline: CachedBaseline, *, repo: str, commit: str, command: list[str],
                      image: str) -> None:
+        """The finished baseline of ``baseline.key``: Succeeded, read by every experiment on that key."""
         with self._tx() as session:
-            session.merge(BaselineRow(key=baseline.key, repo=repo, commit=commit, command=command, image=image,
-                                      cases=baseline.cases, parse_errors=baseline.parse_errors,
-                                      runtime_ms=baseline.runtime_ms, exit_code=baseline.exit_code,
-                                      llm_count=baseline.llm_count, flaky=sorted(baseline.flaky),
-                                      runtimes_ms=baseline.runtimes_ms, created_at=baseline.created_at))
+            row = session.get(BaselineRow, baseline.key, with_for_update=True)
+            if row is None:
+                row = BaselineRow(key=baseline.key, repetitions=len(baseline.runtimes_ms) or 1)
+                session.add(row)
+            row.repo, row.commit, row.command, row.image = repo, commit, command, image
+            row.cases, row.parse_errors, row.runtime_ms = baseline.cases, baseline.parse_errors, baseline.runtime_ms
+            row.exit_code, row.llm_count, row.flaky = baseline.exit_code, baseline.llm_count, sorted(baseline.flaky)
+            row.runtimes_ms, row.created_at, row.phase = baseline.runtimes_ms, baseline.created_at, "Succeeded"
+            row.sandbox_name = row.deadline_at = None
+
+    @transient
+    def fail_baseline(self, key: str, message: str) -> None:
+        with self._tx() as session:
+            row = session.get(BaselineRow, key, with_for_update=True)
+            if row is not None:
+                row.phase, row.message, row.sandbox_name = "Failed", message[:4000], None
 
     @transient
     def add_flaky(self, key: str, tests: list[str]) -> None:

@@ -49,6 +49,7 @@ def _view(row: ExperimentRow) -> ExperimentView:
         recommendation=Recommendation(row.recommendation) if row.recommendation else None,
         priority=row.priority, attempt=row.attempt, cancel_requested=row.cancel_requested,
         trace_id=row.trace_id, sandbox_name=row.sandbox_name, image=row.image, baseline_image=row.baseline_image,
+        baseline_key=row.baseline_key,
         preserved_until=_aware(row.preserved_until),
         outcome=Outcome.model_validate(row.outcome) if row.outcome else None,
         created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),
@@ -70,7 +71,7 @@ def _set_condition(row: ExperimentRow, *, type_: str, status: str, reason: str, 
 
 _DESIRED_COLUMNS = ("id", "instance_id", "phase", "priority", "created_at", "attempt", "cancel_requested",
                     "sandbox_name", "phase_since", "deadline_at", "not_before", "preserved_until", "kill_reason",
-                    "cpu", "memory_bytes", "gpus_requested", "gpus")
+                    "cpu", "memory_bytes", "gpus_requested", "gpus", "baseline_key")
 
 
 def _desired(row) -> Desired:
@@ -81,6 +82,7 @@ def _desired(row) -> Desired:
         not_before=_aware(row.not_before), preserved_until=_aware(row.preserved_until),
         kill_reason=row.kill_reason, cpu=row.cpu or 0.0, memory_bytes=row.memory_bytes or 0,
         gpus_requested=row.gpus_requested or 0, gpus_assigned=tuple(row.gpus or ()),
+        waiting_for=row.baseline_key if row.phase == Phase.BUILDING.value else None,
     )
 
 

@@ -54,6 +54,7 @@ class ExperimentRow(Base):
     gpus_requested: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
     gpus: Mapped[list | None] = mapped_column(JSON)
     reply_to: Mapped[str | None] = mapped_column(String(256))  # migration 0003
+    baseline_key: Mapped[str | None] = mapped_column(String(64))  # migration 0005: the baseline it waits for
 
     __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),
                       Index("ix_experiment_preserved", "preserved_until"))
@@ -123,6 +124,19 @@ class BaselineRow(Base):
     flaky: Mapped[list | None] = mapped_column(JSON)  # migration 0005: tests seen to vary on this key
     runtimes_ms: Mapped[list | None] = mapped_column(JSON)  # one per repetition
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # A baseline is a record the controller drives (migration 0005): Pending → Running
+    # (one repetition at a time) → Succeeded | Failed. Rows cached before it are Succeeded.
+    phase: Mapped[str] = mapped_column(String(16), server_default="Succeeded", default="Pending", index=True)
+    repetition: Mapped[int] = mapped_column(Integer, server_default="0", default=0)  # the one running or next
+    repetitions: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)  # launches lost to the runtime
+    sandbox_name: Mapped[str | None] = mapped_column(String(128))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    kill_reason: Mapped[str | None] = mapped_column(String(32))
+    owner: Mapped[str | None] = mapped_column(String(64))  # the experiment that planned it
+    plan: Mapped[dict | None] = mapped_column(JSON)  # what a repetition is launched with
+    runs: Mapped[list | None] = mapped_column(JSON)  # each finished repetition: cases, runtime, exit code
+    message: Mapped[str | None] = mapped_column(Text)
 
 
 class SnapshotImageRow(Base):

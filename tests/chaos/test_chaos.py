@@ -273,3 +273,35 @@ def test_docker_daemon_restarted_mid_run(tmp_path, sample_repo, own_dockerd):
     assert_finalized_once(app, ids)
     assert_only_preserved_remain(app, client, ids)
     app.close()
+
+
+def test_a_baseline_running_when_the_controller_dies_is_adopted_not_started_over(chaos_app, docker_client):
+    # A baseline is a record of its own: after a SIGKILL its running repetition is
+    # adopted by the next controller (never deleted as "not the live sandbox"),
+    # and every repetition is launched exactly once.
+    app, config = chaos_app
+    body = request_body(changes={"files": [{"path": "NOTES.md", "content": "adopt the baseline\n"}]},
+                        validation={"command": ["python3", "-c", "import time; time.sleep(4)"],
+                                    "report": "exit_code"},
+                        resources={"cpu": 0.5, "memory": "256Mi", "pids": 128})
+    experiment_id = app.intake.submit(json.dumps(body).encode()).view.id
+    proc = start_serve(config)
+    try:
+        wait_until(lambda: any(b.phase == "Running" for b in app.store.baselines()), timeout_s=180,
+                   what="a baseline repetition to run")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        (record,) = [b for b in app.store.baselines() if b.phase == "Running"]
+        assert docker_client.containers.get(record.sandbox_name).status == "running"
+        proc = start_serve(config)
+        wait_finished(app, [experiment_id])
+    finally:
+        stop(proc)
+    view = app.store.get(experiment_id)
+    assert view.phase.value == "Succeeded", view.message
+    done = app.store.baseline_record(record.key)
+    assert done.phase == "Succeeded" and done.attempts == 0 and len(done.runs) == done.repetitions
+    created = [h.sandbox_name for h in app.store.history(experiment_id)
+               if h.action == "created" and h.sandbox_name.startswith("genesis-baseline-")]
+    assert sorted(created) == [f"genesis-baseline-{record.key[:16]}-{i}" for i in range(done.repetitions)], created
+    assert record.sandbox_name in created

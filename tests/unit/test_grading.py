@@ -67,6 +67,8 @@ def test_flaky_tests_are_labelled_not_counted() -> None:
     grade = grading.grade(base=BASE, pass_a=pass_a, flaky={"tests.test_a::test_1"})
     assert grade.pass_to_fail == [] and grade.names(grading.FLAKY) == ["tests.test_a::test_1"]
     assert grade.baseline_passing == 2
+    assert "tests.test_a::test_1" not in grade.report.cases  # nor in the success rate
+    assert grade.report.success_rate == 2 / 3
 
 
 def test_repetitions_find_varying_tests_and_combine_to_passed_if_any_passed() -> None:
@@ -140,10 +142,12 @@ def test_the_applied_marker_must_be_the_first_marker() -> None:
     assert evidence.applied_marker("GENESIS-APPLIED {not json") is None
 
 
-def test_missing_tests_are_excused_only_by_an_error() -> None:
-    base = report(t__a=PASSED, t__b=PASSED)
-    assert evidence.missing_tests(base, report(t__a=PASSED), exempt=set()) == ["t::b"]
-    assert evidence.missing_tests(base, report(t__a=PASSED, t__c="error"), exempt=set()) == []
+def test_missing_tests_are_excused_only_by_a_failure() -> None:
+    base = report(t__a=PASSED, t__b=PASSED, t__c="error")
+    assert evidence.missing_tests(base, report(t__a=PASSED), exempt=set()) == ["t::b"]  # not the error entry
+    assert evidence.missing_tests(base, report(t__a=PASSED, t__d="error"), exempt=set()) == []
+    assert evidence.missing_tests(base, report(t__a=FAILED), exempt=set()) == []  # cargo stops at a failure
+    assert evidence.missing_tests(base, report(t__a=PASSED), exempt={"t::b"}) == []
 
 
 # -- protected infrastructure ---------------------------------------------------------------
