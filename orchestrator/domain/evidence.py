@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from orchestrator.domain.junit import FAILED, PASSED, TestReport
+from orchestrator.domain.results import RESULT_MARKER
 
 APPLIED_MARKER = "GENESIS-APPLIED "
 RUNTIME_TOLERANCE_MS = 2_000  # Kubernetes reports a container's end to the second
@@ -34,7 +35,7 @@ class Applied:
 def applied_marker(log_head: str) -> Applied | None:
     """The first ``GENESIS-APPLIED`` line, if it is the first marker of the log."""
     for line in log_head.splitlines():
-        if line.startswith("GENESIS-RESULT "):
+        if line.startswith(RESULT_MARKER):
             return None  # the runner stopped before the validation (the change did not apply)
         if line.startswith(APPLIED_MARKER):
             try:

@@ -156,11 +156,7 @@ class Executor:
         own = snap
         if repo.environment and set(changed) - {REPO_FILE}:
             # The change's own dependencies: an environment built from its inputs, without credentials.
-            try:
-                inputs = await asyncio.to_thread(repofile.changed_inputs, repo, view.commit, patch=spec.changes.patch,
-                                                 files=[f.model_dump(exclude_none=True) for f in spec.changes.files])
-            except RequestRejected as exc:
-                raise Failure(exc.code, str(exc)) from exc
+            inputs = await asyncio.to_thread(repofile.inputs_after, repo, view.commit, plan.change)
             own = await self._snapshot(view, repo, inputs=inputs)
         metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images() if i["tier"] == "snapshot"))
         validation = spec.validation or repo.validation
@@ -271,9 +267,9 @@ class Executor:
 
     # -- sandboxes ----------------------------------------------------------------
 
-    def _labels(self, view: ExperimentView, *, role: str) -> dict[str, str]:
-        return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: view.id,
-                LABEL_INSTANCE: view.instance_id, LABEL_ROLE: role, LABEL_ATTEMPT: str(view.attempt)}
+    def _labels(self, *, experiment: str, instance: str, role: str, attempt: int) -> dict[str, str]:
+        return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: experiment,
+                LABEL_INSTANCE: instance, LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
 
     def _sandbox(self, view: ExperimentView, *, name: str, image: str, role: str, writes: list[dict],
                  validation: Validation, repo: RepoConfig) -> SandboxSpec:
@@ -281,7 +277,8 @@ class Executor:
         assert spec is not None
         res = spec.resources
         gpus = self.store.get(view.id).gpus  # whole devices the controller assigned at admission
-        return SandboxSpec(name=name, image=image, labels=self._labels(view, role=role),
+        labels = self._labels(experiment=view.id, instance=view.instance_id, role=role, attempt=view.attempt)
+        return SandboxSpec(name=name, image=image, labels=labels,
                            bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,
                                                 test_timeout_s=repo.test_timeout_s),
                            cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
@@ -351,9 +348,8 @@ class Executor:
         repo = self._repo(record.repo, record.commit)
         validation = Validation.model_validate(plan["validation"])
         name = f"genesis-baseline-{key[:16]}-{record.repetition}"
-        labels = {**self.settings.extra_labels, **self.settings.sandbox_selector(),
-                  LABEL_EXPERIMENT: baseline_label(key), LABEL_INSTANCE: plan.get("instance_id", "baseline"),
-                  LABEL_ROLE: "baseline", LABEL_ATTEMPT: str(record.attempts)}
+        labels = self._labels(experiment=baseline_label(key), instance=plan.get("instance_id", "baseline"),
+                              role="baseline", attempt=record.attempts)
         sandbox = SandboxSpec(name=name, image=record.image, labels=labels,
                               bundle=passes.bundle([], validation, pytest_plugins=repo.pytest_plugins,
                                                    test_timeout_s=repo.test_timeout_s),

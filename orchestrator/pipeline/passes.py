@@ -28,7 +28,7 @@ from orchestrator.domain.models import Validation
 from orchestrator.domain.scoring import RunFacts
 from orchestrator.errors import GenesisError, RequestRejected, SandboxGone
 from orchestrator.pipeline import lifecycle
-from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState
+from orchestrator.runtimes.base import LABEL_ROLE, Runtime, SandboxOutput, SandboxSpec, SandboxState
 from orchestrator.store.repository import Store
 from orchestrator.telemetry import metrics
 
@@ -143,7 +143,7 @@ class Sandboxes:
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
-        self.audit(experiment_id, spec.name, "started", f"{spec.labels.get('genesis.role', 'experiment')} started")
+        self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
         return created_wall_ms
 
     async def run(self, spec: SandboxSpec, *, experiment_id: str, timeout_s: float) -> Run:
@@ -192,7 +192,7 @@ class Sandboxes:
                     seen.append(chunk)
                     size += len(chunk)
                     recent = "".join(seen[-2:])  # a marker may straddle two chunks
-                    if size >= HEAD_BYTES or "GENESIS-APPLIED " in recent or "GENESIS-RESULT " in recent:
+                    if size >= HEAD_BYTES or evidence.APPLIED_MARKER in recent or results.RESULT_MARKER in recent:
                         break
         except GenesisError:
             pass

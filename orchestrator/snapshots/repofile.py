@@ -65,9 +65,14 @@ def changed_inputs(repo: RepoConfig, commit: str, *, patch: str | None,
     """The environment inputs as the change leaves them: the base commit's,
     with the change (computed on the host, :mod:`orchestrator.snapshots.changes`)
     on top. Raises ``RequestRejected(patch_failed)`` when it does not apply."""
+    return inputs_after(repo, commit, changes.compute(repo, commit, patch=patch, files=files))
+
+
+def inputs_after(repo: RepoConfig, commit: str, change: changes.Change) -> dict[str, bytes]:
+    """The environment inputs at ``commit`` with an already computed ``change`` on top."""
     assert repo.environment is not None
     result = dict(inputs(repo, commit))
-    for path, state in changes.compute(repo, commit, patch=patch, files=files).after.items():
+    for path, state in change.after.items():
         if not input_paths([path], repo.environment.inputs):
             continue
         if state.data is None or state.symlink is not None:  # a link is never followed on this host
