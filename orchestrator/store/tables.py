@@ -36,6 +36,7 @@ class ExperimentRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     trace_id: Mapped[str | None] = mapped_column(String(64))
     sandbox_name: Mapped[str | None] = mapped_column(String(128))
+    sandbox_uid: Mapped[str | None] = mapped_column(String(128))  # migration 0006: the runtime's id
     image: Mapped[str | None] = mapped_column(String(256))
     baseline_image: Mapped[str | None] = mapped_column(String(256))  # when the change has its own environment
     preserved_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -131,6 +132,7 @@ class BaselineRow(Base):
     repetitions: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)  # launches lost to the runtime
     sandbox_name: Mapped[str | None] = mapped_column(String(128))
+    sandbox_uid: Mapped[str | None] = mapped_column(String(128))  # migration 0006: the runtime's id
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     kill_reason: Mapped[str | None] = mapped_column(String(32))
     owner: Mapped[str | None] = mapped_column(String(64))  # the experiment that planned it
@@ -157,13 +159,15 @@ class SnapshotImageRow(Base):
 
 
 class LeaseRow(Base):
-    """A named lease: who leads, until when (the SQLite stand-in for an advisory lock)."""
+    """A named lease: who leads, until when, and the generation of this tenure
+    (it grows at every takeover; writes made under an older one are refused)."""
 
     __tablename__ = "leases"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(256))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    generation: Mapped[int] = mapped_column(BigInteger, server_default="0", default=0)  # migration 0006
 
 
 class OutboxRow(Base):
