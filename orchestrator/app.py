@@ -89,16 +89,21 @@ class App:
     @cached_property
     def executor(self) -> Executor:
         self.resolve_gpus()
-        from orchestrator.store.leases import holder_id
-        # The audit trail names the process that acted: controller:<host>:<pid>.
-        return Executor(settings=self.settings, store=self.store, runtime=self.runtime, snapshots=self.snapshots,
-                        actor=f"controller:{holder_id()}")
+        from orchestrator.controller.fenced import FencedRuntime
+        # The audit trail names the process that acted: controller:<host>:<pid>:<nonce>,
+        # the holder of its lease. Its runtime refuses effects once its term lapsed.
+        return Executor(settings=self.settings, store=self.store, runtime=FencedRuntime(self.runtime),
+                        snapshots=self.snapshots, actor=f"controller:{self.leader.holder}")
+
+    @cached_property
+    def leader(self):
+        from orchestrator.store.leases import Leader
+        return Leader(self.engine, ttl_s=self.settings.lease_ttl_s)
 
     def controller(self, *, leader: bool = True):
         """A reconciling controller; ``leader=False`` skips the election (tests, ``--once``)."""
         from orchestrator.controller.loop import Controller
-        from orchestrator.store.leases import Leader
-        return Controller(self.executor, leader=Leader(self.engine) if leader else None,
+        return Controller(self.executor, leader=self.leader if leader else None,
                           pass_interval_s=self.settings.pass_interval_s, actor=self.executor.actor)
 
     def close(self) -> None:

@@ -17,7 +17,10 @@ them.
     ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
     ├── RuntimeFailure           the sandbox runtime failed (runtime_error)
     │     └── SandboxGone        a sandbox vanished under us (sandbox_lost)
-    └── StoreError               the database failed (store_error)
+    ├── StoreError               the database failed (store_error)
+    └── NotLeader                a controller acted under a lease it no longer
+                                 holds (not_leader): the write was refused and
+                                 the step stops; the current leader owns it
 
 A run's own failures are not exceptions of this tree but outcomes the
 pipeline records (``orchestrator/pipeline/passes.py``): cancelled, timeout,
@@ -80,3 +83,14 @@ class StoreError(GenesisError):
     def __init__(self, message: str, *, transient: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class NotLeader(GenesisError):
+    """A write or an effect decided under a lease this process no longer holds.
+
+    Raised by the store when the fencing check in the write's own transaction
+    fails, and by the fenced runtime before a call a former leader must not
+    make. Never retried: the step that meets it stops, and the leader of the
+    current generation re-drives the experiment."""
+
+    code = "not_leader"

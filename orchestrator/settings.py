@@ -185,6 +185,9 @@ class Settings(BaseModel):
     backoff_base_s: float = 2.0
     phase_deadline_s: float = 1800.0
     pass_interval_s: float = 1.0
+    # The controller's lease: renewed every third of it; a leader that cannot
+    # renew stops acting when it runs out, and a standby takes over after it.
+    lease_ttl_s: float = Field(default=15.0, ge=1.0)
     # Observability (SPEC §9).
     metrics_address: str = "127.0.0.1"  # 0.0.0.0 in a pod
     metrics_port: int = 9464  # 0 switches /metrics off

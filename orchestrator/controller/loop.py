@@ -12,6 +12,16 @@ runtime, so a controller killed at any point and started again sees the same
 world and carries on (adopting running sandboxes, re-driving interrupted
 steps). Errors of one pass are logged and retried with exponential backoff;
 the loop never spins and never dies of one bad record.
+
+It survives being stopped or cut off, too (SPEC §6). Leadership is a lease
+with a generation (:mod:`orchestrator.store.leases`), kept by a task of its
+own that renews it every third of its TTL, never by the pass. The term
+runs out on this process's monotonic clock: when it does (the database did
+not answer a renewal in time) or another holder is seen, every step in
+flight is cancelled at once and no pass runs. Every pass and every step
+carries the term it was decided under (:data:`orchestrator.fencing.FENCE`),
+so whatever a former leader still attempts after waking up is refused: its
+writes by the database, its sandbox effects by the fenced runtime.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from orchestrator.domain.planner import (
     BASELINE_TASK, Action, Admit, Collect, CollectBaseline, Fail, Kill, KillBaseline, LostBaseline, Observed,
     Resume, Retry, StartBaseline, Teardown, Unpreserve,
 )
-from orchestrator.errors import GenesisError, RuntimeFailure, StoreError
+from orchestrator.errors import GenesisError, NotLeader, RuntimeFailure, StoreError
+from orchestrator.fencing import FENCE, Term
 from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
@@ -56,6 +67,9 @@ class Controller:
         self.pass_interval_s = pass_interval_s
         self.actor = actor
         self._tasks: dict[str, asyncio.Task] = {}
+        self._keeper: asyncio.Task | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self.leader_changes = 0  # tenures won by this process
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.passes = 0
@@ -114,13 +128,67 @@ class Controller:
         return self.passes
 
     async def _lead(self) -> bool:
-        was = self.leading
-        self.leading = self.leader is None or await asyncio.to_thread(self.leader.acquire)
-        metrics.LEADER.set(1 if self.leading else 0)
-        if self.leading != was:
-            log.info("leading" if self.leading else "standby",
-                     extra={"holder": self.leader.holder if self.leader else None})
+        """Whether to run a pass now; puts the current term in this task's context."""
+        if self.leader is None:
+            self.leading = True
+            return True
+        if self._keeper is None:
+            await self._renew()  # the first answer before the first pass
+            self._keeper = asyncio.create_task(self._keep_lease(), name="genesis:lease")
+        FENCE.set(self.leader.term if self.leading else None)
         return self.leading
+
+    async def _keep_lease(self) -> None:
+        """Renew every third of the TTL, whatever the passes are doing."""
+        while True:
+            await self._sleep_quietly(self.leader.ttl_s / 3)
+            if self._stopping.is_set() and not self._tasks:
+                return
+            await self._renew()
+
+    async def _renew(self) -> None:
+        try:
+            term = await asyncio.wait_for(asyncio.to_thread(self.leader.acquire), timeout=self.leader.ttl_s / 3)
+        except (asyncio.TimeoutError, StoreError) as exc:
+            # Unknown: the database did not answer. The term's own deadline decides.
+            log.warning("lease renewal failed", extra={"error": str(exc) or type(exc).__name__})
+            return
+        if term is None:
+            self._lose("another controller holds the lease")
+        else:
+            self._gain(term)
+
+    def _gain(self, term: Term) -> None:
+        if not self.leading:
+            self.leading = True
+            self.leader_changes += 1
+            metrics.LEADER.set(1)
+            log.info("leading", extra={"holder": term.holder, "generation": term.generation})
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_at(term.valid_until, self._expire, term)
+
+    def _expire(self, term: Term) -> None:
+        if term.alive():  # renewed meanwhile
+            self._expiry = asyncio.get_running_loop().call_at(term.valid_until, self._expire, term)
+            return
+        self._lose(f"lease of generation {term.generation} lapsed")
+
+    def _lose(self, why: str) -> None:
+        """Stop acting at once: the term ends and every step in flight is cancelled."""
+        if self.leader is not None:
+            self.leader.lose()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if not self.leading:
+            return
+        self.leading = False
+        metrics.LEADER.set(0)
+        cancelled = list(self._tasks)
+        for task in self._tasks.values():
+            task.cancel()
+        log.warning("standby: leadership lost", extra={"reason": why, "cancelled_steps": cancelled})
 
     def shutdown(self) -> None:
         self._stopping.set()
@@ -141,11 +209,16 @@ class Controller:
             pass
 
     async def _drain(self) -> None:
-        """Let in-flight steps finish; whatever is cut short is re-driven by the next leader."""
+        """Let in-flight steps finish (the lease is still renewed meanwhile); whatever
+        is cut short is re-driven by the next leader, which need not wait for the lease."""
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=30)
         for task in self._tasks.values():
             task.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.leader is not None:
             await asyncio.to_thread(self.leader.release)
 
@@ -164,14 +237,17 @@ class Controller:
                                                   gpus=tuple(b.plan.get("gpus") or ()))
                           for b in await asyncio.to_thread(self.store.baselines, waited))
         states = await self.runtime.list(self.settings.sandbox_selector())
-        observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"))
-                    for s in states]
+        observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
+                             uid=s.uid) for s in states]
         actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
                                in_flight=in_flight | frozenset(self._tasks), baselines=baselines)
         for action in actions:
             try:
                 await self._apply(action)
                 metrics.RECONCILE_ACTIONS.labels(action=type(action).__name__.lower()).inc()
+            except NotLeader as exc:  # the pass was decided under a term that has ended
+                self._lose(str(exc))
+                break
             except GenesisError as exc:  # one bad record never stops the pass
                 metrics.RECONCILE_ERRORS.labels(kind="action").inc()
                 log.warning("action failed", extra={"action": type(action).__name__, "error": str(exc),
@@ -235,6 +311,7 @@ class Controller:
         await self._sleep_quietly(min(self.settings.cleanup_interval_s, 60.0))  # let leadership settle first
         while not self._stopping.is_set():
             if self.leading:
+                FENCE.set(self.leader.term if self.leader else None)
                 try:
                     await self.cleanup_images()
                 except Exception as exc:  # noqa: BLE001 - the job must never stop for good
@@ -250,7 +327,8 @@ class Controller:
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Teardown):
             await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=action.experiment_id,
-                                           name=action.sandbox, actor=self.actor, reason=action.reason)
+                                           name=action.sandbox, uid=action.uid, actor=self.actor,
+                                           reason=action.reason)
             if action.clear_preserved and action.experiment_id:
                 self.store.set_preserved_until(action.experiment_id, None)
         elif isinstance(action, Unpreserve):
@@ -292,6 +370,8 @@ class Controller:
         if experiment_id.startswith(BASELINE_TASK):
             try:
                 await step
+            except NotLeader as exc:
+                log.info("step stopped: not the leader", extra={"baseline": experiment_id, "error": str(exc)})
             except (RuntimeFailure, StoreError) as exc:
                 log.warning("baseline step failed; the next pass re-drives it", extra={"error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one baseline
@@ -304,6 +384,8 @@ class Controller:
             return
         try:
             await step
+        except NotLeader as exc:  # the current leader re-drives it
+            log.info("step stopped: not the leader", extra={"experiment_id": experiment_id, "error": str(exc)})
         except (RuntimeFailure, StoreError) as exc:
             log.warning("infrastructure failure; will retry", extra={"experiment_id": experiment_id,
                                                                      "error": str(exc)})

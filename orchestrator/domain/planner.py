@@ -85,6 +85,7 @@ class Observed:
     experiment_id: str | None
     status: str  # created | running | exited
     role: str = "experiment"
+    uid: str | None = None  # the runtime's id: actions on it name this object, not the name
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Kill:
     experiment_id: str
     sandbox: str
     reason: str  # "timeout" | "cancelled"
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ class Teardown:
     experiment_id: str | None
     reason: str
     clear_preserved: bool = False
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class KillBaseline:
 
     key: str
     sandbox: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,8 @@ def _reap_baselines(observed: list[Observed], baselines: tuple[DesiredBaseline, 
         if owner is not None and owner.task in in_flight:
             continue
         if owner is None or owner.phase != "Running" or sandbox.name != owner.sandbox_name:
-            actions.append(Teardown(sandbox.name, None, "orphan: not the running repetition of a baseline"))
+            actions.append(Teardown(sandbox.name, None, "orphan: not the running repetition of a baseline",
+                                    uid=sandbox.uid))
     return actions
 
 
@@ -283,7 +288,7 @@ def _drive_baseline(baseline: DesiredBaseline, observed: list[Observed], *, now:
     if live.status == "exited":
         return [CollectBaseline(baseline.key, live.name)]
     if baseline.deadline_at is not None and now >= baseline.deadline_at and baseline.kill_reason is None:
-        return [KillBaseline(baseline.key, live.name)]
+        return [KillBaseline(baseline.key, live.name, uid=live.uid)]
     return []
 
 
@@ -302,14 +307,14 @@ def _reap(observed: list[Observed], by_id: dict[str, Desired], *, now: datetime,
     for sandbox in observed:
         record = by_id.get(sandbox.experiment_id or "")
         if record is None:
-            actions.append(Teardown(sandbox.name, sandbox.experiment_id, "orphan: no live record"))
+            actions.append(Teardown(sandbox.name, sandbox.experiment_id, "orphan: no live record", uid=sandbox.uid))
         elif record.id in in_flight:
             continue  # a step is working on it (e.g. its baseline sandbox)
         elif sandbox.name != _live_sandbox(record, now=now):
             expired = (record.phase.finished and record.preserved_until is not None
                        and sandbox.name == record.sandbox_name)
             why = "preservation TTL expired" if expired else f"not the live sandbox of a {record.phase.value} record"
-            actions.append(Teardown(sandbox.name, record.id, why, clear_preserved=expired))
+            actions.append(Teardown(sandbox.name, record.id, why, clear_preserved=expired, uid=sandbox.uid))
     # A preserved record whose sandbox is already gone just loses the marker.
     for record in by_id.values():
         if record.phase.finished and record.preserved_until is not None and record.preserved_until <= now:
@@ -350,9 +355,9 @@ def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits:
     if live.status == "exited":
         return [Collect(record.id, live.name)]
     if record.cancel_requested and record.kill_reason is None:
-        return [Kill(record.id, live.name, "cancelled")]
+        return [Kill(record.id, live.name, "cancelled", uid=live.uid)]
     if record.deadline_at is not None and now >= record.deadline_at and record.kill_reason is None:
-        return [Kill(record.id, live.name, "timeout")]
+        return [Kill(record.id, live.name, "timeout", uid=live.uid)]
     return []
 
 

@@ -31,6 +31,7 @@ class ExperimentView(BaseModel):
     cancel_requested: bool = False
     trace_id: str | None = None
     sandbox_name: str | None = None
+    sandbox_uid: str | None = None  # the runtime's id of it, recorded at creation
     image: str | None = None
     baseline_image: str | None = None  # differs from image when the change has its own environment
     baseline_key: str | None = None  # the baseline it waited for (a record of its own)
@@ -93,6 +94,7 @@ class BaselineRecord(BaseModel):
     repetitions: int = 1
     attempts: int = 0
     sandbox_name: str | None = None
+    sandbox_uid: str | None = None  # the runtime's id of it, recorded at creation
     deadline_at: datetime | None = None
     kill_reason: str | None = None
     owner: str | None = None

@@ -124,7 +124,7 @@ class Executor:
     async def kill(self, experiment_id: str, sandbox: str, *, reason: str) -> None:
         """Stop a running sandbox for ``reason`` (timeout | cancelled); collect follows."""
         self.store.set_kill_reason(experiment_id, reason)
-        await self.runtime.kill(sandbox)
+        await self.runtime.kill(sandbox, uid=self.store.get(experiment_id).sandbox_uid)
         if reason == "timeout":
             log.warning("experiment_timeout", extra={**self._ctx(self.store.get(experiment_id)),
                                                      "sandbox": sandbox, "phase": "Running"})
@@ -179,7 +179,7 @@ class Executor:
         passes_note = "pass A of two" if plan.pass_b is not None else "the whole change in one pass"
         return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
                                      message=f"{name} ({passes_note}); created at {created_wall_ms} ms",
-                                     sandbox_name=name, deadline_at=deadline)
+                                     sandbox_name=name, sandbox_uid=self.sandboxes.uid(name), deadline_at=deadline)
 
     async def _plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
         """The change on the host; which of its files are protected, which are tests."""
@@ -241,7 +241,8 @@ class Executor:
         if state.status == "missing":
             if view.kill_reason in ("timeout", "cancelled"):
                 # Killed before it ever ran (a Kubernetes pod still pending is deleted, not stopped).
-                await self.sandboxes.teardown(view.id, view.sandbox_name, reason=f"rollback: {view.kill_reason}")
+                await self.sandboxes.teardown(view.id, view.sandbox_name, uid=view.sandbox_uid,
+                                              reason=f"rollback: {view.kill_reason}")
                 raise Failure(view.kill_reason, f"{view.kill_reason}: the sandbox was stopped before it ran")
             raise SandboxGone(f"sandbox {view.sandbox_name} vanished before its results were collected")
         cancelled = view.cancel_requested or view.kill_reason == "cancelled"
@@ -257,12 +258,12 @@ class Executor:
         try:
             return await self._conclude(view, spec, run, baseline, plan, repo, validation, ctx)
         except Failure as failure:
-            await self.sandboxes.teardown(view.id, run.name, reason=f"rollback: {failure.code}")
+            await self.sandboxes.teardown(view.id, run.name, uid=view.sandbox_uid, reason=f"rollback: {failure.code}")
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting", "code": failure.code})
             raise
         except SandboxGone:  # the infrastructure's doing: the attempt is retried
             why = f"disrupted: {run.state.reason}" if run.state.disrupted else "sandbox ended without a result"
-            await self.sandboxes.teardown(view.id, run.name, reason=why)
+            await self.sandboxes.teardown(view.id, run.name, uid=view.sandbox_uid, reason=why)
             raise
 
     # -- sandboxes ----------------------------------------------------------------
@@ -347,7 +348,7 @@ class Executor:
         plan = record.plan
         repo = self._repo(record.repo, record.commit)
         validation = Validation.model_validate(plan["validation"])
-        name = f"genesis-baseline-{key[:16]}-{record.repetition}"
+        name = f"genesis-baseline-{key[:16]}-{record.repetition}-a{record.attempts}"  # per launch
         labels = self._labels(experiment=baseline_label(key), instance=plan.get("instance_id", "baseline"),
                               role="baseline", attempt=record.attempts)
         sandbox = SandboxSpec(name=name, image=record.image, labels=labels,
@@ -362,14 +363,14 @@ class Executor:
         except Failure as failure:  # the runtime refused it as sent: no repetition can run
             self.store.fail_baseline(key, str(failure))
             return
-        self.store.baseline_launched(key, sandbox_name=name,
+        self.store.baseline_launched(key, sandbox_name=name, sandbox_uid=self.sandboxes.uid(name) or "",
                                      deadline_at=utcnow() + timedelta(milliseconds=plan["timeout_ms"]))
 
     async def kill_baseline(self, key: str, sandbox: str) -> None:
         """The repetition ran past its deadline: stopped, then collected as a timeout."""
         self.store.set_baseline_kill_reason(key, "timeout")
-        await self.runtime.kill(sandbox)
         record = self.store.baseline_record(key)
+        await self.runtime.kill(sandbox, uid=record.sandbox_uid if record else None)
         self.sandboxes.audit(record.owner if record else None, sandbox, "stopped", "baseline killed at its timeout")
 
     async def baseline_lost(self, key: str) -> None:
@@ -378,7 +379,8 @@ class Executor:
         if record is None or record.phase != "Running":
             return
         if record.sandbox_name:
-            await self.sandboxes.teardown(record.owner, record.sandbox_name, reason="baseline sandbox lost")
+            await self.sandboxes.teardown(record.owner, record.sandbox_name, uid=record.sandbox_uid,
+                                          reason="baseline sandbox lost")
         if self.store.baseline_lost(key) >= self.settings.backoff_limit:
             self.store.fail_baseline(key, f"the baseline's sandbox was lost {self.settings.backoff_limit} times")
 
@@ -396,7 +398,8 @@ class Executor:
             run = Run(record.sandbox_name, state, SandboxOutput(files={}, log_tail=""), "", "", timed_out=True)
         else:
             run = await self.sandboxes.collect(record.sandbox_name, state, timed_out=timed_out)
-        await self.sandboxes.teardown(record.owner, record.sandbox_name, reason="baseline repetition collected")
+        await self.sandboxes.teardown(record.owner, record.sandbox_name, uid=record.sandbox_uid,
+                                      reason="baseline repetition collected")
         validation = Validation.model_validate(record.plan["validation"])
         try:
             report, facts, final = self._baseline_run(run, validation, self._repo(record.repo, record.commit),
@@ -553,7 +556,7 @@ class Executor:
                                  details={"until": preserved_until.isoformat(),
                                           "artifacts": str(self.settings.artifacts_dir / view.id)})
         else:
-            await self.sandboxes.teardown(view.id, name, reason="rollback: " + why[:200])
+            await self.sandboxes.teardown(view.id, name, uid=view.sandbox_uid, reason="rollback: " + why[:200])
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting"})
         outcome = Outcome(
             experiment_id=view.id, instance_id=view.instance_id, status="success", recommendation=recommendation,

@@ -13,11 +13,12 @@ from orchestrator.store.repository import Store, utcnow
 from orchestrator.telemetry import metrics
 
 
-async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str | None, name: str, actor: str,
-                         reason: str) -> float | None:
-    """Delete one sandbox and audit it with its duration; ``None`` if it was already gone."""
+async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str | None, name: str,
+                         uid: str | None, actor: str, reason: str) -> float | None:
+    """Delete one sandbox, the object with ``uid`` (never a later one of the same
+    name), and audit it with its duration; ``None`` if it was already gone."""
     started = time.monotonic()
-    if not await runtime.remove(name):
+    if not await runtime.remove(name, uid=uid):
         return None
     elapsed_ms = (time.monotonic() - started) * 1000
     metrics.observe_phase("teardown", elapsed_ms / 1000)
@@ -30,8 +31,8 @@ async def remove_sandboxes(runtime: Runtime, store: Store, experiment_id: str, *
     """Delete every sandbox labelled with ``experiment_id``; returns how many."""
     removed = 0
     for state in await runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}):
-        if await remove_sandbox(runtime, store, experiment_id=experiment_id, name=state.name, actor=actor,
-                                reason=reason) is not None:
+        if await remove_sandbox(runtime, store, experiment_id=experiment_id, name=state.name, uid=state.uid,
+                                actor=actor, reason=reason) is not None:
             removed += 1
     return removed
 

@@ -125,15 +125,26 @@ class Sandboxes:
 
     def __init__(self, *, runtime: Runtime, store: Store, actor: str, max_file_bytes: int) -> None:
         self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
+        self._uids: dict[str, str] = {}  # name -> the runtime's id of what this process created
+
+    def uid(self, name: str) -> str | None:
+        """The runtime's id of the sandbox this process created as ``name``."""
+        return self._uids.get(name)
 
     async def launch(self, spec: SandboxSpec, *, experiment_id: str) -> int:
-        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation."""
-        # A leftover of an interrupted attempt under this name: never run twice.
-        await self.teardown(experiment_id, spec.name, reason="leftover of an interrupted run")
+        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation.
+
+        A leftover under this name (an interrupted attempt whose leader's lease
+        has lapsed, since this process now holds it) is removed by its own id
+        first; creation is then a compare-and-set on the name, so a former
+        leader that wakes up and creates it too fails instead of sharing it."""
+        leftover = await self.runtime.inspect(spec.name)
+        if leftover.status != "missing":
+            await self.teardown(experiment_id, spec.name, uid=leftover.uid, reason="leftover of an interrupted run")
         created_wall_ms = int(time.time() * 1000)
         started = time.monotonic()
         try:
-            await self.runtime.create(spec)
+            self._uids[spec.name] = await self.runtime.create(spec)
         except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
             raise Failure(exc.code, str(exc)) from exc
         self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
@@ -141,7 +152,7 @@ class Sandboxes:
                             "network": spec.network})
         self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
-        await self.runtime.start(spec.name)
+        await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
         self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
         return created_wall_ms
@@ -168,7 +179,7 @@ class Sandboxes:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                await self.runtime.kill(name)
+                await self.runtime.kill(name, uid=self.uid(name))
                 self.audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
                 return await self.runtime.inspect(name), True, False
             state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
@@ -178,7 +189,7 @@ class Sandboxes:
                            details={"oom_killed": state.oom_killed})
                 return state, False, cancelled
             if cancelled:
-                await self.runtime.kill(name)
+                await self.runtime.kill(name, uid=self.uid(name))
                 self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True
 
@@ -204,10 +215,15 @@ class Sandboxes:
         except GenesisError:
             return None
 
-    async def teardown(self, experiment_id: str, name: str, *, reason: str) -> float | None:
-        """Delete the sandbox (rollback); returns how long it took, in ms."""
-        return await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
-                                              actor=self.actor, reason=reason)
+    async def teardown(self, experiment_id: str, name: str, *, reason: str, uid: str | None = None) -> float | None:
+        """Delete the sandbox (rollback) by its id: ``uid`` as recorded, or the one this
+        process created under ``name``. Returns how long it took, in ms."""
+        uid = uid or self._uids.get(name)
+        removed = await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
+                                                 uid=uid, actor=self.actor, reason=reason)
+        if self._uids.get(name) == uid:
+            self._uids.pop(name, None)
+        return removed
 
     def audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
         self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,

@@ -55,6 +55,7 @@ class SandboxState:
     name: str
     status: SandboxStatus
     labels: dict[str, str] = field(default_factory=dict)
+    uid: str | None = None  # the runtime's own id: a Docker container id, a pod's UID
     exit_code: int | None = None
     oom_killed: bool = False
     started_at: datetime | None = None
@@ -98,15 +99,19 @@ class Runtime(Protocol):
     async def ping(self) -> str:
         """The backend's version; raises RuntimeFailure when unreachable."""
 
-    async def create(self, spec: SandboxSpec) -> None:
-        """Create the sandbox with its bundle delivered, not yet started."""
+    async def create(self, spec: SandboxSpec) -> str:
+        """Create the sandbox with its bundle delivered, not yet started; returns its uid.
+
+        The name is a compare-and-set: creating a name that exists fails
+        (RuntimeFailure), except a retried create of the very same sandbox."""
 
     async def start(self, name: str) -> None: ...
 
     async def wait(self, name: str, *, timeout_s: float) -> SandboxState | None:
         """The final state once it exits, or ``None`` if still running at the timeout."""
 
-    async def kill(self, name: str) -> None: ...
+    async def kill(self, name: str, *, uid: str | None = None) -> None:
+        """Stop it, keeping its output. With ``uid``, only the object created with that id."""
 
     async def inspect(self, name: str) -> SandboxState:
         """Current state; ``status="missing"`` when it does not exist."""
@@ -116,8 +121,9 @@ class Runtime(Protocol):
     async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
         """Log lines as text; follows until the sandbox exits when ``follow``."""
 
-    async def remove(self, name: str) -> bool:
-        """Delete the sandbox; ``False`` when it was already gone."""
+    async def remove(self, name: str, *, uid: str | None = None) -> bool:
+        """Delete the sandbox; ``False`` when it was already gone. With ``uid``, only the
+        object created with that id: a later sandbox of the same name is left alone."""
 
     async def list(self, labels: dict[str, str]) -> list[SandboxState]:
         """Every sandbox carrying all of ``labels``."""

@@ -68,6 +68,7 @@ def _state_of(container) -> SandboxState:
               "paused": "running"}.get(state.get("Status"), "exited")
     return SandboxState(
         name=container.name,
+        uid=attrs.get("Id"),
         status=status,
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
         exit_code=state.get("ExitCode") if status == "exited" else None,
@@ -89,6 +90,7 @@ def _state_of_summary(summary: dict) -> SandboxState:
     exited = _EXITED.match(summary.get("Status") or "")
     return SandboxState(
         name=(summary.get("Names") or ["/?"])[0].lstrip("/"),
+        uid=summary.get("Id"),
         status=status,
         labels=dict(summary.get("Labels") or {}),
         exit_code=int(exited.group(1)) if exited and status == "exited" else None,
@@ -133,7 +135,7 @@ class DockerRuntime:
         return self._client.info()
 
     @_translate
-    def create(self, spec: SandboxSpec) -> None:
+    def create(self, spec: SandboxSpec) -> str:
         device_requests = []
         if spec.gpus:
             device_requests = [docker.types.DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
@@ -161,6 +163,7 @@ class DockerRuntime:
         except Exception:
             container.remove(force=True)
             raise
+        return container.id
 
     @_translate
     def start(self, name: str) -> None:
@@ -180,8 +183,8 @@ class DockerRuntime:
         return _state_of(container)
 
     @_translate
-    def kill(self, name: str) -> None:
-        container = self._client.containers.get(name)
+    def kill(self, name: str, *, uid: str | None = None) -> None:
+        container = self._client.containers.get(uid or name)
         try:
             container.kill()
         except docker.errors.APIError as exc:
@@ -212,9 +215,9 @@ class DockerRuntime:
             yield chunk
 
     @_translate
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str, *, uid: str | None = None) -> bool:
         try:
-            self._client.containers.get(name).remove(force=True, v=True)
+            self._client.containers.get(uid or name).remove(force=True, v=True)
         except docker.errors.NotFound:
             return False
         return True

@@ -322,7 +322,7 @@ class KubernetesRuntime:
     # -- writing --------------------------------------------------------------
 
     @_translate
-    def create(self, spec: SandboxSpec) -> None:
+    def create(self, spec: SandboxSpec) -> str:
         try:
             body = pod_manifest(spec, self.options)
         except BundleTooLarge as exc:
@@ -339,8 +339,9 @@ class KubernetesRuntime:
             if existing is None or (existing["metadata"].get("annotations") or {}).get(digest) != \
                     body["metadata"]["annotations"][digest]:
                 raise RuntimeFailure(f"kubernetes: a different pod named {spec.name} already exists") from exc
-            return
+            return existing["metadata"].get("uid", "")
         self.informer.put(created)
+        return created["metadata"].get("uid", "")
 
     @_translate
     def start(self, name: str) -> None:
@@ -363,41 +364,47 @@ class KubernetesRuntime:
                 log.info("stale write on start; re-reading", extra={"sandbox": name})
 
     @_translate
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, *, uid: str | None = None) -> None:
         """Stop the container but keep the pod: lower activeDeadlineSeconds to 1.
 
         A pod no kubelet has started (still gated, or unschedulable: no
         ``startTime``, so no deadline can run) has nothing to stop and no
-        output; it is deleted instead.
+        output; it is deleted instead. With ``uid``, a pod of that name but
+        another UID is not ours (SandboxGone); the patch carries the read's
+        resourceVersion, so a pod replaced in between is not touched either.
         """
         pod = self._read(name)
-        if pod is None:
-            raise SandboxGone(f"kubernetes: no sandbox {name}")
+        if pod is None or (uid and pod["metadata"].get("uid") != uid):
+            raise SandboxGone(f"kubernetes: no sandbox {name}" + (f" with uid {uid}" if uid else ""))
         if _terminal(pod):
             return
         if (pod.get("spec") or {}).get("schedulingGates") or not (pod.get("status") or {}).get("startTime"):
-            self._delete(name)
+            self._delete(name, pod["metadata"].get("uid"))
             return
+        patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
+                 "spec": {"activeDeadlineSeconds": 1}}
         self.informer.put(_json(self._core.patch_namespaced_pod(
-            name, self.namespace, {"spec": {"activeDeadlineSeconds": 1}}, _preload_content=False,
-            _request_timeout=self._timeout)))
+            name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 
-    def _delete(self, name: str) -> bool:
+    def _delete(self, name: str, uid: str | None) -> bool:
+        """Delete, with a UID precondition when ``uid`` is known: 409 means another pod now has the name."""
+        options = k8s.V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background",
+                                      preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
         try:
-            self._core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0,
-                                             propagation_policy="Background", _preload_content=False,
+            self._core.delete_namespaced_pod(name, self.namespace, body=options, _preload_content=False,
                                              _request_timeout=self._timeout)
         except ApiException as exc:
-            if exc.status == 404:
-                self.informer.drop(name)
+            if exc.status == 404 or (exc.status == 409 and uid):
+                if exc.status == 404:
+                    self.informer.drop(name)
                 return False
             raise
         self.informer.drop(name)
         return True
 
     @_translate
-    def remove(self, name: str) -> bool:
-        return self._delete(name)
+    def remove(self, name: str, *, uid: str | None = None) -> bool:
+        return self._delete(name, uid)
 
     # -- output ---------------------------------------------------------------
 

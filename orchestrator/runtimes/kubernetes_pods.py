@@ -208,7 +208,7 @@ def state_of(pod: dict) -> SandboxState:
     container = _container_status(pod)
     terminated = (container.get("state") or {}).get("terminated") or {}
     waiting = (container.get("state") or {}).get("waiting") or {}
-    common = dict(name=meta.get("name", ""), labels=dict(meta.get("labels") or {}),
+    common = dict(name=meta.get("name", ""), uid=meta.get("uid"), labels=dict(meta.get("labels") or {}),
                   image=(spec.get("containers") or [{}])[0].get("image"),
                   started_at=_time(status.get("startTime")))
     if phase in ("Succeeded", "Failed"):

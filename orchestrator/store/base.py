@@ -1,9 +1,17 @@
-"""What every part of the store shares: transactions, UTC handling, retries.
+"""What every part of the store shares: transactions, UTC handling, retries, fencing.
 
 Database errors leave the store as :class:`StoreError` (``transient`` for a
 lost connection, which :data:`transient` retries with exponential backoff),
 except an ``IntegrityError`` that callers resolve themselves (a lost insert
 race). Every datetime enters and leaves in UTC.
+
+Fencing: when the caller runs under a controller's term
+(:data:`orchestrator.fencing.FENCE`), a transaction that wrote anything
+checks, as its last statement before commit, that the term's generation
+still holds the lease (:func:`orchestrator.store.leases.fence`; the check
+row-locks the lease, so no takeover commits in between). A stale term's
+transaction is rolled back and :class:`NotLeader` raised: a former leader
+records nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +20,14 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from orchestrator.errors import StoreError
-from orchestrator.store.tables import SandboxHistoryRow
+from orchestrator.errors import NotLeader, StoreError
+from orchestrator.fencing import FENCE, Term
+from orchestrator.store.tables import LeaseRow, SandboxHistoryRow
 
 transient = retry(
     retry=retry_if_exception(lambda exc: isinstance(exc, StoreError) and exc.transient),
@@ -54,16 +63,61 @@ def _columns(row, table) -> dict:
     return {c.name: _aware(v) if isinstance(v := getattr(row, c.name), datetime) else v for c in table.columns}
 
 
+def db_now(session: Session) -> datetime:
+    """The database's clock on PostgreSQL, this host's on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _aware(session.scalar(select(func.clock_timestamp())))
+    return utcnow()
+
+
+def now_expression(session: Session):
+    """``now`` inside a statement: the server's clock where there is one."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.clock_timestamp()
+    return utcnow()
+
+
+def fence(session: Session, term: Term) -> bool:
+    """True when ``term`` still holds its lease, checked and row-locked in ``session``'s
+    transaction: a takeover cannot commit between this check and that commit."""
+    result = session.execute(
+        update(LeaseRow)
+        .where(LeaseRow.name == term.lease, LeaseRow.holder == term.holder,
+               LeaseRow.generation == term.generation, LeaseRow.expires_at > now_expression(session))
+        .values(generation=LeaseRow.generation)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def _mark_written(session: Session, *_args) -> None:
+    session.info["wrote"] = True
+
+
+def _mark_dml(state) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
 class StoreBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        event.listen(self._sessions, "after_flush", _mark_written)
+        event.listen(self._sessions, "do_orm_execute", _mark_dml)
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
+        term = FENCE.get()
         try:
             with self._sessions.begin() as session:
                 yield session
+                if term is not None:
+                    session.flush()
+                    if session.info.get("wrote"):
+                        if not fence(session, term):
+                            term.ended = True
+                            raise NotLeader(f"write refused: generation {term.generation} no longer holds "
+                                            f"the {term.lease} lease")
         except IntegrityError:
             raise  # submit() turns a lost insert race into a duplicate or conflict
         except OperationalError as exc:

@@ -18,7 +18,8 @@ BASELINE_ACTIVE = ("Pending", "Running")
 def _record(row: BaselineRow) -> BaselineRecord:
     return BaselineRecord(key=row.key, phase=row.phase, repo=row.repo, commit=row.commit, image=row.image,
                           repetition=row.repetition, repetitions=row.repetitions, attempts=row.attempts,
-                          sandbox_name=row.sandbox_name, deadline_at=_aware(row.deadline_at),
+                          sandbox_name=row.sandbox_name, sandbox_uid=row.sandbox_uid,
+                          deadline_at=_aware(row.deadline_at),
                           kill_reason=row.kill_reason, owner=row.owner, plan=row.plan or {}, runs=row.runs or [],
                           message=row.message)
 
@@ -67,10 +68,11 @@ class CachesMixin(StoreBase):
             return _record(row)
 
     @transient
-    def baseline_launched(self, key: str, *, sandbox_name: str, deadline_at) -> None:
+    def baseline_launched(self, key: str, *, sandbox_name: str, sandbox_uid: str, deadline_at) -> None:
         with self._tx() as session:
             row = session.get(BaselineRow, key, with_for_update=True)
             row.phase, row.sandbox_name, row.deadline_at, row.kill_reason = "Running", sandbox_name, deadline_at, None
+            row.sandbox_uid = sandbox_uid
 
     @transient
     def set_baseline_kill_reason(self, key: str, reason: str) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.errors import StoreError
 
+IDLE_IN_TRANSACTION_MS = 5000
 MIGRATIONS = Path(os.environ.get("GENESIS_MIGRATIONS", Path(__file__).resolve().parents[2] / "migrations"))
 
 
@@ -48,10 +49,17 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # Sessions in UTC whatever the server's zone, so timestamps read back as
-    # UTC; options already in the URL (e.g. a search_path) are kept.
+    # UTC; options already in the URL (e.g. a search_path) are kept. A session
+    # stopped inside a transaction (a SIGSTOPped or partitioned controller) is
+    # ended by the server, so the row locks it held (the lease's) never block
+    # a takeover for long; keepalives and a send timeout let a connection to a
+    # vanished server fail instead of hanging a thread for TCP's retry limit.
     given = make_url(url).query.get("options", "")
-    options = " ".join(filter(None, [given if isinstance(given, str) else " ".join(given), "-c timezone=UTC"]))
-    return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
+    options = " ".join(filter(None, [given if isinstance(given, str) else " ".join(given), "-c timezone=UTC",
+                                     f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"]))
+    return create_engine(url, pool_pre_ping=True, connect_args={
+        "options": options, "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5,
+        "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10000})
 
 
 def _alembic_config() -> Config:

@@ -1,34 +1,47 @@
-"""Leader election: one active controller, standbys waiting.
+"""Leader election: one active controller, standbys waiting, fenced by generation.
 
-PostgreSQL: a session-level advisory lock held on a dedicated connection;
-it is released the moment the holder's connection dies (a SIGKILLed
-controller included), so a standby takes over on its next try.
-SQLite (single host): a lease row renewed every pass. A holder on the same
-host whose process no longer exists loses the lease at once; otherwise it
-expires after its TTL.
+One lease row per name, on PostgreSQL and SQLite alike: who holds it, until
+when, and its generation. A holder renews it well inside its TTL; a standby
+takes it over only once it has expired (or, on one host, once its holder's
+process is gone), and every takeover is a compare-and-set that raises the
+generation by one. An advisory lock alone is not enough: PostgreSQL keeps it
+for a half-open connection as long as TCP keepalive allows, so a leader cut
+off from the database would go on believing it leads (SPEC §6).
+
+Time is the database's on PostgreSQL (controllers on several hosts compare
+one clock) and this host's on SQLite (single host). The holder's own
+deadline is on its monotonic clock, taken before the renewal is sent, so it
+always ends before the database sees the lease expire.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from orchestrator.errors import StoreError
+from orchestrator.fencing import Term
+from orchestrator.store.base import _aware, db_now
 from orchestrator.store.tables import LeaseRow
 
-ADVISORY_KEY = 0x6E6E5353  # fixed 32-bit key naming "the Genesis controller"
+LOCK_TIMEOUT = "2s"  # a takeover never waits long on a row a stopped holder locked
 
 
 def holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:nonce — unique per Leader, so two in one process never share a term."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def _holder_dead(holder: str) -> bool:
-    host, _, pid = holder.rpartition(":")
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -41,69 +54,105 @@ def _holder_dead(holder: str) -> bool:
 
 
 class Leader:
-    """``acquire()`` each pass; True while this process leads."""
+    """``acquire()`` renews or takes the lease: the current :class:`Term`, or None."""
 
     def __init__(self, engine: Engine, *, name: str = "controller", ttl_s: float = 15.0) -> None:
         self._engine = engine
         self._name = name
+        self.ttl_s = ttl_s
         self._ttl = timedelta(seconds=ttl_s)
         self._holder = holder_id()
-        self._conn = None  # PostgreSQL: the connection that holds the lock
+        self._term: Term | None = None
 
     @property
     def holder(self) -> str:
         return self._holder
 
-    def acquire(self) -> bool:
-        try:
-            if self._engine.dialect.name == "postgresql":
-                return self._advisory()
-            return self._lease()
-        except SQLAlchemyError:
-            self.release()
-            return False
+    @property
+    def term(self) -> Term | None:
+        return self._term
 
-    def _advisory(self) -> bool:
-        if self._conn is not None:
-            self._conn.execute(text("SELECT 1"))  # still connected means still holding
-            return True
-        conn = self._engine.connect()
-        if conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar():
-            conn.commit()
-            self._conn = conn
-            return True
-        conn.close()
-        return False
+    def acquire(self) -> Term | None:
+        """Renew this process's term or take the lease over; None while another holds it.
 
-    def _lease(self) -> bool:
-        now = datetime.now(timezone.utc)
-        with Session(self._engine) as session, session.begin():
-            row = session.get(LeaseRow, self._name, with_for_update=True)
-            if row is None:
-                session.add(LeaseRow(name=self._name, holder=self._holder, expires_at=now + self._ttl))
-                return True
-            expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
-            if row.holder == self._holder or expires < now or _holder_dead(row.holder):
-                row.holder, row.expires_at = self._holder, now + self._ttl
-                return True
-            return False
-
-    def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except SQLAlchemyError:
-                pass
-            self._conn = None
-            return
+        An unreachable database raises :class:`StoreError`: not knowing is not
+        losing, and the current term's own deadline decides when to stop."""
+        started = time.monotonic()
         try:
             with Session(self._engine) as session, session.begin():
-                row = session.get(LeaseRow, self._name)
-                if row is not None and row.holder == self._holder:
-                    session.delete(row)
+                generation = self._acquire(session)
+        except IntegrityError:
+            generation = None  # another standby inserted the lease first
+        except OperationalError as exc:  # includes lock_timeout: a stopped holder's lock
+            raise StoreError(f"lease: database unavailable: {exc.orig or exc}", transient=True) from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"lease: {exc}") from exc
+        if generation is None:
+            self._end()
+            return None
+        if self._term is not None and self._term.generation == generation and not self._term.ended:
+            self._term.valid_until = started + self.ttl_s
+        else:
+            self._end()
+            self._term = Term(self._name, self._holder, generation, started + self.ttl_s)
+        return self._term
+
+    def _acquire(self, session: Session) -> int | None:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        now = db_now(session)
+        row = session.get(LeaseRow, self._name)
+        if row is None:
+            session.add(LeaseRow(name=self._name, holder=self._holder, expires_at=now + self._ttl, generation=1))
+            session.flush()  # a concurrent insert loses here (IntegrityError: not the leader)
+            return 1
+        expires = _aware(row.expires_at)
+        mine = self._term is not None and not self._term.ended and self._term.generation == row.generation \
+            and row.holder == self._holder
+        if mine and expires > now:
+            new_generation = row.generation  # a renewal
+        elif expires <= now or _holder_dead(row.holder):
+            new_generation = row.generation + 1  # a takeover, also of our own lapsed term
+        else:
+            return None
+        changed = session.execute(
+            update(LeaseRow)
+            .where(LeaseRow.name == self._name, LeaseRow.generation == row.generation,
+                   LeaseRow.holder == row.holder)
+            .values(holder=self._holder, generation=new_generation, expires_at=now + self._ttl)
+            .execution_options(synchronize_session=False)).rowcount
+        return new_generation if changed == 1 else None
+
+    def _end(self) -> None:
+        if self._term is not None:
+            self._term.ended = True
+
+    def lose(self) -> None:
+        """This process stops acting under its term (its deadline passed, or it shuts down)."""
+        self._end()
+
+    def release(self) -> None:
+        """Hand the lease back at shutdown, so a standby need not wait for it to expire."""
+        term, self._term = self._term, None
+        if term is None:
+            return
+        term.ended = True
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.execute(update(LeaseRow)
+                                .where(LeaseRow.name == self._name, LeaseRow.holder == self._holder,
+                                       LeaseRow.generation == term.generation)
+                                .values(expires_at=db_now(session))
+                                .execution_options(synchronize_session=False))
         except SQLAlchemyError:
             pass
 
-    def current_holder(self) -> str | None:
+    def current(self) -> tuple[str, int] | None:
+        """(holder, generation) as the database has it."""
         with Session(self._engine) as session:
-            return session.scalar(select(LeaseRow.holder).where(LeaseRow.name == self._name))
+            row = session.get(LeaseRow, self._name)
+            return (row.holder, row.generation) if row is not None else None
+
+    def current_holder(self) -> str | None:
+        current = self.current()
+        return current[0] if current else None

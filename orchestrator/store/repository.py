@@ -48,7 +48,7 @@ def _view(row: ExperimentRow) -> ExperimentView:
         conditions=[Condition.model_validate(c) for c in row.conditions or []],
         recommendation=Recommendation(row.recommendation) if row.recommendation else None,
         priority=row.priority, attempt=row.attempt, cancel_requested=row.cancel_requested,
-        trace_id=row.trace_id, sandbox_name=row.sandbox_name, image=row.image, baseline_image=row.baseline_image,
+        trace_id=row.trace_id, sandbox_name=row.sandbox_name, sandbox_uid=row.sandbox_uid, image=row.image, baseline_image=row.baseline_image,
         baseline_key=row.baseline_key,
         preserved_until=_aware(row.preserved_until),
         outcome=Outcome.model_validate(row.outcome) if row.outcome else None,

@@ -8,7 +8,8 @@ does not do, and this subclass adds because the runtime depends on it:
 - resourceVersions: every write stamps a new one (a global counter, as
   etcd's revision); LIST returns the current one;
 - optimistic concurrency: a PATCH carrying a stale ``metadata.resourceVersion``
-  gets 409 Conflict;
+  gets 409 Conflict, and so does a DELETE whose ``preconditions.uid`` names
+  another pod than the one now under that name;
 - label and field selectors (equality only) on LIST and WATCH;
 - WATCH from a resourceVersion: events after it, then live ones, ending at
   ``timeoutSeconds``; a version older than the compaction horizon
@@ -112,6 +113,14 @@ class ApiServer(k8s.KubernetesEmulator):
             self.revision += 1
             request.data.setdefault("metadata", {})["resourceVersion"] = str(self.revision)
         elif request.action == enums.action.DELETE:
+            wanted = ((request.data or {}).get("preconditions") or {}).get("uid") \
+                if isinstance(request.data, dict) else None
+            current = self.current(request.namespace, request.name) if request.resource == PODS else None
+            if wanted and current is not None and current["metadata"].get("uid") != wanted:
+                raise k8s.KubernetesError(
+                    status=409, reason="Conflict",
+                    message=f"Precondition failed: UID in precondition: {wanted}, "
+                            f"UID in object meta: {current['metadata'].get('uid')}")
             self.revision += 1
 
     async def _record(self, request: rendering.Request) -> None:
