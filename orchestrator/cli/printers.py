@@ -6,10 +6,12 @@ Pure functions from views to text; the verbs do the I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import yaml
 
+from orchestrator.domain.queries import LABEL_KEYS
 from orchestrator.domain.records import ExperimentView, HistoryEntry
 
 API_VERSION = "genesis.dev/v1"
@@ -26,8 +28,9 @@ def age(since: datetime | None, now: datetime | None = None) -> str:
 
 
 def labels_of(view: ExperimentView) -> dict[str, str]:
-    return {"instance_id": view.instance_id, "experiment_type": view.experiment_type,
-            "risk_level": view.risk_level, "repo": view.repo, "phase": view.phase.value}
+    """The labels ``-l`` selects on (:data:`~orchestrator.domain.queries.LABEL_KEYS`), in that order."""
+    values = view.model_dump(mode="json", include=set(LABEL_KEYS))
+    return {key: values[key] for key in LABEL_KEYS}
 
 
 def resource(view: ExperimentView) -> dict:
@@ -59,11 +62,24 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
-def experiments(views: list[ExperimentView], output: str | None, *, now: datetime | None = None) -> str:
+def experiment(view: ExperimentView, output: str | None, *, now: datetime | None = None) -> str:
+    """One experiment asked for by name: -o json|yaml is the bare object (kubectl's
+    ``get pod NAME -o json``); the other outputs are a one-row listing."""
     if output == "json":
-        return json.dumps(_list(views), indent=2)
+        return json.dumps(resource(view), indent=2)
     if output == "yaml":
-        return yaml.safe_dump(_list(views), sort_keys=False)
+        return yaml.safe_dump(resource(view), sort_keys=False)
+    return experiments([view], output, now=now)
+
+
+def experiments(views: Sequence[ExperimentView], output: str | None, *, continue_token: str | None = None,
+                now: datetime | None = None) -> str:
+    """A listing: -o json|yaml is always a List (even of one item or none), with
+    ``metadata.continue`` when more remain; the table and names leave the token to the verb."""
+    if output == "json":
+        return json.dumps(_list(views, continue_token), indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(_list(views, continue_token), sort_keys=False)
     if output == "name":
         return "\n".join(f"experiment/{v.id}" for v in views)
     if not views:
@@ -85,9 +101,9 @@ def experiments(views: list[ExperimentView], output: str | None, *, now: datetim
     return table(rows, headers)
 
 
-def _list(views: list[ExperimentView]) -> dict | list:
-    items = [resource(v) for v in views]
-    return items[0] if len(items) == 1 else {"apiVersion": "v1", "kind": "List", "items": items}
+def _list(views: Sequence[ExperimentView], continue_token: str | None) -> dict:
+    return {"apiVersion": API_VERSION, "kind": "List", "items": [resource(v) for v in views],
+            "metadata": {"continue": continue_token} if continue_token else {}}
 
 
 def _metric_rows(view: ExperimentView) -> list[list[str]]:

@@ -24,6 +24,7 @@ from orchestrator.domain.records import ExperimentView, HistoryEntry
 from orchestrator.domain.reports import FinishedRow
 from orchestrator.domain.subjects import conflict_routes, outcome_routes
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
+from orchestrator.store import queries
 from orchestrator.store.base import _aware, _columns, _utc, transient, utcnow
 from orchestrator.store.caches import CachesMixin
 from orchestrator.store.outbox import OutboxMixin, enqueue
@@ -222,14 +223,18 @@ class Store(CachesMixin, OutboxMixin):
             return _view(row)
 
     def list(self, *, phase: Phase | None = None, instance_id: str | None = None,
-             limit: int = 500) -> list[ExperimentView]:
+             limit: int | None = None) -> list[ExperimentView]:
+        """Experiments newest first: every match unless ``limit`` (nothing is cut short silently)."""
+        where = queries.equal(phase=phase.value if phase else None, instance_id=instance_id)
+        return list(self.page(where, limit=limit).items)
+
+    @transient
+    def page(self, where: tuple[queries.Requirement, ...] = (), *, limit: int | None = None,
+             continue_token: str | None = None) -> queries.Page:
+        """One page of the experiments matching every requirement, newest first, filtered and
+        limited in SQL; see :func:`orchestrator.store.queries.page`."""
         with self._tx() as session:
-            query = select(ExperimentRow).order_by(ExperimentRow.created_at.desc()).limit(limit)
-            if phase is not None:
-                query = query.where(ExperimentRow.phase == phase.value)
-            if instance_id is not None:
-                query = query.where(ExperimentRow.instance_id == instance_id)
-            return [_view(r) for r in session.scalars(query)]
+            return queries.page(session, where, limit=limit, continue_token=continue_token, view=_view)
 
     @transient
     def next_pending(self) -> ExperimentView | None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from orchestrator.cli.printers import age, describe, experiments, labels_of, resource, table
+from orchestrator.cli.printers import age, describe, experiment, experiments, labels_of, resource, table
 from orchestrator.domain.models import (
     Baseline,
     Condition,
@@ -127,8 +127,8 @@ def test_name_output() -> None:
     assert experiments([view(), view(**PENDING)], "name") == f"experiment/{EXP_ID}\nexperiment/manual-1"
 
 
-def test_json_of_one_experiment_is_the_object() -> None:
-    doc = json.loads(experiments([view()], "json"))
+def test_json_of_a_named_experiment_is_the_object() -> None:
+    doc = json.loads(experiment(view(), "json"))
     assert doc["apiVersion"] == "genesis.dev/v1" and doc["kind"] == "Experiment"
     assert doc["metadata"]["name"] == EXP_ID
     assert doc["metadata"]["labels"]["risk_level"] == "low"
@@ -139,6 +139,12 @@ def test_json_of_one_experiment_is_the_object() -> None:
     assert doc["status"]["conditions"][0]["type"] == "Succeeded"
 
 
+def test_a_named_experiment_in_other_outputs_is_a_one_row_listing() -> None:
+    assert experiment(view(), None, now=NOW) == experiments([view()], None, now=NOW)
+    assert experiment(view(), "name") == f"experiment/{EXP_ID}"
+    assert yaml.safe_load(experiment(view(), "yaml")) == json.loads(experiment(view(), "json"))
+
+
 def test_json_of_several_experiments_is_a_list() -> None:
     doc = json.loads(experiments([view(), view(**PENDING)], "json"))
     assert doc["kind"] == "List"
@@ -146,8 +152,23 @@ def test_json_of_several_experiments_is_a_list() -> None:
     assert doc["items"][1]["status"]["outcome"] is None
 
 
+def test_json_of_one_listed_experiment_is_still_a_list() -> None:
+    doc = json.loads(experiments([view()], "json"))
+    assert (doc["apiVersion"], doc["kind"], doc["metadata"]) == ("genesis.dev/v1", "List", {})
+    assert [item["kind"] for item in doc["items"]] == ["Experiment"]
+    assert doc["items"][0] == json.loads(experiment(view(), "json"))
+
+
 def test_json_of_nothing_is_an_empty_list() -> None:
-    assert json.loads(experiments([], "json")) == {"apiVersion": "v1", "kind": "List", "items": []}
+    assert json.loads(experiments([], "json")) == {"apiVersion": "genesis.dev/v1", "kind": "List", "items": [],
+                                                   "metadata": {}}
+
+
+def test_a_list_with_more_remaining_carries_the_continue_token() -> None:
+    doc = json.loads(experiments([view()], "json", continue_token="abc"))
+    assert doc["metadata"] == {"continue": "abc"}
+    assert yaml.safe_load(experiments([view()], "yaml", continue_token="abc"))["metadata"] == {"continue": "abc"}
+    assert "abc" not in experiments([view()], None, continue_token="abc", now=NOW)  # the verb says it on stderr
 
 
 def test_yaml_matches_json() -> None:
