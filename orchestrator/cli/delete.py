@@ -13,6 +13,7 @@ import asyncio
 from orchestrator.domain.models import Phase
 from orchestrator.pipeline import lifecycle
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE
+from orchestrator.store.aio import AsyncStore
 
 
 def register(sub) -> None:
@@ -35,11 +36,12 @@ async def _kill_sandboxes(app, experiment_id: str) -> int:
 
 def run(app, args) -> int:
     view = app.store.request_cancel(args.name)
+    store = AsyncStore(app.store)
     if view.phase is Phase.PENDING:
-        lifecycle.fail(app.store, view, code="cancelled", message="cancelled by genesis delete", actor="cli",
-                       runtime_name=app.runtime.name)
+        asyncio.run(lifecycle.fail(store, view, code="cancelled", message="cancelled by genesis delete",
+                                   actor="cli", runtime_name=app.runtime.name))
     if view.phase.finished or view.phase is Phase.PENDING:
-        removed = asyncio.run(lifecycle.remove_sandboxes(app.runtime, app.store, view.id, actor="cli",
+        removed = asyncio.run(lifecycle.remove_sandboxes(app.runtime, store, view.id, actor="cli",
                                                          reason="rollback: genesis delete"))
         app.store.set_preserved_until(view.id, None)
         print(f'experiment "{view.id}" deleted' + (f" ({removed} sandbox removed)" if removed else ""))

@@ -116,8 +116,9 @@ def _sandboxes(app, args) -> int:
 def _images(app, args) -> int:
     """Every image of Genesis's on the engine: tier, repo, size, last use, in use, pinned."""
     from orchestrator.snapshots.catalog import list_images
+    from orchestrator.store.aio import AsyncStore
 
-    images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=app.store,
+    images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=AsyncStore(app.store),
                                      sandbox_labels=app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
         data = json.loads(json.dumps([vars(i) for i in images], default=str))

@@ -51,6 +51,7 @@ from orchestrator.telemetry.health import Health
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
+LAG_PROBE_S = 0.1
 SAMPLE_TIMEOUT_S = 5.0  # the engine answers within ~1 s (its stats collector's tick)
 
 
@@ -86,6 +87,7 @@ class Controller:
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
         sampler = asyncio.create_task(self._sampler()) if self.sample_interval_s > 0 else None
         cleaner = asyncio.create_task(self._cleaner()) if self.settings.image_disk_budget else None
+        lag = asyncio.create_task(self._watch_lag())
         while not self._stopping.is_set():
             try:
                 if await self._lead():
@@ -100,7 +102,7 @@ class Controller:
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
-        for task in (sampler, cleaner):
+        for task in (sampler, cleaner, lag):
             if task is not None:
                 task.cancel()
         await self._drain()
@@ -120,7 +122,7 @@ class Controller:
                 await self._sleep(self.pass_interval_s)
                 continue
             if not self._tasks and not any(d.phase.value in ("Pending", "Building", "Running", "Collecting")
-                                           for d in self.store.desired()):
+                                           for d in await self.store.desired()):
                 return self.passes
             await self._sleep(self.pass_interval_s)
         if not self._stopping.is_set():
@@ -230,12 +232,12 @@ class Controller:
         # counts as in flight this pass, so a stale view of its record can
         # never make the planner reap its sandbox or re-drive it.
         in_flight = frozenset(self._tasks)
-        desired = await asyncio.to_thread(self.store.desired)
+        desired = await self.store.desired()
         waited = frozenset(d.waiting_for for d in desired if d.waiting_for)
         baselines = tuple(planner.DesiredBaseline(key=b.key, phase=b.phase, sandbox_name=b.sandbox_name,
                                                   deadline_at=b.deadline_at, kill_reason=b.kill_reason,
                                                   gpus=tuple(b.plan.get("gpus") or ()))
-                          for b in await asyncio.to_thread(self.store.baselines, waited))
+                          for b in await self.store.baselines(waited))
         states = await self.runtime.list(self.settings.sandbox_selector())
         observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
                              uid=s.uid) for s in states]
@@ -268,6 +270,14 @@ class Controller:
         for record in desired:
             if record.id in admitted:
                 metrics.observe_phase("queue_wait", (now - record.created_at).total_seconds())
+
+    async def _watch_lag(self) -> None:
+        """Event-loop lag: how late a 100 ms timer fires (nothing may block the loop)."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            before = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            metrics.EVENT_LOOP_LAG.observe(max(loop.time() - before - LAG_PROBE_S, 0.0))
 
     async def sample_sandboxes(self) -> int:
         """One round of per-sandbox cgroup figures for /metrics; returns how many.
@@ -330,19 +340,19 @@ class Controller:
                                            name=action.sandbox, uid=action.uid, actor=self.actor,
                                            reason=action.reason)
             if action.clear_preserved and action.experiment_id:
-                self.store.set_preserved_until(action.experiment_id, None)
+                await self.store.set_preserved_until(action.experiment_id, None)
         elif isinstance(action, Unpreserve):
-            self.store.set_preserved_until(action.experiment_id, None)
+            await self.store.set_preserved_until(action.experiment_id, None)
         elif isinstance(action, Fail):
-            lifecycle.fail(self.store, self.store.get(action.experiment_id), code=action.code,
+            await lifecycle.fail(self.store, await self.store.get(action.experiment_id), code=action.code,
                            message=action.message, actor=self.actor, runtime_name=self.runtime.name)
         elif isinstance(action, Retry):
-            self.store.requeue(action.experiment_id, reason=action.reason, not_before=action.not_before,
+            await self.store.requeue(action.experiment_id, reason=action.reason, not_before=action.not_before,
                                actor=self.actor)
         elif isinstance(action, Kill):
             await self.executor.kill(action.experiment_id, action.sandbox, reason=action.reason)
         elif isinstance(action, Admit):
-            if self.store.admit(action.experiment_id, gpus=action.gpus, actor=self.actor) is not None:
+            if await self.store.admit(action.experiment_id, gpus=action.gpus, actor=self.actor) is not None:
                 self._spawn(action.experiment_id, self.executor.start(action.experiment_id))
         elif isinstance(action, Resume):
             step = self.executor.start if action.step == "start" else self.executor.collect
@@ -376,7 +386,7 @@ class Controller:
                 log.warning("baseline step failed; the next pass re-drives it", extra={"error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one baseline
                 log.exception("baseline step crashed", extra={"baseline": experiment_id})
-                await asyncio.to_thread(self.store.fail_baseline, experiment_id[len(BASELINE_TASK):],
+                await self.store.fail_baseline(experiment_id[len(BASELINE_TASK):],
                                         f"{type(exc).__name__}: {exc}")
             finally:
                 self._tasks.pop(experiment_id, None)
@@ -402,7 +412,7 @@ class Controller:
 
     async def _retry_after_failure(self, experiment_id: str, reason: str) -> None:
         try:
-            record = self.store.desired_of(experiment_id)
+            record = await self.store.desired_of(experiment_id)
             if record is None or record.phase.finished:
                 return
             await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
@@ -415,7 +425,7 @@ class Controller:
         try:
             await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
                                              reason=f"rollback: {code}")
-            lifecycle.fail(self.store, self.store.get(experiment_id), code=code, message=message,
+            await lifecycle.fail(self.store, await self.store.get(experiment_id), code=code, message=message,
                            actor=self.actor, runtime_name=self.runtime.name)
         except GenesisError as exc:
             log.warning("could not record the failure", extra={"experiment_id": experiment_id, "error": str(exc)})

@@ -42,6 +42,7 @@ from orchestrator.runtimes.base import (
 from orchestrator.settings import RepoConfig, Settings
 from orchestrator.snapshots import catalog, changes, git, repofile
 from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
+from orchestrator.store.aio import AsyncStore
 from orchestrator.store.repository import Store, utcnow
 from orchestrator.telemetry import metrics
 
@@ -78,12 +79,12 @@ class Executor:
     def __init__(self, *, settings: Settings, store: Store, runtime: Runtime, snapshots: SnapshotBuilder,
                  actor: str = "controller", llm_patterns: LlmPatterns | None = None) -> None:
         self.settings = settings
-        self.store = store
         self.runtime = runtime
         self.snapshots = snapshots
         self.actor = actor
         self.patterns = llm_patterns or LlmPatterns()
-        self.sandboxes = passes.Sandboxes(runtime=runtime, store=store, actor=actor,
+        self.store = store if isinstance(store, AsyncStore) else AsyncStore(store)  # never blocks the loop
+        self.sandboxes = passes.Sandboxes(runtime=runtime, store=self.store, actor=actor,
                                           max_file_bytes=settings.max_output_file_bytes)
 
     # -- steps the controller drives ---------------------------------------------
@@ -96,7 +97,7 @@ class Executor:
         Infrastructure errors (``RuntimeFailure``) propagate for the
         controller to retry; failures of the change finalize the experiment.
         """
-        view = self.store.get(experiment_id)
+        view = await self.store.get(experiment_id)
         if view.phase is not Phase.BUILDING:
             return view
         ctx = self._ctx(view)
@@ -105,13 +106,13 @@ class Executor:
                 raise Failure("cancelled", "cancelled before it started")
             return await self._start(view, ctx)
         except Failure as failure:
-            return self._failed(experiment_id, failure, ctx)
+            return await self._failed(experiment_id, failure, ctx)
 
     async def collect(self, experiment_id: str) -> ExperimentView:
         """Running (pass A exited) → Collecting → Succeeded | Failed."""
-        view = self.store.get(experiment_id)
+        view = await self.store.get(experiment_id)
         if view.phase is Phase.RUNNING:
-            view = self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
+            view = await self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
                                          message=f"sandbox {view.sandbox_name} exited")
         if view.phase is not Phase.COLLECTING:
             return view
@@ -119,25 +120,25 @@ class Executor:
         try:
             return await self._collect(view, ctx)
         except Failure as failure:
-            return self._failed(experiment_id, failure, ctx)
+            return await self._failed(experiment_id, failure, ctx)
 
     async def kill(self, experiment_id: str, sandbox: str, *, reason: str) -> None:
         """Stop a running sandbox for ``reason`` (timeout | cancelled); collect follows."""
-        self.store.set_kill_reason(experiment_id, reason)
-        await self.runtime.kill(sandbox, uid=self.store.get(experiment_id).sandbox_uid)
+        await self.store.set_kill_reason(experiment_id, reason)
+        await self.runtime.kill(sandbox, uid=(await self.store.get(experiment_id)).sandbox_uid)
         if reason == "timeout":
-            log.warning("experiment_timeout", extra={**self._ctx(self.store.get(experiment_id)),
+            log.warning("experiment_timeout", extra={**self._ctx(await self.store.get(experiment_id)),
                                                      "sandbox": sandbox, "phase": "Running"})
         why = "killed at the timeout" if reason == "timeout" else "killed: cancelled by request"
-        self.sandboxes.audit(experiment_id, sandbox, "stopped", why)
+        await self.sandboxes.audit(experiment_id, sandbox, "stopped", why)
 
     def _ctx(self, view: ExperimentView) -> dict:
         return {"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": view.trace_id}
 
-    def _failed(self, experiment_id: str, failure: Failure, ctx: dict) -> ExperimentView:
+    async def _failed(self, experiment_id: str, failure: Failure, ctx: dict) -> ExperimentView:
         log.warning("experiment_failed", extra={**ctx, "phase": "Failed", "code": failure.code,
                                                 "reason": str(failure)})
-        return self.fail(self.store.get(experiment_id), failure.code, str(failure))
+        return await self.fail(await self.store.get(experiment_id), failure.code, str(failure))
 
     async def _start(self, view: ExperimentView, ctx: dict) -> ExperimentView:
         spec = view.spec
@@ -158,26 +159,27 @@ class Executor:
             # The change's own dependencies: an environment built from its inputs, without credentials.
             inputs = await asyncio.to_thread(repofile.inputs_after, repo, view.commit, plan.change)
             own = await self._snapshot(view, repo, inputs=inputs)
-        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in self.store.images() if i["tier"] == "snapshot"))
+        images = await self.store.images()
+        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in images if i["tier"] == "snapshot"))
         validation = spec.validation or repo.validation
         note = f"; the change's own environment {own.environment}" if own is not snap else ""
-        self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,
+        await self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,
                               baseline_image=snap.tag,
                               message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)"
                                       + note)
-        waiting = self._await_baseline(view, spec, snap.tag, validation, repo)
+        waiting = await self._await_baseline(view, spec, snap.tag, validation, repo)
         if waiting is not None:
             return waiting
         name = sandbox_name(view.id, view.attempt)
         created_wall_ms = await self.sandboxes.launch(
-            self._sandbox(view, name=name, image=own.tag, role="experiment", writes=plan.pass_a,
+            await self._sandbox(view, name=name, image=own.tag, role="experiment", writes=plan.pass_a,
                           validation=validation, repo=repo), experiment_id=view.id)
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
         log.info("sandbox_created", extra={**ctx, "phase": "Running", "sandbox": name})
         log.info("changes_applied", extra={**ctx, "phase": "Running", "sandbox": name,
                                            "bundle": "delivered to /genesis/in, applied by the runner"})
         passes_note = "pass A of two" if plan.pass_b is not None else "the whole change in one pass"
-        return self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
+        return await self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
                                      message=f"{name} ({passes_note}); created at {created_wall_ms} ms",
                                      sandbox_name=name, sandbox_uid=self.sandboxes.uid(name), deadline_at=deadline)
 
@@ -227,7 +229,7 @@ class Executor:
             artifacts.record_builds(self.settings.artifacts_dir, view.id,
                                     [{"tier": "failed", "tag": exc.tag, "built": True}] if exc.tag else [])
             raise Failure("build_failed", str(exc)) from exc
-        builds = catalog.record_use(self.store, snap, repo=view.repo, commit=view.commit, toolchain=repo.toolchain)
+        builds = await self.store.call(catalog.record_use, snap, repo=view.repo, commit=view.commit, toolchain=repo.toolchain)
         if snap.environment_built:
             metrics.observe_phase("environment_build", snap.environment_seconds)
         artifacts.record_builds(self.settings.artifacts_dir, view.id, builds)
@@ -250,7 +252,7 @@ class Executor:
                                            cancelled=cancelled)
         repo = self._repo(spec.repo, view.commit or "")
         validation = spec.validation or repo.validation
-        baseline = self.store.baseline(self._baseline_key(spec, view.commit or "", validation,
+        baseline = await self.store.baseline(self._baseline_key(spec, view.commit or "", validation,
                                                           view.baseline_image or view.image or "", repo))
         plan = await self._plan(spec, repo, view.commit or "")
         artifacts.export(self.settings.artifacts_dir, view.id, run.output, full_log=run.log,
@@ -272,12 +274,12 @@ class Executor:
         return {**self.settings.extra_labels, **self.settings.sandbox_selector(), LABEL_EXPERIMENT: experiment,
                 LABEL_INSTANCE: instance, LABEL_ROLE: role, LABEL_ATTEMPT: str(attempt)}
 
-    def _sandbox(self, view: ExperimentView, *, name: str, image: str, role: str, writes: list[dict],
+    async def _sandbox(self, view: ExperimentView, *, name: str, image: str, role: str, writes: list[dict],
                  validation: Validation, repo: RepoConfig) -> SandboxSpec:
         spec = view.spec
         assert spec is not None
         res = spec.resources
-        gpus = self.store.get(view.id).gpus  # whole devices the controller assigned at admission
+        gpus = (await self.store.get(view.id)).gpus  # whole devices the controller assigned at admission
         labels = self._labels(experiment=view.id, instance=view.instance_id, role=role, attempt=view.attempt)
         return SandboxSpec(name=name, image=image, labels=labels,
                            bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,
@@ -290,7 +292,7 @@ class Executor:
         """Pass B or a rerun of pass A, in a fresh sandbox of its own, to its evidence."""
         spec = view.spec
         assert spec is not None and view.sandbox_name is not None
-        sandbox = self._sandbox(view, name=f"{view.sandbox_name}-{suffix}", image=view.image or "",
+        sandbox = await self._sandbox(view, name=f"{view.sandbox_name}-{suffix}", image=view.image or "",
                                 role="experiment-" + suffix.rstrip("0123456789"), writes=writes,
                                 validation=validation, repo=repo)
         run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)
@@ -310,30 +312,30 @@ class Executor:
                             grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions,
                             test_timeout_s=repo.test_timeout_s)
 
-    def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
+    async def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
                         repo: RepoConfig) -> ExperimentView | None:
         """None when the baseline of this experiment's key is ready; otherwise it
         is planned (a record the controller drives, once per key) and the
         experiment waits in Building for it. A failed baseline fails the
         experiments that waited for it; a later one plans it afresh."""
         key = self._baseline_key(spec, view.commit or "", validation, image, repo)
-        if self.store.baseline(key) is not None:
+        if await self.store.baseline(key) is not None:
             return None
-        record = self.store.baseline_record(key)
+        record = await self.store.baseline_record(key)
         if record is not None and record.phase == "Failed" and view.baseline_key == key:
             raise Failure("baseline_failed", record.message or "the baseline failed")
         if record is None or record.phase == "Failed":
-            gpus = list(self.store.get(view.id).gpus)
+            gpus = list((await self.store.get(view.id)).gpus)
             plan = {"validation": validation.model_dump(mode="json"), "cpu": spec.resources.cpu,
                     "memory_bytes": spec.resources.memory_bytes, "pids": spec.resources.pids,
                     "network": spec.network, "gpus": gpus, "timeout_ms": spec.timeout_ms,
                     "instance_id": view.instance_id}
-            record = self.store.plan_baseline(key=key, repo=spec.repo, commit=view.commit or "",
+            record = await self.store.plan_baseline(key=key, repo=spec.repo, commit=view.commit or "",
                                               command=validation.command, image=image, owner=view.id, plan=plan,
                                               repetitions=self.settings.verdict.baseline_repetitions)
         if record.phase == "Succeeded":
             return None
-        return self.store.transition(view.id, Phase.BUILDING, reason="WaitingForBaseline", actor=self.actor,
+        return await self.store.transition(view.id, Phase.BUILDING, reason="WaitingForBaseline", actor=self.actor,
                                      baseline_key=key,
                                      message=f"baseline {key[:12]}: {record.phase}, repetition "
                                              f"{record.repetition + 1} of {record.repetitions}")
@@ -342,7 +344,7 @@ class Executor:
 
     async def start_baseline(self, key: str) -> None:
         """Launch the next repetition of a Pending baseline, with its own deadline."""
-        record = self.store.baseline_record(key)
+        record = await self.store.baseline_record(key)
         if record is None or record.phase != "Pending":
             return
         plan = record.plan
@@ -361,32 +363,32 @@ class Executor:
         try:
             await self.sandboxes.launch(sandbox, experiment_id=owner)
         except Failure as failure:  # the runtime refused it as sent: no repetition can run
-            self.store.fail_baseline(key, str(failure))
+            await self.store.fail_baseline(key, str(failure))
             return
-        self.store.baseline_launched(key, sandbox_name=name, sandbox_uid=self.sandboxes.uid(name) or "",
+        await self.store.baseline_launched(key, sandbox_name=name, sandbox_uid=self.sandboxes.uid(name) or "",
                                      deadline_at=utcnow() + timedelta(milliseconds=plan["timeout_ms"]))
 
     async def kill_baseline(self, key: str, sandbox: str) -> None:
         """The repetition ran past its deadline: stopped, then collected as a timeout."""
-        self.store.set_baseline_kill_reason(key, "timeout")
-        record = self.store.baseline_record(key)
+        await self.store.set_baseline_kill_reason(key, "timeout")
+        record = await self.store.baseline_record(key)
         await self.runtime.kill(sandbox, uid=record.sandbox_uid if record else None)
-        self.sandboxes.audit(record.owner if record else None, sandbox, "stopped", "baseline killed at its timeout")
+        await self.sandboxes.audit(record.owner if record else None, sandbox, "stopped", "baseline killed at its timeout")
 
     async def baseline_lost(self, key: str) -> None:
         """Its sandbox vanished: the repetition is launched again, within the backoff limit."""
-        record = self.store.baseline_record(key)
+        record = await self.store.baseline_record(key)
         if record is None or record.phase != "Running":
             return
         if record.sandbox_name:
             await self.sandboxes.teardown(record.owner, record.sandbox_name, uid=record.sandbox_uid,
                                           reason="baseline sandbox lost")
-        if self.store.baseline_lost(key) >= self.settings.backoff_limit:
-            self.store.fail_baseline(key, f"the baseline's sandbox was lost {self.settings.backoff_limit} times")
+        if await self.store.baseline_lost(key) >= self.settings.backoff_limit:
+            await self.store.fail_baseline(key, f"the baseline's sandbox was lost {self.settings.backoff_limit} times")
 
     async def collect_baseline(self, key: str) -> None:
         """Read the repetition that exited; plan the next, or finish the baseline."""
-        record = self.store.baseline_record(key)
+        record = await self.store.baseline_record(key)
         if record is None or record.phase != "Running" or not record.sandbox_name:
             return
         state = await self.runtime.inspect(record.sandbox_name)
@@ -405,15 +407,15 @@ class Executor:
             report, facts, final = self._baseline_run(run, validation, self._repo(record.repo, record.commit),
                                                       record.commit)
         except SandboxGone:
-            if self.store.baseline_lost(key) >= self.settings.backoff_limit:
-                self.store.fail_baseline(key, f"the baseline's sandbox ended without a result "
+            if await self.store.baseline_lost(key) >= self.settings.backoff_limit:
+                await self.store.fail_baseline(key, f"the baseline's sandbox ended without a result "
                                               f"{self.settings.backoff_limit} times")
             return
         except Failure as failure:
-            self.store.fail_baseline(key, str(failure))
+            await self.store.fail_baseline(key, str(failure))
             return
         last = final or record.repetition + 1 >= record.repetitions
-        done = self.store.baseline_repetition(key, {"cases": report.cases, "parse_errors": list(report.parse_errors),
+        done = await self.store.baseline_repetition(key, {"cases": report.cases, "parse_errors": list(report.parse_errors),
                                                     "runtime_ms": facts.runtime_ms, "exit_code": facts.exit_code},
                                               last=last)
         if last:
@@ -429,7 +431,7 @@ class Executor:
                                   exit_code=int(record.runs[-1]["exit_code"]),
                                   llm_count=await asyncio.to_thread(self._tree_llm_count, record.repo, record.commit),
                                   flaky=sorted(grading.varying(reports)), runtimes_ms=runtimes, created_at=utcnow())
-        self.store.put_baseline(baseline, repo=record.repo, commit=record.commit,
+        await self.store.put_baseline(baseline, repo=record.repo, commit=record.commit,
                                 command=record.plan["validation"]["command"], image=record.image)
 
     def _baseline_run(self, run: Run, validation: Validation, repo: RepoConfig,
@@ -540,7 +542,7 @@ class Executor:
                 break
         newly = grading.passed_in(reruns, suspects)
         if newly:
-            self.store.add_flaky(baseline.key, sorted(newly))
+            await self.store.add_flaky(baseline.key, sorted(newly))
             flaky |= newly
             grade = graded()
         return grade, len(reruns)
@@ -552,7 +554,7 @@ class Executor:
         preserved_until = None
         if recommendation.preserves_sandbox:
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)
-            self.sandboxes.audit(view.id, name, "preserved", f"{recommendation.value}: kept for review",
+            await self.sandboxes.audit(view.id, name, "preserved", f"{recommendation.value}: kept for review",
                                  details={"until": preserved_until.isoformat(),
                                           "artifacts": str(self.settings.artifacts_dir / view.id)})
         else:
@@ -565,12 +567,12 @@ class Executor:
                                 preserved=preserved_until is not None, preserved_until=preserved_until),
             timestamp=utcnow(),
         )
-        final = self.store.finalize(outcome, phase=Phase.SUCCEEDED, reason=recommendation.value, message=why,
+        final = await self.store.finalize(outcome, phase=Phase.SUCCEEDED, reason=recommendation.value, message=why,
                                     preserved_until=preserved_until, actor=self.actor)
         lifecycle.observe_finished(final)
         log.info("experiment_complete", extra={**ctx, "phase": "Succeeded", "recommendation": recommendation.value})
         return final
 
-    def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
-        return lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
+    async def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
+        return await lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
                               runtime_name=self.runtime.name)

@@ -1,4 +1,4 @@
-"""Lifecycle steps shared by the worker, the executor and the CLI: removing
+"""Lifecycle steps shared by the controller and the executor: removing
 an experiment's sandboxes (rollback) and finalizing an experiment as Failed.
 One implementation each, so every path audits and records the same way."""
 
@@ -9,11 +9,12 @@ import time
 from orchestrator.domain.models import ErrorInfo, Outcome, Phase, Recommendation, SandboxInfo
 from orchestrator.domain.records import ExperimentView
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, MANAGED_BY, MANAGED_BY_VALUE, Runtime
-from orchestrator.store.repository import Store, utcnow
+from orchestrator.store.aio import AsyncStore
+from orchestrator.store.repository import utcnow
 from orchestrator.telemetry import metrics
 
 
-async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str | None, name: str,
+async def remove_sandbox(runtime: Runtime, store: AsyncStore, *, experiment_id: str | None, name: str,
                          uid: str | None, actor: str, reason: str) -> float | None:
     """Delete one sandbox, the object with ``uid`` (never a later one of the same
     name), and audit it with its duration; ``None`` if it was already gone."""
@@ -22,12 +23,12 @@ async def remove_sandbox(runtime: Runtime, store: Store, *, experiment_id: str |
         return None
     elapsed_ms = (time.monotonic() - started) * 1000
     metrics.observe_phase("teardown", elapsed_ms / 1000)
-    store.audit(experiment_id=experiment_id, sandbox_name=name, action="deleted", actor=actor, reason=reason,
+    await store.audit(experiment_id=experiment_id, sandbox_name=name, action="deleted", actor=actor, reason=reason,
                 duration_ms=elapsed_ms)
     return elapsed_ms
 
 
-async def remove_sandboxes(runtime: Runtime, store: Store, experiment_id: str, *, actor: str, reason: str) -> int:
+async def remove_sandboxes(runtime: Runtime, store: AsyncStore, experiment_id: str, *, actor: str, reason: str) -> int:
     """Delete every sandbox labelled with ``experiment_id``; returns how many."""
     removed = 0
     for state in await runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}):
@@ -37,7 +38,7 @@ async def remove_sandboxes(runtime: Runtime, store: Store, experiment_id: str, *
     return removed
 
 
-def fail(store: Store, view: ExperimentView, *, code: str, message: str, actor: str,
+async def fail(store: AsyncStore, view: ExperimentView, *, code: str, message: str, actor: str,
          runtime_name: str) -> ExperimentView:
     """Finalize as Failed with ``code``; a no-op on an experiment already finished."""
     if view.phase.finished:
@@ -48,7 +49,7 @@ def fail(store: Store, view: ExperimentView, *, code: str, message: str, actor: 
         trace_id=view.trace_id, timestamp=utcnow(),
         sandbox=SandboxInfo(runtime=runtime_name, image=view.image or "", name=view.sandbox_name),
     )
-    final = store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
+    final = await store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
     observe_finished(final)
     return final
 

@@ -29,7 +29,7 @@ from orchestrator.domain.scoring import RunFacts
 from orchestrator.errors import GenesisError, RequestRejected, SandboxGone
 from orchestrator.pipeline import lifecycle
 from orchestrator.runtimes.base import LABEL_ROLE, Runtime, SandboxOutput, SandboxSpec, SandboxState
-from orchestrator.store.repository import Store
+from orchestrator.store.aio import AsyncStore
 from orchestrator.telemetry import metrics
 
 CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis delete`
@@ -123,7 +123,7 @@ def judge(run: Run, validation: Validation) -> Evidence:
 class Sandboxes:
     """Creates, waits for, collects and removes the sandboxes of one step."""
 
-    def __init__(self, *, runtime: Runtime, store: Store, actor: str, max_file_bytes: int) -> None:
+    def __init__(self, *, runtime: Runtime, store: AsyncStore, actor: str, max_file_bytes: int) -> None:
         self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
         self._uids: dict[str, str] = {}  # name -> the runtime's id of what this process created
 
@@ -147,14 +147,14 @@ class Sandboxes:
             self._uids[spec.name] = await self.runtime.create(spec)
         except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
             raise Failure(exc.code, str(exc)) from exc
-        self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
+        await self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
                    details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
                             "network": spec.network})
-        self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
+        await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
-        self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
+        await self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
         return created_wall_ms
 
     async def run(self, spec: SandboxSpec, *, experiment_id: str, timeout_s: float) -> Run:
@@ -180,17 +180,17 @@ class Sandboxes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await self.runtime.kill(name, uid=self.uid(name))
-                self.audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
+                await self.audit(experiment_id, name, "stopped", f"killed at the {timeout_s:.1f}s timeout")
                 return await self.runtime.inspect(name), True, False
             state = await self.runtime.wait(name, timeout_s=min(CANCEL_POLL_S, remaining))
-            cancelled = self.store.get(experiment_id).cancel_requested
+            cancelled = (await self.store.get(experiment_id)).cancel_requested
             if state is not None:
-                self.audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
+                await self.audit(experiment_id, name, "stopped", f"exited with {state.exit_code}",
                            details={"oom_killed": state.oom_killed})
                 return state, False, cancelled
             if cancelled:
                 await self.runtime.kill(name, uid=self.uid(name))
-                self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
+                await self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True
 
     async def _log_head(self, name: str) -> str:
@@ -225,8 +225,8 @@ class Sandboxes:
             self._uids.pop(name, None)
         return removed
 
-    def audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
-        self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,
+    async def audit(self, experiment_id: str, name: str, action: str, reason: str, **kw) -> None:
+        await self.store.audit(experiment_id=experiment_id, sandbox_name=name, action=action, actor=self.actor,
                          reason=reason, **kw)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, Runtime
 from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
+from orchestrator.store.aio import AsyncStore
 from orchestrator.store.repository import Store
 
 
@@ -46,12 +47,12 @@ class ImageRow:
     pinned: bool | None
 
 
-async def list_images(*, builder: SnapshotBuilder, runtime: Runtime, store: Store,
+async def list_images(*, builder: SnapshotBuilder, runtime: Runtime, store: AsyncStore,
                       sandbox_labels: dict[str, str]) -> list[ImageRow]:
     """Every image of Genesis's on the engine, oldest use first."""
     infos = await builder.images.list({MANAGED_BY: MANAGED_BY_VALUE})
     in_use = {s.image for s in await runtime.list(sandbox_labels) if s.image} | set(builder.busy)
-    rows = {row["tag"]: row for row in store.images()}
+    rows = {row["tag"]: row for row in await store.images()}
     out = []
     for info in infos:
         row = rows.get(info.tag, {})

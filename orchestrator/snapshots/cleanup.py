@@ -16,7 +16,7 @@ from orchestrator.domain.images import ImageUse, evictions
 from orchestrator.errors import GenesisError
 from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, ImageInfo, Runtime
 from orchestrator.snapshots.builder import SnapshotBuilder
-from orchestrator.store.repository import Store
+from orchestrator.store.aio import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def image_uses(infos: list[ImageInfo], *, known: list[ImageInfo], last_used: dic
     return uses
 
 
-async def prune_images(*, runtime: Runtime, store: Store, builder: SnapshotBuilder, budget_bytes: int,
+async def prune_images(*, runtime: Runtime, store: AsyncStore, builder: SnapshotBuilder, budget_bytes: int,
                        labels: dict[str, str], sandbox_labels: dict[str, str], actor: str) -> list[str]:
     """Remove images carrying ``labels`` (this installation's environments and
     snapshots; toolchain images are shared and stay) past the budget; returns
@@ -52,7 +52,7 @@ async def prune_images(*, runtime: Runtime, store: Store, builder: SnapshotBuild
     infos = [info for info in known if all(info.labels.get(k) == v for k, v in labels.items())]
     sandboxes = await runtime.list(sandbox_labels)
     in_use = {s.image for s in sandboxes if s.image} | set(builder.busy)
-    last_used = {row["tag"]: row["last_used_at"] for row in store.images()}
+    last_used = {row["tag"]: row["last_used_at"] for row in await store.images()}
     removed = []
     for tag in evictions(image_uses(infos, known=known, last_used=last_used, in_use=in_use),
                          budget_bytes=budget_bytes):
@@ -62,8 +62,8 @@ async def prune_images(*, runtime: Runtime, store: Store, builder: SnapshotBuild
         except GenesisError as exc:  # e.g. a sandbox started on it meanwhile: kept, tried next time
             log.warning("image not removed", extra={"image": tag, "error": str(exc)})
             continue
-        store.forget_image(tag)
-        store.audit(experiment_id=None, sandbox_name=tag, action="image_removed", actor=actor,
+        await store.forget_image(tag)
+        await store.audit(experiment_id=None, sandbox_name=tag, action="image_removed", actor=actor,
                     reason="least recently used image over image_disk_budget",
                     details={"size_bytes": size, "budget_bytes": budget_bytes})
         removed.append(tag)

@@ -29,12 +29,16 @@ from orchestrator.errors import NotLeader, StoreError
 from orchestrator.fencing import FENCE, Term
 from orchestrator.store.tables import LeaseRow, SandboxHistoryRow
 
-transient = retry(
+# One policy for a lost connection, for sync callers (``transient``) and
+# coroutines (:class:`orchestrator.store.aio.AsyncStore`, which calls the
+# undecorated method under tenacity's async retrying instead).
+RETRY = dict(
     retry=retry_if_exception(lambda exc: isinstance(exc, StoreError) and exc.transient),
     wait=wait_exponential(multiplier=0.2, max=5),
     stop=stop_after_attempt(6),
     reraise=True,
 )
+transient = retry(**RETRY)
 
 
 def utcnow() -> datetime:

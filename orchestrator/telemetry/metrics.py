@@ -46,6 +46,10 @@ PHASE_DURATION = Histogram(
 RECONCILE_DURATION = Histogram(
     "genesis_reconcile_duration_seconds", "One controller pass.", registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+EVENT_LOOP_LAG = Histogram(
+    "genesis_event_loop_lag_seconds", "How late the controller's event loop ran a 100 ms timer: "
+    "anything blocking the loop (a store call made on it) shows here.", registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 RECONCILE_ERRORS = Counter("genesis_reconcile_errors", "Controller passes or actions that failed.", ["kind"],
                            registry=REGISTRY)
 RECONCILE_ACTIONS = Counter("genesis_reconcile_actions", "Actions the controller applied.", ["action"],

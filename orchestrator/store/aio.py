@@ -1,0 +1,58 @@
+"""The store as coroutines see it: every call on a worker thread.
+
+The store is synchronous SQLAlchemy; called from the event loop, a slow or
+unreachable database would freeze every step, the lease's renewal, NATS
+heartbeats and /healthz at once. :class:`AsyncStore` is the one way async
+code reaches the store: ``await store.get(id)`` runs ``Store.get`` on a
+thread. Retries of transient errors (the policy in
+:data:`orchestrator.store.base.RETRY`) run as tenacity's async retrying
+around the thread call, so their back-off sleeps never hold a thread either.
+The ambient fencing term travels with the call (``asyncio.to_thread`` copies
+the context).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+from tenacity import AsyncRetrying
+
+from orchestrator.store.base import RETRY
+
+
+class AsyncStore:
+    """Awaitable twins of a :class:`orchestrator.store.repository.Store`'s methods."""
+
+    def __init__(self, store) -> None:
+        self.sync = store
+        self._methods: dict[str, Callable] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = self._methods.get(name)
+        if method is None:
+            attribute = getattr(self.sync, name)
+            if not callable(attribute):
+                return attribute
+            raw = getattr(getattr(type(self.sync), name, None), "__wrapped__", None)
+            method = self._retrying(raw) if raw is not None else self._threaded(attribute)
+            self._methods[name] = method
+        return method
+
+    def _threaded(self, bound: Callable) -> Callable:
+        async def call(*args, **kwargs):
+            return await asyncio.to_thread(bound, *args, **kwargs)
+        return call
+
+    def _retrying(self, raw: Callable) -> Callable:
+        async def call(*args, **kwargs):
+            async for attempt in AsyncRetrying(**RETRY):
+                with attempt:
+                    return await asyncio.to_thread(raw, self.sync, *args, **kwargs)
+        return call
+
+    async def call(self, func: Callable, *args, **kwargs) -> Any:
+        """``func(store, *args)`` on a thread: a sync helper that takes the store."""
+        return await asyncio.to_thread(func, self.sync, *args, **kwargs)
