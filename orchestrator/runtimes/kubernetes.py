@@ -34,8 +34,9 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.kubernetes_pods import (BUNDLE_DIGEST_ANNOTATION, BundleTooLarge, PodOptions,
                                                    label_selector, pod_manifest, state_of)
 from orchestrator.runtimes.outputs import files_from_log, split_log
@@ -242,13 +243,19 @@ def _terminal(pod: dict | None) -> bool:
     return pod is not None and state_of(pod).status == "exited"
 
 
-class KubernetesRuntime:
-    """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API."""
+class KubernetesRuntime(Runtime):
+    """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API.
+
+    What it cannot honour it declares: no network (the sandbox namespace's
+    default-deny NetworkPolicy), GPUs only as a count the device plugin fills,
+    no disk measurement; pods pull snapshots from ``options.image_prefix``.
+    """
 
     name = "kubernetes"
 
     def __init__(self, api: k8s.ApiClient, options: PodOptions, *, selector: dict[str, str],
                  watch_timeout_s: int = 300, request_timeout_s: float = 30.0) -> None:
+        self.capabilities = Capabilities(gpus="count", events=True, image_registry=options.image_prefix)
         self._api = api
         self._core = k8s.CoreV1Api(api)
         self.options = options
