@@ -50,7 +50,7 @@ def _running_records(app, names: list[str], commit: str) -> list[str]:
         body = {"experiment_id": name.removeprefix("genesis-bench-sb-"), "instance_id": "bench", "repo": "monorepo",
                 "base_ref": commit, "changes": {"files": [{"path": "x", "content": "x"}]},
                 "resources": {"cpu": 0.01, "memory": "16Mi"}}
-        request = parse_request(body, app.settings.intake_limits())
+        request = parse_request(body, app.settings.intake_limits(app.runtime.capabilities))
         view, _ = app.store.submit(request, commit=commit)
         app.store.admit(view.id, gpus=(), actor="bench")
         app.store.transition(view.id, Phase.RUNNING, reason="Bench", sandbox_name=name,

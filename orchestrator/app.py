@@ -35,6 +35,8 @@ class App:
 
     @cached_property
     def runtime(self):
+        """The sandbox runtime ``settings.runtime`` names: the one place that asks which it is;
+        everything else asks ``runtime.capabilities``."""
         if self.settings.runtime == "kubernetes":
             from orchestrator.runtimes.kubernetes import from_settings
             return from_settings(self.settings)
@@ -51,9 +53,10 @@ class App:
         from orchestrator.runtimes.docker_images import DockerImages
         from orchestrator.snapshots.builder import SnapshotBuilder
         images = DockerImages(self.docker.client)
-        if self.settings.runtime == "kubernetes" and self.settings.kubernetes.registry:
+        registry = self.runtime.capabilities.image_registry
+        if registry:  # the runtime pulls from there: every snapshot is pushed once built
             from orchestrator.runtimes.docker_images import RegistryMirror
-            images = RegistryMirror(images, self.settings.kubernetes.registry)
+            images = RegistryMirror(images, registry)
         from orchestrator.runtimes.base import LABEL_INSTALLATION
         # Environment and snapshot images carry the installation, so the cleanup job
         # removes only its own from an engine several installations may share.
@@ -63,16 +66,21 @@ class App:
                                build=self.settings.build, logs_dir=self.settings.build_logs_dir)
 
     def resolve_gpus(self) -> list[str]:
-        """Check the ``gpus`` setting against the host once (Docker runtime), replacing
-        ``"auto"`` with the detected ids; raises GenesisError(bad_config) for GPUs that
-        do not exist, so Genesis refuses to start rather than promise them."""
+        """Check the ``gpus`` setting against what the runtime can give, once: host devices
+        are detected (``"auto"`` becomes their ids), a count is taken as listed; raises
+        GenesisError(bad_config) for GPUs that cannot be given, so Genesis refuses to start
+        rather than promise them."""
         if "_gpus" not in self.__dict__:
             gpus = self.settings.gpus
-            if self.settings.runtime == "kubernetes":
-                if gpus == "auto":
-                    raise GenesisError('gpus: "auto" needs the docker runtime; on Kubernetes list as many ids '
-                                       "as the sandbox quota grants", code="bad_config")
-            elif gpus:
+            model = self.runtime.capabilities.gpus
+            if gpus and model == "none":
+                raise GenesisError(f"gpus: the {self.runtime.name} runtime cannot give sandboxes GPUs",
+                                   code="bad_config")
+            if gpus == "auto" and model == "count":
+                raise GenesisError(f'gpus: "auto" needs a runtime that detects host devices; on '
+                                   f"{self.runtime.name} list as many ids as the sandbox quota grants",
+                                   code="bad_config")
+            if gpus and model == "devices":
                 from orchestrator.runtimes.gpus import detect_gpus, docker_can_use_gpus, resolve_gpus
                 detected, source = detect_gpus()
                 gpus = resolve_gpus(gpus, detected=detected, docker_ready=docker_can_use_gpus(self.docker.info()))
@@ -84,7 +92,7 @@ class App:
     @cached_property
     def intake(self) -> Intake:
         self.resolve_gpus()
-        return Intake(self.settings, self.store)
+        return Intake(self.settings, self.store, capabilities=self.runtime.capabilities)
 
     @cached_property
     def executor(self) -> Executor:

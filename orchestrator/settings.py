@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.environment import EnvironmentConfig, RepoFile
 from orchestrator.domain.intake import IntakeLimits
 from orchestrator.domain.models import Resources, Validation, parse_memory
@@ -239,8 +240,9 @@ class Settings(BaseModel):
         from orchestrator.runtimes.base import LABEL_INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE
         return {MANAGED_BY: MANAGED_BY_VALUE, LABEL_INSTALLATION: self.installation}
 
-    def intake_limits(self) -> IntakeLimits:
-        """What one request may ask for: never more than the controller could ever admit."""
+    def intake_limits(self, capabilities: Capabilities) -> IntakeLimits:
+        """What one request may ask for: never more than the controller could ever admit,
+        nor anything the runtime (its ``capabilities``) cannot honour."""
         capacity = self.capacity()
         return IntakeLimits(
             max_body_bytes=self.max_body_bytes,
@@ -249,6 +251,7 @@ class Settings(BaseModel):
             max_memory_bytes=capacity.memory_bytes,
             max_gpus=len(capacity.gpus),
             max_timeout_ms=self.max_timeout_ms,
+            capabilities=capabilities,
         )
 
 

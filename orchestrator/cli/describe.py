@@ -1,6 +1,7 @@
 """``genesis describe experiment ID``: spec, conditions, metrics beside the
-baseline, recommendation and the audit trail; on Kubernetes also the API
-server's events about its pod (why it waits: FailedScheduling, image pulls)."""
+baseline, recommendation and the audit trail; where the runtime reports
+platform events (Kubernetes: the API server's about its pod) also those,
+which say why it waits: FailedScheduling, image pulls."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def run(app, args) -> int:
         raise GenesisError("describe needs an experiment id", code="bad_input")
     view = app.store.get(args.name)
     print(printers.describe(view, app.store.history(view.id)))
-    if app.settings.runtime == "kubernetes" and view.sandbox_name:
+    if app.runtime.capabilities.events and view.sandbox_name:
         try:
             events = asyncio.run(app.runtime.events(view.sandbox_name))
         except GenesisError as exc:

@@ -32,13 +32,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable
 
-from orchestrator.domain import planner
+from orchestrator.domain import failures, planner
 from orchestrator.domain.models import parse_memory
 from orchestrator.domain.planner import (
     BASELINE_TASK, Action, Admit, Collect, CollectBaseline, Fail, Kill, KillBaseline, LostBaseline, Observed,
     Resume, Retry, StartBaseline, Teardown, Unpreserve,
 )
-from orchestrator.errors import GenesisError, NotLeader, RuntimeFailure, StoreError
+from orchestrator.errors import GenesisError, NotLeader, StoreError
 from orchestrator.fencing import FENCE, Term
 from orchestrator.pipeline import lifecycle
 from orchestrator.pipeline.execute import Executor
@@ -373,59 +373,50 @@ class Controller:
         self._tasks[experiment_id] = task
 
     async def _guard(self, experiment_id: str, step: Awaitable) -> None:
-        """Run one step; an infrastructure failure becomes a retry with backoff.
+        """Run one step; what its failure leads to (a retry with backoff, Failed with
+        which code, nothing) is :mod:`orchestrator.domain.failures`'s decision.
 
         A baseline's step (``baseline:<key>``) handles its own failures; an
         infrastructure error leaves its record for the next pass to re-drive."""
         if experiment_id.startswith(BASELINE_TASK):
             try:
                 await step
-            except NotLeader as exc:
-                log.info("step stopped: not the leader", extra={"baseline": experiment_id, "error": str(exc)})
-            except (RuntimeFailure, StoreError) as exc:
-                log.warning("baseline step failed; the next pass re-drives it", extra={"error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any one baseline
-                log.exception("baseline step crashed", extra={"baseline": experiment_id})
-                await self.store.fail_baseline(experiment_id[len(BASELINE_TASK):],
-                                        f"{type(exc).__name__}: {exc}")
+                failure = failures.classify(exc)
+                if failure.kind in (failures.Kind.INFRASTRUCTURE, failures.Kind.SUPERSEDED):
+                    log.warning("baseline step stopped; the leader's next pass re-drives it",
+                                extra={"baseline": experiment_id, "kind": failure.kind.value, "error": str(exc)})
+                else:
+                    log.exception("baseline step crashed", extra={"baseline": experiment_id})
+                    await self.store.fail_baseline(experiment_id[len(BASELINE_TASK):], failure.message)
             finally:
                 self._tasks.pop(experiment_id, None)
                 self._wake.set()
             return
         try:
             await step
-        except NotLeader as exc:  # the current leader re-drives it
-            log.info("step stopped: not the leader", extra={"experiment_id": experiment_id, "error": str(exc)})
-        except (RuntimeFailure, StoreError) as exc:
-            log.warning("infrastructure failure; will retry", extra={"experiment_id": experiment_id,
-                                                                     "error": str(exc)})
-            await self._retry_after_failure(experiment_id, str(exc))
-        except GenesisError as exc:
-            if exc.code != "already_finished":
-                await self._fail_quietly(experiment_id, exc.code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one experiment
-            log.exception("step crashed", extra={"experiment_id": experiment_id})
-            await self._fail_quietly(experiment_id, "runtime_error", f"{type(exc).__name__}: {exc}")
+            failure = failures.classify(exc)
+            if failure.kind is failures.Kind.CRASH:
+                log.exception("step crashed", extra={"experiment_id": experiment_id})
+            else:
+                log.warning("step failed", extra={"experiment_id": experiment_id, "kind": failure.kind.value,
+                                                  "code": failure.code, "error": failure.message})
+            await self._after_failure(experiment_id, failure)
         finally:
             self._tasks.pop(experiment_id, None)
             self._wake.set()
 
-    async def _retry_after_failure(self, experiment_id: str, reason: str) -> None:
+    async def _after_failure(self, experiment_id: str, failure: failures.StepFailure) -> None:
+        """Remove the attempt's sandboxes and apply what :func:`failures.after_failure` decides."""
         try:
-            record = await self.store.desired_of(experiment_id)
-            if record is None or record.phase.finished:
+            action = failures.after_failure(await self.store.desired_of(experiment_id), failure, now=utcnow(),
+                                            limits=self.limits)
+            if action is None:
                 return
+            why = f"retrying: {failure.message}" if isinstance(action, Retry) else f"rollback: {action.code}"
             await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
-                                             reason=f"retrying: {reason}"[:500])
-            await self._apply(planner.retry_or_fail(record, reason[:500], now=utcnow(), limits=self.limits))
+                                             reason=why[:500])
+            await self._apply(action)
         except GenesisError as exc:  # store or runtime still down: the next pass re-drives it
-            log.warning("could not record the retry", extra={"experiment_id": experiment_id, "error": str(exc)})
-
-    async def _fail_quietly(self, experiment_id: str, code: str, message: str) -> None:
-        try:
-            await lifecycle.remove_sandboxes(self.runtime, self.store, experiment_id, actor=self.actor,
-                                             reason=f"rollback: {code}")
-            await lifecycle.fail(self.store, await self.store.get(experiment_id), code=code, message=message,
-                           actor=self.actor, runtime_name=self.runtime.name)
-        except GenesisError as exc:
             log.warning("could not record the failure", extra={"experiment_id": experiment_id, "error": str(exc)})

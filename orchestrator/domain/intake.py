@@ -1,4 +1,5 @@
-"""Intake checks that need no I/O: size, schema, paths, emptiness, resources.
+"""Intake checks that need no I/O: size, schema, paths, emptiness, resources,
+and what the runtime can honour (its :class:`Capabilities`).
 
 ``parse_request`` turns raw bytes into an :class:`ExperimentRequest` or raises
 :class:`RequestRejected` with a specific code. Repository and commit checks
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.models import ExperimentRequest, Resources
 from orchestrator.domain.paths import check_path, patch_paths
 from orchestrator.errors import RequestRejected
@@ -30,6 +32,8 @@ class IntakeLimits:
     max_gpus: int = 0
     max_pids: int = 4096
     max_timeout_ms: int = 24 * 3_600_000
+    # What the runtime can honour; the default promises nothing optional (no GPUs, no network).
+    capabilities: Capabilities = Capabilities()
 
 
 def as_bytes(body: bytes | str) -> bytes:
@@ -68,6 +72,7 @@ def parse_request(body: bytes | str | dict, limits: IntakeLimits) -> ExperimentR
         # belongs to the client's body, never to a crash of intake.
         raise RequestRejected(f"request does not validate: {str(exc)[:200]}", code="invalid_request") from exc
     check_changes(request, limits)
+    check_supported(request, limits.capabilities)
     check_resources(request.resources, request.timeout_ms, limits)
     return request
 
@@ -113,6 +118,14 @@ def check_changes(request: ExperimentRequest, limits: IntakeLimits) -> None:
         patch_paths(changes.patch)
     if request.validation is not None and request.validation.workdir != ".":
         check_path(request.validation.workdir)
+
+
+def check_supported(request: ExperimentRequest, capabilities: Capabilities) -> None:
+    """Refuse what the runtime cannot honour at all (before any count: "0 GPUs on this
+    host" would hide that no number of GPUs could ever be given)."""
+    problems = capabilities.refusals(network=request.network, gpus=request.resources.gpu)
+    if problems:
+        raise RequestRejected("not supported by this runtime: " + "; ".join(problems), code="unsupported_by_runtime")
 
 
 def check_resources(resources: Resources, timeout_ms: int, limits: IntakeLimits) -> None:

@@ -292,11 +292,21 @@ def _drive_baseline(baseline: DesiredBaseline, observed: list[Observed], *, now:
     return []
 
 
+def _release(record: Desired, *, now: datetime) -> str | None:
+    """Why a finished record's preserved sandbox goes now, if it does: its TTL
+    passed, or a delete asked for it (``cancel_requested`` on a finished record)."""
+    if not record.phase.finished or record.preserved_until is None:
+        return None
+    if record.cancel_requested:
+        return "released: deleted by request"
+    return "preservation TTL expired" if record.preserved_until <= now else None
+
+
 def _live_sandbox(record: Desired, *, now: datetime) -> str | None:
     """The one sandbox a record may own right now, if any."""
     if record.phase in (Phase.RUNNING, Phase.COLLECTING):
         return record.sandbox_name
-    if record.phase.finished and record.preserved_until is not None and record.preserved_until > now:
+    if record.phase.finished and record.preserved_until is not None and _release(record, now=now) is None:
         return record.sandbox_name
     return None
 
@@ -311,15 +321,14 @@ def _reap(observed: list[Observed], by_id: dict[str, Desired], *, now: datetime,
         elif record.id in in_flight:
             continue  # a step is working on it (e.g. its baseline sandbox)
         elif sandbox.name != _live_sandbox(record, now=now):
-            expired = (record.phase.finished and record.preserved_until is not None
-                       and sandbox.name == record.sandbox_name)
-            why = "preservation TTL expired" if expired else f"not the live sandbox of a {record.phase.value} record"
-            actions.append(Teardown(sandbox.name, record.id, why, clear_preserved=expired, uid=sandbox.uid))
+            released = _release(record, now=now) if sandbox.name == record.sandbox_name else None
+            why = released or f"not the live sandbox of a {record.phase.value} record"
+            actions.append(Teardown(sandbox.name, record.id, why, clear_preserved=released is not None,
+                                    uid=sandbox.uid))
     # A preserved record whose sandbox is already gone just loses the marker.
     for record in by_id.values():
-        if record.phase.finished and record.preserved_until is not None and record.preserved_until <= now:
-            if not any(s.name == record.sandbox_name for s in observed):
-                actions.append(Unpreserve(record.id))
+        if _release(record, now=now) is not None and not any(s.name == record.sandbox_name for s in observed):
+            actions.append(Unpreserve(record.id))
     return actions
 
 

@@ -38,7 +38,7 @@ class ReportPublisher:
         except GenesisError:
             reachable = False
         disk = None
-        if reachable and hasattr(self._runtime, "disk_usage"):
+        if reachable and self._runtime.capabilities.disk_usage:
             disk = await self._runtime.disk_usage()
         return reports.health_report(
             active=sum(counts.get(p, 0) for p in ("Building", "Running", "Collecting")),

@@ -12,6 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.environment import REPO_FILE, input_paths
 from orchestrator.domain.intake import as_bytes, decode_body, parse_request
 from orchestrator.domain.paths import touched_paths
@@ -66,10 +67,11 @@ def dependency_changes(request: ExperimentRequest, repo: RepoConfig) -> list[str
 
 
 class Intake:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, *, capabilities: Capabilities) -> None:
+        """``capabilities``: the runtime's, so a request it cannot honour is refused here."""
         self._settings = settings
         self._store = store
-        self._limits = settings.intake_limits()
+        self._limits = settings.intake_limits(capabilities)
 
     def submit(self, body: bytes | str | dict, *, traceparent: str | None = None, actor: str = "intake",
                reply_to: str | None = None, subject_instance: str | None = None) -> IntakeResult:

@@ -9,6 +9,11 @@ and a Kubernetes pod are interchangeable behind this interface.
 
 Errors raised here are Genesis's own (:mod:`orchestrator.errors`); a
 backend translates its SDK's exceptions at its boundary.
+
+What a backend can do beyond the required calls it declares in
+``capabilities`` (:class:`orchestrator.domain.capabilities.Capabilities`);
+callers ask there, never ``hasattr`` or the runtime's name. A backend
+subclasses :class:`Runtime` to inherit the optional calls' defaults.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import AsyncIterator, BinaryIO, Literal, Protocol
+
+from orchestrator.domain.capabilities import Capabilities
+from orchestrator.errors import RuntimeFailure
 
 MANAGED_BY = "genesis.managed-by"
 MANAGED_BY_VALUE = "genesis"
@@ -95,6 +103,7 @@ class Runtime(Protocol):
     """A sandbox backend. All methods are coroutines; blocking SDKs use threads."""
 
     name: str
+    capabilities: Capabilities = Capabilities()  # the optional things it can honour: none unless declared
 
     async def ping(self) -> str:
         """The backend's version; raises RuntimeFailure when unreachable."""
@@ -130,6 +139,16 @@ class Runtime(Protocol):
 
     async def usage(self, name: str) -> SandboxUsage | None:
         """A cgroup sample of a running sandbox; ``None`` when it is not running."""
+
+    # -- optional: only where ``capabilities`` says so ------------------------------
+
+    async def disk_usage(self) -> int:
+        """Bytes in the writable layers of Genesis's sandboxes (``capabilities.disk_usage``)."""
+        raise RuntimeFailure(f"{self.name}: disk use is not measured", code="unsupported_by_runtime")
+
+    async def events(self, name: str) -> list[str]:
+        """The platform's events about one sandbox, oldest first (``capabilities.events``)."""
+        raise RuntimeFailure(f"{self.name}: no platform events", code="unsupported_by_runtime")
 
 
 @dataclass(frozen=True)

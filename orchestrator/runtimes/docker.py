@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+import threading
 import time
 from datetime import datetime
 from typing import AsyncIterator
@@ -27,8 +28,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
 
@@ -108,18 +110,32 @@ def bundle_archive(bundle: bytes) -> bytes:
     return buffer.getvalue()
 
 
-class DockerRuntime:
-    """:class:`orchestrator.runtimes.base.Runtime` over the Docker Engine API."""
+class DockerRuntime(Runtime):
+    """:class:`orchestrator.runtimes.base.Runtime` over the Docker Engine API.
+
+    The engine is connected on first use (the SDK asks it its API version), so
+    reading what it can do, or a CLI verb that only reads the store, needs no engine.
+    """
 
     name = "docker"
+    capabilities = Capabilities(network=True, gpus="devices", disk_usage=True)
 
     def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
-        self._client = client or (
-            docker.DockerClient(base_url=base_url, timeout=120) if base_url else docker.from_env(timeout=120)
-        )
+        self._connected = client
+        self._base_url = base_url
+        self._connecting = threading.Lock()  # methods run on threads: connect once
+
+    @property
+    def _client(self) -> docker.DockerClient:
+        with self._connecting:
+            if self._connected is None:
+                self._connected = (docker.DockerClient(base_url=self._base_url, timeout=120) if self._base_url
+                                   else docker.from_env(timeout=120))
+            return self._connected
 
     def close(self) -> None:
-        self._client.close()
+        if self._connected is not None:
+            self._connected.close()
 
     @property
     def client(self) -> docker.DockerClient:

@@ -34,8 +34,9 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.kubernetes_pods import (BUNDLE_DIGEST_ANNOTATION, BundleTooLarge, PodOptions,
                                                    label_selector, pod_manifest, state_of)
 from orchestrator.runtimes.outputs import files_from_log, split_log
@@ -242,13 +243,19 @@ def _terminal(pod: dict | None) -> bool:
     return pod is not None and state_of(pod).status == "exited"
 
 
-class KubernetesRuntime:
-    """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API."""
+class KubernetesRuntime(Runtime):
+    """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API.
+
+    What it cannot honour it declares: no network (the sandbox namespace's
+    default-deny NetworkPolicy), GPUs only as a count the device plugin fills,
+    no disk measurement; pods pull snapshots from ``options.image_prefix``.
+    """
 
     name = "kubernetes"
 
     def __init__(self, api: k8s.ApiClient, options: PodOptions, *, selector: dict[str, str],
                  watch_timeout_s: int = 300, request_timeout_s: float = 30.0) -> None:
+        self.capabilities = Capabilities(gpus="count", events=True, image_registry=options.image_prefix)
         self._api = api
         self._core = k8s.CoreV1Api(api)
         self.options = options
@@ -370,8 +377,8 @@ class KubernetesRuntime:
         A pod no kubelet has started (still gated, or unschedulable: no
         ``startTime``, so no deadline can run) has nothing to stop and no
         output; it is deleted instead. With ``uid``, a pod of that name but
-        another UID is not ours (SandboxGone); the patch carries the read's
-        resourceVersion, so a pod replaced in between is not touched either.
+        another UID is not ours (SandboxGone); the patch names the UID, which
+        the API server checks (409), so a pod replaced in between is not touched.
         """
         pod = self._read(name)
         if pod is None or (uid and pod["metadata"].get("uid") != uid):
@@ -381,8 +388,7 @@ class KubernetesRuntime:
         if (pod.get("spec") or {}).get("schedulingGates") or not (pod.get("status") or {}).get("startTime"):
             self._delete(name, pod["metadata"].get("uid"))
             return
-        patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
-                 "spec": {"activeDeadlineSeconds": 1}}
+        patch = {"metadata": {"uid": pod["metadata"].get("uid")}, "spec": {"activeDeadlineSeconds": 1}}
         self.informer.put(_json(self._core.patch_namespaced_pod(
             name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 

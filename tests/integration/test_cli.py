@@ -83,7 +83,10 @@ def test_delete_pending_cancels_without_running(cli, tmp_path, docker_client):
     body = request_body()
     cli("apply", "-f", write(tmp_path, body))
     code, out, _ = cli("delete", "experiment", body["experiment_id"])
-    assert code == 0 and "deleted" in out
+    assert code == 0 and "deleted (cancelling" in out
+    # Intent only: the controller's planner fails it.
+    assert json.loads(cli("get", "experiment", body["experiment_id"], "-o", "json")[1])["status"]["phase"] == "Pending"
+    assert cli("serve", "--once")[0] == 0
     doc = json.loads(cli("get", "experiment", body["experiment_id"], "-o", "json")[1])
     assert doc["status"]["phase"] == "Failed" and doc["status"]["outcome"]["error"]["code"] == "cancelled"
     assert sandboxes_of(docker_client, body["experiment_id"]) == []
@@ -100,8 +103,9 @@ def test_delete_running_experiment_rolls_back(cli, tmp_path, config_file, docker
         phase = _wait_for(cli, body["experiment_id"], lambda d: d["status"]["phase"] == "Running"
                           and d["status"]["sandbox"] and sandboxes_of(docker_client, body["experiment_id"]))
         assert phase
-        assert cli("delete", "experiment", body["experiment_id"])[0] == 0
-        final = _wait_for(cli, body["experiment_id"], lambda d: d["status"]["phase"] == "Failed")
+        code, out, _ = cli("delete", "experiment", body["experiment_id"], "--wait", "--timeout", "90")
+        assert code == 0 and out.endswith("Failed (cancelled), no sandbox kept\n")  # the controller has acted
+        final = json.loads(cli("get", "experiment", body["experiment_id"], "-o", "json")[1])
         assert final["status"]["outcome"]["error"]["code"] == "cancelled"
         assert sandboxes_of(docker_client, body["experiment_id"]) == []
     finally:
@@ -115,7 +119,9 @@ def test_delete_preserved_sandbox_removes_it(cli, tmp_path, docker_client):
     cli("serve", "--once")
     assert len(sandboxes_of(docker_client, body["experiment_id"])) == 1
     code, out, _ = cli("delete", "experiment", body["experiment_id"])
-    assert code == 0 and "1 sandbox removed" in out
+    assert code == 0 and "removes its preserved sandbox" in out
+    assert len(sandboxes_of(docker_client, body["experiment_id"])) == 1  # intent only: the controller removes it
+    assert cli("serve", "--once")[0] == 0
     assert sandboxes_of(docker_client, body["experiment_id"]) == []
     doc = json.loads(cli("get", "experiment", body["experiment_id"], "-o", "json")[1])
     assert doc["status"]["preservedUntil"] is None and doc["status"]["phase"] == "Succeeded"

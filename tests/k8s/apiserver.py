@@ -8,8 +8,8 @@ does not do, and this subclass adds because the runtime depends on it:
 - resourceVersions: every write stamps a new one (a global counter, as
   etcd's revision); LIST returns the current one;
 - optimistic concurrency: a PATCH carrying a stale ``metadata.resourceVersion``
-  gets 409 Conflict, and so does a DELETE whose ``preconditions.uid`` names
-  another pod than the one now under that name;
+  gets 409 Conflict, and so do a PATCH whose ``metadata.uid`` and a DELETE
+  whose ``preconditions.uid`` name another pod than the one under that name;
 - label and field selectors (equality only) on LIST and WATCH;
 - WATCH from a resourceVersion: events after it, then live ones, ending at
   ``timeoutSeconds``; a version older than the compaction horizon
@@ -105,6 +105,12 @@ class ApiServer(k8s.KubernetesEmulator):
         elif request.action == enums.action.UPDATE and isinstance(request.data, dict):
             current = self.current(request.namespace, request.name) if request.resource == PODS else None
             sent = (request.data.get("metadata") or {}).get("resourceVersion")
+            uid = (request.data.get("metadata") or {}).get("uid")
+            if current is not None and uid and uid != current["metadata"].get("uid"):
+                raise k8s.KubernetesError(
+                    status=409, reason="Conflict",
+                    message=f"Precondition failed: UID in precondition: {uid}, "
+                            f"UID in object meta: {current['metadata'].get('uid')}")
             if current is not None and sent and sent != current["metadata"].get("resourceVersion"):
                 raise k8s.KubernetesError(
                     status=409, reason="Conflict",

@@ -58,6 +58,7 @@ class DockerKubelet:
         self._dirs: dict[str, str] = {}
         self._started: dict[str, float] = {}
         self._unschedulable: set[str] = set()
+        self._mine: set[str] = set()  # ids of the containers this kubelet launched
         self.errors: list[str] = []
         self.http = requests.Session()
 
@@ -120,9 +121,11 @@ class DockerKubelet:
         pods = self._pods()
         names = {p["metadata"]["name"] for p in pods}
         for container in self.client.containers.list(all=True, filters={"label": KUBELET_LABEL}):
-            if container.labels.get("genesis.test-kubelet-ns") == self.namespace and \
-                    container.labels[KUBELET_LABEL] not in names:
+            # Only its own: a kubelet of an earlier test still winding down must
+            # not take the containers of this test's pods for deleted ones.
+            if container.id in self._mine and container.labels[KUBELET_LABEL] not in names:
                 container.remove(force=True)  # the pod was deleted
+                self._mine.discard(container.id)
         for pod in pods:
             self._sync_pod(pod)
 
@@ -206,6 +209,7 @@ class DockerKubelet:
             mem_limit=memory, memswap_limit=memory,
             nano_cpus=int(parse_quantity(limits["cpu"]) * 1e9) if "cpu" in limits else None,
             pids_limit=1024, network_mode="none", init=True, volumes=volumes, tmpfs=tmpfs, detach=True)
+        self._mine.add(container.id)
         container.start()
         self._started[name] = time.time()
         self._status(name, {"phase": "Running", "startTime": _now(), "conditions": [

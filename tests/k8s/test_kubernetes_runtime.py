@@ -18,7 +18,7 @@ from kubernetes_validate.utils import latest_version, validate
 from apiserver import PODS
 from conftest import NAMESPACE, kube_runtime_for
 from helpers import wait_until
-from orchestrator.errors import RequestRejected, RuntimeFailure
+from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import SandboxSpec
 from orchestrator.runtimes.kubernetes_pods import (START_GATE, PodOptions, pod_manifest, state_of)
 
@@ -263,13 +263,28 @@ def test_kill_lowers_the_deadline_of_a_running_pod_and_deletes_a_gated_one(apise
     run(kube_runtime.create(spec("genesis-run-a1")))
     run(kube_runtime.start("genesis-run-a1"))
     set_status(apiserver, "genesis-run-a1", {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"})
+    uid = run(kube_runtime.inspect("genesis-run-a1")).uid
     start = len(apiserver.requests())
-    run(kube_runtime.kill("genesis-run-a1"))
+    run(kube_runtime.kill("genesis-run-a1", uid=uid))
     patch = [r for r in requests_after(apiserver, start) if r.method.value == "PATCH"]
-    assert [sent(p) for p in patch] == [{"spec": {"activeDeadlineSeconds": 1}}]
+    assert [sent(p) for p in patch] == [{"metadata": {"uid": uid}, "spec": {"activeDeadlineSeconds": 1}}]
     run(kube_runtime.create(spec("genesis-gated-a1")))
     run(kube_runtime.kill("genesis-gated-a1"))
     assert run(kube_runtime.inspect("genesis-gated-a1")).status == "missing"
+
+
+def test_kill_and_remove_by_uid_leave_a_later_pod_of_the_same_name_alone(apiserver, kube_runtime):
+    # A former leader holding the UID of the pod it created must not reach the
+    # pod a new leader created under the same name since.
+    old = run(kube_runtime.create(spec("genesis-same-a1")))
+    assert run(kube_runtime.remove("genesis-same-a1", uid=old)) is True
+    new = run(kube_runtime.create(spec("genesis-same-a1")))
+    assert new != old
+    assert run(kube_runtime.remove("genesis-same-a1", uid=old)) is False
+    with pytest.raises(SandboxGone):
+        run(kube_runtime.kill("genesis-same-a1", uid=old))
+    assert run(kube_runtime.inspect("genesis-same-a1")).uid == new
+    assert run(kube_runtime.remove("genesis-same-a1", uid=new)) is True
 
 
 def test_a_gpu_pod_that_cannot_be_scheduled_waits_and_says_why(apiserver, kube_runtime, kubelet, snapshot_image):

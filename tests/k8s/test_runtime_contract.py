@@ -80,6 +80,25 @@ def test_create_start_wait_collect_list_remove(runtime, snapshot_image):
     assert run(runtime.remove(spec.name)) is False
 
 
+def test_kill_and_remove_by_uid_reach_only_the_object_created(runtime, snapshot_image):
+    # What a former leader holds is the id of what it created; a sandbox created
+    # since under the same name (by the new leader) is out of its reach.
+    spec = make_spec(runtime, snapshot_image, "import time\ntime.sleep(600)\n")
+    old = run(runtime.create(spec))
+    assert old and run(runtime.inspect(spec.name)).uid == old
+    assert run(runtime.remove(spec.name, uid=old)) is True
+    new = run(runtime.create(spec))
+    assert new and new != old
+    run(runtime.start(spec.name))
+    assert run(runtime.remove(spec.name, uid=old)) is False
+    with pytest.raises(SandboxGone):
+        run(runtime.kill(spec.name, uid=old))
+    assert run(runtime.wait(spec.name, timeout_s=2)) is None  # the new one still runs
+    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name}))
+    assert [s.uid for s in listed] == [new]
+    assert run(runtime.remove(spec.name, uid=new)) is True
+
+
 async def _gather(stream):
     return [chunk async for chunk in stream]
 

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.intake import IntakeLimits, decode_body, parse_request
 from orchestrator.domain.models import ExperimentRequest, parse_memory
 from orchestrator.errors import RequestRejected
@@ -23,6 +24,7 @@ LIMITS = IntakeLimits(
     max_gpus=1,
     max_pids=2048,
     max_timeout_ms=2 * 3_600_000,
+    capabilities=Capabilities(network=True, gpus="devices"),
 )
 
 VALID = {
@@ -328,9 +330,39 @@ def test_every_exceeded_resource_is_named() -> None:
 
 
 def test_gpu_is_refused_on_a_host_without_gpus() -> None:
-    error = rejected(with_resources(cpu=1, memory="512Mi", gpu=1), IntakeLimits())
+    no_gpus_listed = IntakeLimits(capabilities=Capabilities(gpus="devices"))
+    error = rejected(with_resources(cpu=1, memory="512Mi", gpu=1), no_gpus_listed)
     assert error.code == "resources_exceeded"
     assert "gpu" in str(error)
+
+
+# -- what the runtime can honour -----------------------------------------------------
+
+
+@pytest.mark.parametrize("gpus", ["devices", "count"])
+def test_gpus_are_accepted_where_the_runtime_can_give_them(gpus: str) -> None:
+    limits = IntakeLimits(max_gpus=1, capabilities=Capabilities(gpus=gpus))
+    assert parse_request(with_resources(cpu=1, memory="512Mi", gpu=1), limits).resources.gpu == 1
+
+
+def test_gpus_are_refused_by_a_runtime_that_cannot_give_any_before_any_count() -> None:
+    error = rejected(with_resources(cpu=1, memory="512Mi", gpu=1), IntakeLimits(max_gpus=4))
+    assert error.code == "unsupported_by_runtime"
+    assert "gpu" in str(error)
+
+
+def test_network_is_refused_by_a_runtime_that_gives_sandboxes_none() -> None:
+    body = request(network=True, resources={"cpu": 1, "memory": "512Mi"})
+    error = rejected(body, IntakeLimits(capabilities=Capabilities(gpus="count")))
+    assert error.code == "unsupported_by_runtime"
+    assert "network" in str(error)
+    assert parse_request(body, IntakeLimits(capabilities=Capabilities(network=True))).network is True
+
+
+def test_a_runtime_promises_nothing_optional_unless_it_says_so() -> None:
+    assert Capabilities() == Capabilities(network=False, gpus="none", disk_usage=False, events=False,
+                                          image_registry=None)
+    assert Capabilities(network=True, gpus="devices").refusals(network=True, gpus=2) == []
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.intake import IntakeLimits, parse_request
 from orchestrator.domain.models import ExperimentRequest
 from orchestrator.errors import RequestRejected
@@ -23,9 +24,11 @@ CODES = {
     "invalid_path",
     "empty_change",
     "resources_exceeded",
+    "unsupported_by_runtime",
 }
 
-LIMITS = IntakeLimits(max_body_bytes=16 * 1024, max_files=5, max_cpu=2.0, max_gpus=1)
+LIMITS = IntakeLimits(max_body_bytes=16 * 1024, max_files=5, max_cpu=2.0, max_gpus=1,
+                      capabilities=Capabilities(gpus="devices"))  # no network: a fuzzed `network: true` is refused
 
 VALID = {
     "experiment_id": "0b6f2c9e-8c43-4e51-9a59-1d2b3c4d5e6f",

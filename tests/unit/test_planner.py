@@ -603,6 +603,24 @@ def test_unexpired_preserved_record_whose_sandbox_is_gone_is_left_alone():
     assert run([record], []) == []
 
 
+@pytest.mark.parametrize("phase", [SUCCEEDED, FAILED])
+def test_a_delete_releases_a_preserved_sandbox_before_its_ttl(phase):
+    # `genesis delete` records cancel_requested; on a finished record that means "release it".
+    record = rec("a", phase, sandbox_name="sb-a", preserved_until=NOW + timedelta(days=7), cancel_requested=True)
+    actions = run([record], [sb("sb-a", "a", "exited")])
+    assert actions == [Teardown("sb-a", "a", "released: deleted by request", clear_preserved=True)]
+
+
+def test_a_delete_of_a_preserved_record_whose_sandbox_is_gone_unpreserves_it():
+    record = rec("a", SUCCEEDED, sandbox_name="sb-a", preserved_until=NOW + timedelta(days=7),
+                  cancel_requested=True)
+    assert run([record], []) == [Unpreserve("a")]
+
+
+def test_a_delete_of_a_finished_record_with_nothing_preserved_needs_nothing():
+    assert run([rec("a", FAILED, sandbox_name="sb-a", cancel_requested=True)], []) == []
+
+
 def test_each_sandbox_is_torn_down_at_most_once():
     desired = [rec("p", PENDING, sandbox_name="sb-p"),
                rec("f", FAILED, sandbox_name="sb-f", preserved_until=NOW - timedelta(days=1))]

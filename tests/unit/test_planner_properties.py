@@ -225,7 +225,13 @@ def _protected(sandbox: Observed, by_id: dict[str, Desired], in_flight: frozense
         return False
     if record.phase in (Phase.RUNNING, Phase.COLLECTING):
         return True
-    return record.phase.finished and record.preserved_until is not None and record.preserved_until > NOW
+    return record.phase.finished and record.preserved_until is not None and not _released(record)
+
+
+def _released(record: Desired) -> bool:
+    """A finished record's preserved sandbox goes: its TTL passed, or `genesis delete` asked."""
+    return (record.phase.finished and record.preserved_until is not None
+            and (record.preserved_until <= NOW or record.cancel_requested))
 
 
 def check_teardowns_spare_live_preserved_and_in_flight_sandboxes(world: World, actions) -> None:
@@ -294,20 +300,18 @@ def check_retry_only_within_the_backoff_limit(world: World, actions) -> None:
             assert by_id[action.experiment_id].attempt >= world.limits.backoff_limit
 
 
-def check_unpreserve_exactly_when_expired_and_gone(world: World, actions) -> None:
+def check_unpreserve_exactly_when_released_and_gone(world: World, actions) -> None:
     names = {s.name for s in world.observed}
     unpreserved = Counter(a.experiment_id for a in actions if isinstance(a, Unpreserve))
     assert all(n == 1 for n in unpreserved.values()), unpreserved
     for record in world.desired:
-        expected = (record.phase.finished and record.preserved_until is not None
-                    and record.preserved_until <= NOW and record.sandbox_name not in names)
+        expected = _released(record) and record.sandbox_name not in names
         if record.id not in world.in_flight or not expected:
             assert unpreserved[record.id] == int(expected), record
     cleared = {a.sandbox for a in actions if isinstance(a, Teardown) and a.clear_preserved}
     for record in world.desired:
-        if (record.phase.finished and record.preserved_until is not None and record.preserved_until <= NOW
-                and record.sandbox_name in names and record.id not in world.in_flight):
-            assert record.sandbox_name in cleared, f"expired preserved sandbox kept: {record}"
+        if _released(record) and record.sandbox_name in names and record.id not in world.in_flight:
+            assert record.sandbox_name in cleared, f"expired or released preserved sandbox kept: {record}"
 
 
 # -- admission quality: priority first, and no idle room left behind -------------------
@@ -388,7 +392,7 @@ CHECKS = [
     check_cancelled_pending_records_are_failed_cancelled,
     check_no_second_kill,
     check_retry_only_within_the_backoff_limit,
-    check_unpreserve_exactly_when_expired_and_gone,
+    check_unpreserve_exactly_when_released_and_gone,
     check_admission_is_work_conserving,
     check_the_best_ranked_record_is_admitted_when_it_fits,
     check_plan_is_deterministic,
@@ -429,7 +433,7 @@ def test_checks_catch_a_broken_plan():
         check_only_eligible_pending_records_are_admitted: [Admit("e0")],
         check_no_second_kill: [Kill("e0", "sb-e0", "cancelled")],
         check_retry_only_within_the_backoff_limit: [Retry("e0", "x", NOW)],
-        check_unpreserve_exactly_when_expired_and_gone: [Unpreserve("e0")],
+        check_unpreserve_exactly_when_released_and_gone: [Unpreserve("e0")],
     }
     assert run(world) == [Teardown("orphan-0", "ghost", run(world)[0].reason)]
     for check in CHECKS:
