@@ -2,9 +2,11 @@
 (on every replica: the work queue hands each request to one of them), the
 outbox relay and the periodic reports (only on the leading controller).
 
-The first connection is retried with backoff, later ones by the client's
-own reconnect; the controller keeps working while NATS is away, and the
-outbox holds outcomes until they can be published.
+The first connection is retried with exponential backoff (tenacity), later
+ones by the client's own reconnect; the controller keeps working while NATS
+is away, and the outbox holds outcomes until they can be published. A
+shutdown ends the wait between attempts at once, not an attempt under way
+(``connect`` bounds that).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import asyncio
 import logging
 
 import nats.errors
+from nats.aio.client import Client
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from orchestrator.errors import GenesisError
 
@@ -23,7 +27,8 @@ from orchestrator.messaging.reports import ReportPublisher
 
 log = logging.getLogger(__name__)
 PUBLISH_POLL_S = 0.2  # how soon an outcome leaves after it is decided
-MAX_CONNECT_BACKOFF_S = 30.0
+MAX_CONNECT_BACKOFF_S = 30.0  # waits from 1 s doubling: NATS coming back is tried at least twice a minute
+CONNECT_ERRORS = (OSError, asyncio.TimeoutError, nats.errors.Error, GenesisError)
 
 
 class NatsService:
@@ -42,18 +47,10 @@ class NatsService:
             self.intake.shutdown()
 
     async def run(self) -> None:
-        delay = 1.0
-        servers = ", ".join(redact(s) for s in self._settings.servers())
         while not self._stopping.is_set():
-            try:
-                nc = await connect(self._settings, name=f"genesis-{self._controller.actor}")
-            except (OSError, asyncio.TimeoutError, nats.errors.Error, GenesisError) as exc:
-                log.warning("nats unreachable; retrying", extra={"servers": servers, "error": str(exc)[:300],
-                                                                 "retry_in_s": delay})
-                await self._sleep(delay)
-                delay = min(delay * 2, MAX_CONNECT_BACKOFF_S)
-                continue
-            delay = 1.0
+            nc = await self._connect()
+            if nc is None:
+                return
             try:
                 await self._serve(nc)
             except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
@@ -62,6 +59,25 @@ class NatsService:
             finally:
                 self.connected.clear()
                 await _close(nc)
+
+    async def _connect(self) -> Client | None:
+        """A connection, retried from 1 s doubling to MAX_CONNECT_BACKOFF_S; None once shut down."""
+        servers = ", ".join(redact(s) for s in self._settings.servers())
+
+        def warn(state: RetryCallState) -> None:
+            log.warning("nats unreachable; retrying", extra={
+                "servers": servers, "error": str(state.outcome.exception())[:300],
+                "retry_in_s": state.next_action.sleep})
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(CONNECT_ERRORS),
+                                 wait=wait_exponential(multiplier=1.0, max=MAX_CONNECT_BACKOFF_S),
+                                 sleep=self._sleep, before_sleep=warn, reraise=True)
+        async for attempt in retrying:
+            if self._stopping.is_set():  # woken from the wait by shutdown(): no further attempt
+                return None
+            with attempt:
+                return await connect(self._settings, name=f"genesis-{self._controller.actor}")
+        return None  # not reached: with no stop condition, tenacity ends in a return or a re-raise
 
     async def _serve(self, nc) -> None:
         js = nc.jetstream()

@@ -33,6 +33,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
+from tenacity import (Retrying, retry_if_exception, retry_if_exception_type, retry_if_result, stop_after_attempt,
+                      wait_exponential)
 
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
@@ -45,8 +47,12 @@ from orchestrator.runtimes.threads import stream_in_thread, translated
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 200
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 5  # attempts in all when a write is stale (409); each one re-reads first
+CONFLICT = 409
 GONE = 410
+# A failing watch is retried from 0.5 s doubling to 30 s: quick after a blip, gentle on a struggling API server.
+WATCH_BACKOFF_MIN_S = 0.5
+WATCH_BACKOFF_MAX_S = 30.0
 
 
 def _errors(exc: Exception) -> RuntimeFailure | None:
@@ -202,32 +208,49 @@ class PodInformer:
             watcher.stop()
 
     def _run(self) -> None:
-        backoff = 0.5
+        """Sync until stopped. A failure marks the cache unhealthy and is retried with backoff
+        (tenacity, the wait cut short by ``stop``), and so is a watch that ends with the cache still
+        unhealthy (no event since the failure); one that ends healthy starts the backoff afresh."""
+        retrying = Retrying(retry=retry_if_exception_type() | retry_if_result(lambda healthy: not healthy),
+                            wait=wait_exponential(multiplier=WATCH_BACKOFF_MIN_S, max=WATCH_BACKOFF_MAX_S),
+                            sleep=self._stop.wait)
+        while not self._stop.is_set():
+            retrying(self._sync)
+
+    def _sync(self) -> bool:
+        """Relist when needed, then watch until a stream ends: True when the cache ended healthy (or stopping).
+
+        410 Gone relists and a quiet stream's read timeout resumes, both at once and within one
+        attempt, so neither waits nor resets the backoff; any other failure is raised to be retried."""
         while not self._stop.is_set():
             try:
                 if not self.synced or self.resource_version is None:
                     self._relist()
                 self._watch_once()
-                backoff = 0.5
+                return self.healthy
             except ApiException as exc:
-                if exc.status == GONE:
-                    log.info("pod watch expired (410 Gone); relisting", extra={"namespace": self._namespace})
-                    self.synced = False
-                    continue
-                self._unhealthy(exc)
+                if exc.status != GONE:
+                    self._unhealthy(exc)
+                    raise
+                log.info("pod watch expired (410 Gone); relisting", extra={"namespace": self._namespace})
+                self.synced = False
             except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
                 continue  # a quiet stream ran out: resume from the same resourceVersion
             except Exception as exc:  # the informer must outlive any single failure
                 self._unhealthy(exc)
-            if not self.healthy:
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                raise
+        return True
 
     def _unhealthy(self, exc: Exception) -> None:
         log.warning("pod watch failed; retrying", extra={"namespace": self._namespace, "error": str(exc)[:300]})
         with self._changed:
             self.healthy = False
             self._changed.notify_all()
+
+
+def _conflict(exc: BaseException) -> bool:
+    """A 409: the write carried a resourceVersion someone else has since replaced."""
+    return isinstance(exc, ApiException) and exc.status == CONFLICT
 
 
 def _newer_or_equal(new: dict, old: dict) -> bool:
@@ -353,22 +376,22 @@ class KubernetesRuntime(Runtime):
     @_translate
     def start(self, name: str) -> None:
         """Remove the scheduling gate; a 409 (someone wrote in between) is retried on a fresh read."""
-        for attempt in range(CONFLICT_RETRIES):
-            pod = self._read(name)
-            if pod is None:
-                raise SandboxGone(f"kubernetes: no sandbox {name}")
-            if not (pod.get("spec") or {}).get("schedulingGates"):
-                return
-            patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
-                     "spec": {"schedulingGates": None}}
-            try:
-                self.informer.put(_json(self._core.patch_namespaced_pod(
-                    name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
-                return
-            except ApiException as exc:
-                if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:
-                    raise
-                log.info("stale write on start; re-reading", extra={"sandbox": name})
+        retrying = Retrying(retry=retry_if_exception(_conflict), stop=stop_after_attempt(CONFLICT_RETRIES),
+                            before_sleep=lambda _: log.info("stale write on start; re-reading",
+                                                            extra={"sandbox": name}),
+                            reraise=True)
+        retrying(self._ungate, name)
+
+    def _ungate(self, name: str) -> None:
+        pod = self._read(name)
+        if pod is None:
+            raise SandboxGone(f"kubernetes: no sandbox {name}")
+        if not (pod.get("spec") or {}).get("schedulingGates"):
+            return
+        patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
+                 "spec": {"schedulingGates": None}}
+        self.informer.put(_json(self._core.patch_namespaced_pod(
+            name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 
     @_translate
     def kill(self, name: str, *, uid: str | None = None) -> None:

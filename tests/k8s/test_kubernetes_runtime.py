@@ -158,6 +158,30 @@ def test_a_stale_write_gets_409_and_is_retried_on_a_fresh_read(apiserver, kube_r
     assert "schedulingGates" not in apiserver.call(lambda s: s.current(NAMESPACE, "genesis-exp-1-a1"))["spec"]
 
 
+def test_a_write_stale_every_time_is_retried_up_to_the_limit_then_fails(apiserver, kube_runtime):
+    from orchestrator.runtimes.kubernetes import CONFLICT_RETRIES
+
+    run(kube_runtime.create(spec()))
+
+    def kubelet_always_writes_first(request):
+        if request.method.value == "PATCH" and request.subresource is None:
+            obj = apiserver.server.objects[(PODS, NAMESPACE, "genesis-exp-1-a1")]
+            apiserver.server.revision += 1
+            obj.patch({"metadata": {"resourceVersion": str(apiserver.server.revision)}})
+
+    apiserver.call(lambda s: setattr(s, "before_write", kubelet_always_writes_first))
+    start = len(apiserver.requests())
+    with pytest.raises(RuntimeFailure, match="409"):
+        run(kube_runtime.start("genesis-exp-1-a1"))
+    assert [r.method.value for r in requests_after(apiserver, start)] == ["GET", "PATCH"] * CONFLICT_RETRIES
+    assert apiserver.call(lambda s: s.current(NAMESPACE, "genesis-exp-1-a1"))["spec"]["schedulingGates"]
+    # Anything but a 409 is not retried: a pod that is gone is one read.
+    start = len(apiserver.requests())
+    with pytest.raises(RuntimeFailure, match="no sandbox"):
+        run(kube_runtime.start("genesis-nobody-a1"))
+    assert [r.method.value for r in requests_after(apiserver, start)] == ["GET"]
+
+
 def test_a_create_that_already_happened_is_idempotent_but_a_foreign_pod_is_not(apiserver, kube_runtime):
     run(kube_runtime.create(spec()))
     run(kube_runtime.create(spec()))  # a retried create of the same sandbox (409 AlreadyExists → ours)
