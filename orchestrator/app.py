@@ -105,8 +105,9 @@ class App:
 
     @cached_property
     def leader(self):
+        from orchestrator.store.db import head_revision
         from orchestrator.store.leases import Leader
-        return Leader(self.engine, ttl_s=self.settings.lease_ttl_s)
+        return Leader(self.engine, ttl_s=self.settings.lease_ttl_s, schema=head_revision())
 
     def controller(self, *, leader: bool = True):
         """A reconciling controller; ``leader=False`` skips the election (tests, ``--once``)."""

@@ -1,8 +1,8 @@
 """``genesis serve``: the reconciling controller, and NATS intake and outcomes
 when ``nats.url`` is set (``--once``: run the queue empty, without NATS).
 
-Several ``serve`` processes may run: one leads (PostgreSQL advisory lock, or
-a lease row on SQLite), the others wait as standbys and take over when it dies.
+Several ``serve`` processes may run: one leads (a fenced lease in the
+database), the others wait as standbys and take over when its lease lapses.
 """
 
 from __future__ import annotations

@@ -156,7 +156,9 @@ class Controller:
             log.warning("lease renewal failed", extra={"error": str(exc) or type(exc).__name__})
             return
         if term is None:
-            self._lose("another controller holds the lease")
+            if self.leader.refused:
+                log.error("not leading", extra={"reason": self.leader.refused})
+            self._lose(self.leader.refused or "another controller holds the lease")
         else:
             self._gain(term)
 

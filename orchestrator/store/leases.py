@@ -6,7 +6,10 @@ takes it over only once it has expired (or, on one host, once its holder's
 process is gone), and every takeover is a compare-and-set that raises the
 generation by one. An advisory lock alone is not enough: PostgreSQL keeps it
 for a half-open connection as long as TCP keepalive allows, so a leader cut
-off from the database would go on believing it leads (SPEC §6).
+off from the database would go on believing it leads (SPEC §6). A
+controller also refuses to lead on a database whose schema revision is not
+the one its code was written for: an old controller left running beside an
+upgraded one stops at its next renewal.
 
 Time is the database's on PostgreSQL (controllers on several hosts compare
 one clock) and this host's on SQLite (single host). The holder's own
@@ -56,13 +59,16 @@ def _holder_dead(holder: str) -> bool:
 class Leader:
     """``acquire()`` renews or takes the lease: the current :class:`Term`, or None."""
 
-    def __init__(self, engine: Engine, *, name: str = "controller", ttl_s: float = 15.0) -> None:
+    def __init__(self, engine: Engine, *, name: str = "controller", ttl_s: float = 15.0,
+                 schema: str | None = None) -> None:
         self._engine = engine
+        self._schema = schema  # the migration this code was written for; None: not checked
         self._name = name
         self.ttl_s = ttl_s
         self._ttl = timedelta(seconds=ttl_s)
         self._holder = holder_id()
         self._term: Term | None = None
+        self.refused: str | None = None  # why the last acquire() would not lead, beyond "held"
 
     @property
     def holder(self) -> str:
@@ -100,6 +106,14 @@ class Leader:
     def _acquire(self, session: Session) -> int | None:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        if self._schema is not None:
+            found = session.scalar(text("SELECT version_num FROM alembic_version"))
+            if found != self._schema:
+                # A newer (or older) controller migrated the database: this one
+                # must not act on a schema it does not know (a rolling upgrade).
+                self.refused = f"database schema is {found}, this controller's is {self._schema}"
+                return None
+        self.refused = None
         now = db_now(session)
         row = session.get(LeaseRow, self._name)
         if row is None:

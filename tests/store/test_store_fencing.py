@@ -94,3 +94,14 @@ def test_release_lets_a_standby_take_over_at_once(engine):
     a.release()
     taken = b.acquire()
     assert taken is not None and taken.generation == term.generation + 1 and term.ended
+
+
+def test_a_controller_never_leads_on_a_schema_it_does_not_know(engine):
+    # A rolling upgrade: the new controller migrated the database; the old one
+    # (written for the previous revision) stops at its next renewal.
+    from orchestrator.store.db import head_revision
+    old = Leader(engine, ttl_s=30, schema="0001")
+    assert old.acquire() is None and "0001" in old.refused
+    current = Leader(engine, ttl_s=30, schema=head_revision())
+    term = current.acquire()
+    assert term is not None and current.refused is None
