@@ -1,4 +1,4 @@
-"""``genesis get experiments|sandboxes|images``."""
+"""``genesis get experiments|sandboxes|images|reports``."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ import time
 
 import yaml
 
-from orchestrator.cli import printers
+from orchestrator.cli import printers, reports
 from orchestrator.domain.models import Phase
 from orchestrator.errors import GenesisError
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 
 KINDS = {"experiments": "experiments", "experiment": "experiments", "exp": "experiments",
          "sandboxes": "sandboxes", "sandbox": "sandboxes", "sb": "sandboxes",
-         "images": "images", "image": "images"}
+         "images": "images", "image": "images", "reports": "reports", "report": "reports"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("get", help="list experiments, sandboxes or images")
-    p.add_argument("kind", help="experiments | sandboxes | images")
+    p = sub.add_parser("get", help="list experiments, sandboxes, images or reports")
+    p.add_argument("kind", help="experiments | sandboxes | images | reports")
     p.add_argument("name", nargs="?", help="one experiment id")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"])
     p.add_argument("-l", "--selector", help="label selector k=v[,k=v] (instance_id, experiment_type, "
@@ -58,6 +58,8 @@ def run(app, args) -> int:
         return _sandboxes(app, args)
     if kind == "images":
         return _images(app, args)
+    if kind == "reports":
+        return reports.get(app, args)
     views = select(app, args)
     print(printers.experiments(views, args.output))
     if args.watch:
