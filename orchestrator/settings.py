@@ -10,6 +10,7 @@ intake can refuse impossible requests without asking the runtime.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,12 @@ from orchestrator.domain.planner import Capacity, Limits
 from orchestrator.domain.policy import DEFAULT_POLICY, Policy
 from orchestrator.errors import GenesisError
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Settings that are gone; a file that still sets one loads, with a warning, rather
+# than a deploy refusing to start over a value that no longer means anything.
+RETIRED = {("cleanup_interval_s",): "the cleanup job runs every 6 h on the wall clock",
+           ("nats", "report_interval_s"): "the daily report runs on the wall clock, once per UTC day"}
 DEFAULT_VALIDATION = Validation(command=["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                          "--junitxml=/genesis/out/junit.xml"])
 
@@ -123,8 +129,7 @@ class NatsSettings(BaseModel):
     fetch_batch: int = 64
     duplicate_window_s: float = 3600.0  # the relay's Nats-Msg-Id de-duplication horizon
     legacy_mirrors: bool = False  # also publish agent.events.experiment.{completed,failed}.<id>
-    health_interval_s: float = 300.0
-    report_interval_s: float = 86400.0
+    health_interval_s: float = 300.0  # the daily report runs on the wall clock (docs/controller.md)
 
     def servers(self) -> list[str]:
         return [u.strip() for u in (self.url or "").split(",") if u.strip()]
@@ -201,8 +206,7 @@ class Settings(BaseModel):
     build: BuildSettings = Field(default_factory=BuildSettings)
     # Genesis's images (toolchain, environment, snapshot) may use this much disk;
     # the cleanup job removes the least recently used past it. None: no budget.
-    image_disk_budget: str | None = None
-    cleanup_interval_s: float = Field(default=6 * 3600.0, gt=0)  # SPEC §11
+    image_disk_budget: str | None = None  # checked every 6 h on the wall clock (SPEC §11)
     # Extra labels on every sandbox and snapshot image (e.g. a test run's id,
     # so its leftovers can be found and removed by label).
     extra_labels: dict[str, str] = Field(default_factory=dict)
@@ -266,6 +270,17 @@ def host_memory_bytes() -> int:
     return 2**30
 
 
+def _drop_retired(data: dict) -> None:
+    for path, why in RETIRED.items():
+        *parents, key = path
+        section = data
+        for parent in parents:
+            section = section.get(parent) if isinstance(section, dict) else None
+        if isinstance(section, dict) and key in section:
+            del section[key]
+            log.warning("retired setting ignored", extra={"setting": ".".join(path), "why": why})
+
+
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
     """Defaults, then the YAML file, then environment overrides."""
     candidate = path or os.environ.get("GENESIS_CONFIG")
@@ -287,6 +302,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
             data["home"] = str((base / data["home"]).resolve())
         if isinstance(data.get("policy_file"), str):
             data["policy"] = yaml.safe_load((base / data.pop("policy_file")).read_text())
+    _drop_retired(data)
     for env, key in (("GENESIS_HOME", "home"), ("GENESIS_DATABASE_URL", "database_url"),
                      ("GENESIS_BASE_IMAGE", "base_image"), ("DOCKER_HOST", "docker_url"),
                      ("GENESIS_RUNTIME", "runtime"), ("GENESIS_INSTALLATION", "installation"),

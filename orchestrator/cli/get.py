@@ -1,4 +1,4 @@
-"""``genesis get experiments|sandboxes|images``.
+"""``genesis get experiments|sandboxes|images|reports``.
 
 Experiments are selected, ordered and paged in the database (``-l``,
 ``--field-selector``, ``--limit``, ``--continue``; see
@@ -18,7 +18,7 @@ from datetime import datetime
 
 import yaml
 
-from orchestrator.cli import printers
+from orchestrator.cli import printers, reports
 from orchestrator.domain.queries import FIELDS, LABEL_KEYS, Page, parse_fields, parse_labels
 from orchestrator.domain.records import ExperimentView
 from orchestrator.errors import GenesisError
@@ -26,13 +26,13 @@ from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 
 KINDS = {"experiments": "experiments", "experiment": "experiments", "exp": "experiments",
          "sandboxes": "sandboxes", "sandbox": "sandboxes", "sb": "sandboxes",
-         "images": "images", "image": "images"}
+         "images": "images", "image": "images", "reports": "reports", "report": "reports"}
 WATCH_INTERVAL_S = 1.0  # one query a second: a change shows within a second, at a steady small cost
 
 
 def register(sub) -> None:
-    p = sub.add_parser("get", help="list experiments, sandboxes or images")
-    p.add_argument("kind", help="experiments | sandboxes | images")
+    p = sub.add_parser("get", help="list experiments, sandboxes, images or reports")
+    p.add_argument("kind", help="experiments | sandboxes | images | reports")
     p.add_argument("name", nargs="?", help="one experiment id")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"])
     p.add_argument("-l", "--selector", help="label selector: k=v, k==v, k!=v, k in (a,b), k notin (a,b), "
@@ -65,6 +65,8 @@ def run(app, args) -> int:
         return _sandboxes(app, args)
     if kind == "images":
         return _images(app, args)
+    if kind == "reports":
+        return reports.get(app, args)
     page = select(app, args)
     if args.name:
         print(printers.experiment(page.items[0], args.output))

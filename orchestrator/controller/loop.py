@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable
 
+from orchestrator.controller.jobs import Scheduler
 from orchestrator.domain import failures, planner
 from orchestrator.domain.models import parse_memory
 from orchestrator.domain.planner import (
@@ -86,8 +87,8 @@ class Controller:
         # Enough threads for the blocking SDK calls of a full set of sandboxes.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
         sampler = asyncio.create_task(self._sampler()) if self.sample_interval_s > 0 else None
-        cleaner = asyncio.create_task(self._cleaner()) if self.settings.image_disk_budget else None
         lag = asyncio.create_task(self._watch_lag())
+        jobs = asyncio.create_task(Scheduler.for_controller(self).run(self._stopping))  # SPEC §11
         while not self._stopping.is_set():
             try:
                 if await self._lead():
@@ -102,7 +103,7 @@ class Controller:
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
-        for task in (sampler, cleaner, lag):
+        for task in (sampler, jobs, lag):
             if task is not None:
                 task.cancel()
         await self._drain()
@@ -317,18 +318,6 @@ class Controller:
                                   labels=self.executor.snapshots.labels,
                                   sandbox_labels=self.settings.sandbox_selector(),
                                   actor=self.actor)
-
-    async def _cleaner(self) -> None:
-        """The image cleanup, every ``cleanup_interval_s`` while this process leads."""
-        await self._sleep_quietly(min(self.settings.cleanup_interval_s, 60.0))  # let leadership settle first
-        while not self._stopping.is_set():
-            if self.leading:
-                FENCE.set(self.leader.term if self.leader else None)
-                try:
-                    await self.cleanup_images()
-                except Exception as exc:  # noqa: BLE001 - the job must never stop for good
-                    log.warning("image cleanup failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            await self._sleep_quietly(self.settings.cleanup_interval_s)
 
     async def _sleep_quietly(self, seconds: float) -> None:
         try:

@@ -86,6 +86,19 @@ def parse_labels(text: str | None) -> tuple[Requirement, ...]:
     return tuple(out)
 
 
+def parse_equalities(text: str | None, keys: set[str]) -> dict[str, str]:
+    """A selector of plain ``k=v`` (or ``k==v``) over ``keys``, for the kinds
+    that are few and selected whole (reports): ``{key: value}``."""
+    out = {}
+    for term in _terms(text or ""):
+        key, op, values = _requirement(term, set_forms=False)
+        if key not in keys or op != "in":
+            raise GenesisError(f"invalid selector {term.strip()!r}: want k=v over {', '.join(sorted(keys))}",
+                               code="bad_input")
+        out[key] = values[0]
+    return out
+
+
 def parse_fields(text: str | None) -> tuple[Requirement, ...]:
     """``--field-selector``: comma-separated ``path=v``, ``path==v`` or ``path!=v`` over :data:`FIELDS`."""
     out = []

@@ -6,7 +6,8 @@ Requests: ``genesis.experiment.request.<instance_id>`` and the legacy
 legacy mirrors ``agent.events.experiment.{completed,failed}.<id>``,
 ``centralcloud.experiment.result``, the request's ``Genesis-Reply-To``
 subject, and, for requests without a usable experiment id (or a conflicting
-re-use of one), ``genesis.instance.<instance_id>.rejected``.
+re-use of one), ``genesis.instance.<instance_id>.rejected``. Reports:
+``system.health.genesis`` and the daily ``system.metrics.genesis``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import re
 from dataclasses import dataclass
 
 REQUEST_SUBJECTS = ("genesis.experiment.request.>", "agent.events.experiment.request.>")
+CENTRALCLOUD = "centralcloud.experiment.result"
+HEALTH = "system.health.genesis"  # core NATS, on an interval
+DAILY_METRICS = "system.metrics.genesis"  # through the outbox: one message per day, de-duplicated
+# Every subject the relay publishes through JetStream (the outcomes stream captures them).
 OUTCOME_SUBJECTS = ("genesis.experiment.completed.>", "genesis.experiment.failed.>",
                     "agent.events.experiment.completed.>", "agent.events.experiment.failed.>",
-                    "centralcloud.experiment.result", "genesis.instance.*.rejected")
-CENTRALCLOUD = "centralcloud.experiment.result"
-HEALTH = "system.health.genesis"
-DAILY_METRICS = "system.metrics.genesis"
+                    CENTRALCLOUD, "genesis.instance.*.rejected", DAILY_METRICS)
 DLQ = "genesis.dlq.requests"
 REPLY_HEADER = "Genesis-Reply-To"
 _TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

@@ -62,7 +62,10 @@ class OutboxRelay:
 
 
 def _family(row: dict) -> str:
-    """The bounded label for a message: the last part of its msg_id (genesis, centralcloud, agent, ...)."""
+    """The bounded label for a message: the last part of its msg_id (genesis, centralcloud, agent, ...),
+    or ``daily`` for the daily report (``genesis-daily-<day>``)."""
+    if row["msg_id"].startswith("genesis-daily-"):
+        return "daily"
     family = row["msg_id"].rsplit(":", 1)[-1]
     return family if family in ("genesis", "centralcloud", "agent", "instance", "reply", "conflict",
                                 "conflict-reply") else "other"

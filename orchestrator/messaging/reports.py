@@ -1,5 +1,11 @@
-"""Publishes ``system.health.genesis`` and ``system.metrics.genesis`` on their
-intervals (while this process leads), from the store and the runtime."""
+"""Publishes ``system.health.genesis`` every ``health_interval_s`` (while this
+process leads), from the store and the runtime.
+
+A live figure on an interval, over core NATS: a restart that resets the
+timer at worst sends one early. The daily ``system.metrics.genesis`` report
+is not here: it is a scheduled job on the wall clock, sent through the
+outbox (:mod:`orchestrator.controller.jobs`).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from nats.aio.client import Client
 
 from orchestrator import __version__
 from orchestrator.domain import reports
-from orchestrator.domain.subjects import DAILY_METRICS, HEALTH
+from orchestrator.domain.subjects import HEALTH
 from orchestrator.errors import GenesisError
 from orchestrator.runtimes.base import Runtime
 from orchestrator.store.repository import Store, utcnow
@@ -22,11 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class ReportPublisher:
-    def __init__(self, nc: Client, store: Store, runtime: Runtime, *, health_interval_s: float,
-                 report_interval_s: float) -> None:
+    def __init__(self, nc: Client, store: Store, runtime: Runtime, *, health_interval_s: float) -> None:
         self._nc, self._store, self._runtime = nc, store, runtime
-        self._intervals = {HEALTH: health_interval_s, DAILY_METRICS: report_interval_s}
-        self._last: dict[str, float] = {HEALTH: float("-inf"), DAILY_METRICS: time.monotonic()}
+        self._interval = health_interval_s
+        self._last = float("-inf")
 
     async def health(self) -> dict:
         now = utcnow()
@@ -45,20 +50,11 @@ class ReportPublisher:
             queued=counts.get("Pending", 0), rows_30d=rows, disk_bytes=disk, runtime_reachable=reachable,
             version=__version__, now=now)
 
-    async def daily(self) -> dict:
-        end = utcnow()
-        start = end - timedelta(seconds=self._intervals[DAILY_METRICS])
-        rows = await asyncio.to_thread(self._store.finished_since, start)
-        return reports.daily_report(rows, start=start, end=end, version=__version__)
-
     async def tick(self) -> list[str]:
-        """Publish whatever is due; returns the subjects published."""
-        sent = []
-        for subject, build in ((HEALTH, self.health), (DAILY_METRICS, self.daily)):
-            if time.monotonic() - self._last[subject] >= self._intervals[subject]:
-                await self._nc.publish(subject, json.dumps(await build()).encode())
-                self._last[subject] = time.monotonic()
-                sent.append(subject)
-        if sent:
-            await self._nc.flush(timeout=5)
-        return sent
+        """Publish the health report if it is due; returns the subjects published."""
+        if time.monotonic() - self._last < self._interval:
+            return []
+        await self._nc.publish(HEALTH, json.dumps(await self.health()).encode())
+        self._last = time.monotonic()
+        await self._nc.flush(timeout=5)
+        return [HEALTH]

@@ -1,6 +1,7 @@
 """Genesis on NATS: one supervised connection, and on it the request intake
 (on every replica: the work queue hands each request to one of them), the
-outbox relay and the periodic reports (only on the leading controller).
+outbox relay (the outcomes and the daily report) and the health report
+(only on the leading controller).
 
 The first connection is retried with exponential backoff (tenacity), later
 ones by the client's own reconnect; the controller keeps working while NATS
@@ -85,8 +86,7 @@ class NatsService:
         self.intake = NatsIntake(js, self._app.intake, self._settings)
         self.relay = OutboxRelay(nc, js, self._app.store)
         reports = ReportPublisher(nc, self._app.store, self._app.runtime,
-                                  health_interval_s=self._settings.health_interval_s,
-                                  report_interval_s=self._settings.report_interval_s)
+                                  health_interval_s=self._settings.health_interval_s)
         self.connected.set()
         log.info("nats ready", extra={"streams": [self._settings.request_stream, self._settings.outcome_stream]})
         tasks = [asyncio.create_task(self.intake.run()), asyncio.create_task(self._publish(self.relay, reports)),

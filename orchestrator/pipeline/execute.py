@@ -42,7 +42,7 @@ from orchestrator.runtimes.base import (
 from orchestrator.settings import RepoConfig, Settings
 from orchestrator.snapshots import catalog, changes, git, repofile
 from orchestrator.snapshots.builder import Snapshot, SnapshotBuilder
-from orchestrator.store.aio import AsyncStore
+from orchestrator.store.aio import as_async
 from orchestrator.store.repository import Store, utcnow
 from orchestrator.telemetry import metrics
 
@@ -83,7 +83,7 @@ class Executor:
         self.snapshots = snapshots
         self.actor = actor
         self.patterns = llm_patterns or LlmPatterns()
-        self.store = store if isinstance(store, AsyncStore) else AsyncStore(store)  # never blocks the loop
+        self.store = as_async(store)  # never blocks the loop
         self.sandboxes = passes.Sandboxes(runtime=runtime, store=self.store, actor=actor,
                                           max_file_bytes=settings.max_output_file_bytes)
 

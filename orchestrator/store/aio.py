@@ -56,3 +56,8 @@ class AsyncStore:
     async def call(self, func: Callable, *args, **kwargs) -> Any:
         """``func(store, *args)`` on a thread: a sync helper that takes the store."""
         return await asyncio.to_thread(func, self.sync, *args, **kwargs)
+
+
+def as_async(store) -> AsyncStore:
+    """``store`` as coroutines use it, whether given sync or already wrapped."""
+    return store if isinstance(store, AsyncStore) else AsyncStore(store)

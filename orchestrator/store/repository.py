@@ -27,6 +27,7 @@ from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
 from orchestrator.store.base import _aware, _columns, _utc, transient, utcnow
 from orchestrator.store.caches import CachesMixin
+from orchestrator.store.jobs import JobsMixin
 from orchestrator.store.outbox import OutboxMixin, enqueue
 from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow
 
@@ -87,7 +88,7 @@ def _desired(row) -> Desired:
     )
 
 
-class Store(CachesMixin, OutboxMixin):
+class Store(CachesMixin, OutboxMixin, JobsMixin):
     """Experiments, their lifecycle and the controller's view of them."""
 
     def __init__(self, engine: Engine, *, legacy_mirrors: bool = False) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, true
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -185,3 +187,30 @@ class OutboxRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     durable: Mapped[bool] = mapped_column(Boolean, server_default=true(), default=True)  # JetStream, deduplicated
     attempts: Mapped[int] = mapped_column(Integer, server_default="0", default=0)
+
+
+class ScheduledJobRow(Base):
+    """A scheduled job's last run (migration 0007): the wall-clock period it last
+    completed, so a restart neither skips nor repeats one (SPEC §11)."""
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_period: Mapped[str | None] = mapped_column(String(32))  # "2026-11-28", "2026-11-28T06"
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportRow(Base):
+    """What a job computed for one period (the analysis, the daily report): one per kind and period."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    body: Mapped[dict] = mapped_column(JSON)
+
+    __table_args__ = (UniqueConstraint("kind", "period", name="uq_reports_kind_period"),)

@@ -12,7 +12,7 @@ from orchestrator.store.db import current_revision, head_revision, make_engine, 
 from orchestrator.store.tables import Base
 
 EXPECTED_TABLES = {"experiment_records", "experiment_metrics", "sandbox_history", "baseline_cache",
-                   "snapshot_images", "outbox", "leases"}
+                   "snapshot_images", "outbox", "leases", "scheduled_jobs", "reports"}
 
 
 def _schema_diff(engine) -> list:
@@ -68,6 +68,8 @@ def test_declared_indexes_and_constraints_exist(engine):
     outbox_unique = [set(u["column_names"]) for u in inspector.get_unique_constraints("outbox")]
     outbox_unique += [set(ix["column_names"]) for ix in inspector.get_indexes("outbox") if ix.get("unique")]
     assert {"msg_id"} in outbox_unique
+    reports_unique = [set(u["column_names"]) for u in inspector.get_unique_constraints("reports")]
+    assert {"kind", "period"} in reports_unique  # one report per kind and period
 
 
 def test_upgrade_is_idempotent_and_at_head(engine):
