@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts`` (default: all),
+``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts,fencing``
+(default: all),
 ``--count N`` experiments per throughput level (default 16). ``environments`` runs at most three
 experiments of over a minute each (``min(3, --runs)``); ``verdicts`` at most three per change
 kind and 50 for the flaky suite.
@@ -15,7 +16,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, environments, intake, kubernetes, observability, sandbox, verdicts
+from benchmarks import controller, environments, fencing, intake, kubernetes, observability, sandbox, verdicts
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -24,8 +25,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
-    parser.add_argument("--only",
-                        default="sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts")
+    parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes,"
+                                          "environments,verdicts,fencing")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -47,6 +48,8 @@ def main() -> None:
             environments.run(report, runs=args.runs)
         if "verdicts" in only:
             verdicts.run(report, runs=args.runs)
+        if "fencing" in only:
+            fencing.run(report, runs=args.runs)
     finally:
         cleanup(client)
     report.print()

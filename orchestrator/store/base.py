@@ -16,18 +16,23 @@ records nothing.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
 from sqlalchemy import Engine, event, func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from orchestrator.errors import NotLeader, StoreError
 from orchestrator.fencing import FENCE, Term
 from orchestrator.store.tables import LeaseRow, SandboxHistoryRow
+
+# The server ended the session (idle in a transaction too long: a stall or a
+# partition held it; an administrator's terminate): a new connection will do.
+SESSION_ENDED = frozenset({"25P03", "57P01"})
 
 # One policy for a lost connection, for sync callers (``transient``) and
 # coroutines (:class:`orchestrator.store.aio.AsyncStore`, which calls the
@@ -39,6 +44,18 @@ RETRY = dict(
     reraise=True,
 )
 transient = retry(**RETRY)
+
+
+def insert_race(method):
+    """A get-or-insert whose insert lost a race to a concurrent one (steps run
+    their store calls on threads, in parallel) runs again: the row exists now."""
+    @functools.wraps(method)
+    def again(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except IntegrityError:
+            return method(*args, **kwargs)
+    return again
 
 
 def utcnow() -> datetime:
@@ -124,8 +141,11 @@ class StoreBase:
                                             f"the {term.lease} lease")
         except IntegrityError:
             raise  # submit() turns a lost insert race into a duplicate or conflict
-        except OperationalError as exc:
-            raise StoreError(f"database unavailable: {exc.orig or exc}", transient=True) from exc
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated or \
+                    getattr(exc.orig, "sqlstate", None) in SESSION_ENDED:
+                raise StoreError(f"database unavailable: {exc.orig or exc}", transient=True) from exc
+            raise StoreError(f"database: {exc}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database: {exc}") from exc
 

@@ -5,10 +5,10 @@ result every experiment on that key reads) and the snapshot images in use
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator.domain.records import BaselineRecord, CachedBaseline
-from orchestrator.store.base import StoreBase, _aware, _columns, transient, utcnow
+from orchestrator.store.base import StoreBase, _aware, _columns, insert_race, transient, utcnow
 from orchestrator.store.tables import BaselineRow, SnapshotImageRow
 
 
@@ -48,6 +48,7 @@ class CachesMixin(StoreBase):
             return [_record(row) for row in session.scalars(query)]
 
     @transient
+    @insert_race
     def plan_baseline(self, *, key: str, repo: str, commit: str, command: list[str], image: str, owner: str,
                       plan: dict, repetitions: int) -> BaselineRecord:
         """The record of ``key``: planned now (Pending) unless one is there; a failed
@@ -98,6 +99,7 @@ class CachesMixin(StoreBase):
             return _record(row)
 
     @transient
+    @insert_race
     def put_baseline(self, baseline: CachedBaseline, *, repo: str, commit: str, command: list[str],
                      image: str) -> None:
         """The finished baseline of ``baseline.key``: Succeeded, read by every experiment on that key."""
@@ -129,6 +131,7 @@ class CachesMixin(StoreBase):
                 row.flaky = sorted(set(row.flaky or []) | set(tests))
 
     @transient
+    @insert_race
     def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
                     build_seconds: float | None, tier: str = "snapshot", parent: str | None = None,
                     pinned: bool | None = None) -> None:
@@ -143,13 +146,15 @@ class CachesMixin(StoreBase):
             if row is None:
                 row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
                                        size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
-                                       created_at=now, last_used_at=now, uses=0, tier=tier, parent=parent,
+                                       created_at=now, last_used_at=now, uses=1, tier=tier, parent=parent,
                                        pinned=pinned)
                 session.add(row)
             elif build_seconds is not None:
                 row.size_bytes, row.build_seconds, row.created_at = size_bytes, build_seconds, now
                 row.parent, row.pinned = parent, pinned
-            row.last_used_at, row.uses = now, (row.uses or 0) + 1
+            row.last_used_at = now
+            if row not in session.new:
+                row.uses = func.coalesce(SnapshotImageRow.uses, 0) + 1  # atomic in SQL: concurrent uses all count
 
     @transient
     def forget_image(self, tag: str) -> None:

@@ -46,6 +46,15 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # The driver would begin a transaction only at the first write, so a
+            # read-then-write would read outside it (lost updates between
+            # threads); SQLAlchemy's own recipe: no driver transactions, ours begin
+            # at the first statement, so the read and the write are one snapshot.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     # Sessions in UTC whatever the server's zone, so timestamps read back as

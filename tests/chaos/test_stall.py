@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -36,6 +37,8 @@ def _get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except urllib.error.URLError:
+        return 0, ""  # not listening (yet)
 
 
 def _lag_buckets(port: int) -> dict[str, float]:

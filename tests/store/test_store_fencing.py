@@ -105,3 +105,17 @@ def test_a_controller_never_leads_on_a_schema_it_does_not_know(engine):
     current = Leader(engine, ttl_s=30, schema=head_revision())
     term = current.acquire()
     assert term is not None and current.refused is None
+
+
+def test_concurrent_first_uses_of_an_image_are_both_recorded(store):
+    # Steps reach the store on threads, in parallel: two first uses of one
+    # image race on the insert; the loser records its use on the winner's row.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def touch(_):
+        store.touch_image(tag="genesis/snap:race", repo="monorepo", commit="c0ffee", toolchain="python",
+                          size_bytes=1, build_seconds=None)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(touch, range(8)))
+    (row,) = [r for r in store.images() if r["tag"] == "genesis/snap:race"]
+    assert row["uses"] == 8
