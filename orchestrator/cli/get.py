@@ -101,8 +101,9 @@ def _watch(app, args, views) -> None:
 def _sandboxes(app, args) -> int:
     states = asyncio.run(app.runtime.list(app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
-        items = [{"name": s.name, "status": s.status, "exitCode": s.exit_code, "oomKilled": s.oom_killed,
-                  "labels": s.labels, "image": s.image} for s in states]
+        items = printers.as_list([{"name": s.name, "uid": s.uid, "status": s.status, "exitCode": s.exit_code,
+                                   "oomKilled": s.oom_killed, "labels": s.labels, "image": s.image}
+                                  for s in states])
         print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
         return 0
     if args.output == "name":
@@ -123,7 +124,7 @@ def _images(app, args) -> int:
     images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=AsyncStore(app.store),
                                      sandbox_labels=app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
-        data = json.loads(json.dumps([vars(i) for i in images], default=str))
+        data = printers.as_list(json.loads(json.dumps([vars(i) for i in images], default=str)))
         print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False))
         return 0
     if args.output == "name":

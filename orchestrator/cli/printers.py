@@ -101,9 +101,14 @@ def experiments(views: Sequence[ExperimentView], output: str | None, *, continue
     return table(rows, headers)
 
 
-def _list(views: Sequence[ExperimentView], continue_token: str | None) -> dict:
-    return {"apiVersion": API_VERSION, "kind": "List", "items": [resource(v) for v in views],
+def as_list(items: list, *, continue_token: str | None = None) -> dict:
+    """``-o json|yaml`` of any listing: always a List, even of one item (as kubectl)."""
+    return {"apiVersion": API_VERSION, "kind": "List", "items": items,
             "metadata": {"continue": continue_token} if continue_token else {}}
+
+
+def _list(views: Sequence[ExperimentView], continue_token: str | None) -> dict:
+    return as_list([resource(v) for v in views], continue_token=continue_token)
 
 
 def _metric_rows(view: ExperimentView) -> list[list[str]]:

@@ -56,8 +56,7 @@ def render(reports: list[Report], output: str | None, *, now: datetime | None = 
     """A table, names, or ``-o json|yaml``: always a List, except one report asked for by name."""
     if output in ("json", "yaml"):
         items = [resource(r) for r in reports]
-        data = items[0] if named and len(items) == 1 else \
-            {"apiVersion": printers.API_VERSION, "kind": "List", "items": items, "metadata": {}}
+        data = items[0] if named and len(items) == 1 else printers.as_list(items)
         return json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
     if output == "name":
         return "\n".join(f"report/{name_of(r)}" for r in reports)

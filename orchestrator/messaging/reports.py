@@ -36,7 +36,7 @@ class ReportPublisher:
     async def health(self) -> dict:
         now = utcnow()
         counts = await asyncio.to_thread(self._store.phase_counts)
-        rows = await asyncio.to_thread(self._store.finished_since, now - timedelta(days=30))
+        rows = await asyncio.to_thread(self._store.finished_between, now - timedelta(days=30))
         try:
             await self._runtime.ping()
             reachable = True

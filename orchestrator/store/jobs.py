@@ -120,15 +120,17 @@ class JobsMixin(StoreBase):
             return [MetricsSample(experiment_type=t, risk_level=r, recorded_at=_aware(at), success_rate=sr,
                                   regression=reg, llm_reduction=llm) for t, r, at, sr, reg, llm in rows]
 
-    def finished_between(self, start: datetime, end: datetime) -> list[FinishedRow]:
-        """Experiments finished in [start, end), with their figures (the daily report)."""
+    def finished_between(self, start: datetime, end: datetime | None = None) -> list[FinishedRow]:
+        """Experiments finished in [start, end) (end None: until now), with their
+        figures: the daily report's day, the health report's last 30 days."""
         with self._tx() as session:
-            rows = session.execute(
-                select(ExperimentRow.experiment_type, ExperimentRow.risk_level, ExperimentRow.phase,
-                       ExperimentRow.recommendation, MetricsRow.regression, MetricsRow.llm_reduction)
-                .outerjoin(MetricsRow, (MetricsRow.experiment_id == ExperimentRow.id)
-                           & (MetricsRow.attempt == ExperimentRow.attempt))
-                .where(ExperimentRow.finished_at >= _utc(start), ExperimentRow.finished_at < _utc(end)))
+            query = (select(ExperimentRow.experiment_type, ExperimentRow.risk_level, ExperimentRow.phase,
+                            ExperimentRow.recommendation, MetricsRow.regression, MetricsRow.llm_reduction)
+                     .outerjoin(MetricsRow, (MetricsRow.experiment_id == ExperimentRow.id)
+                                & (MetricsRow.attempt == ExperimentRow.attempt))
+                     .where(ExperimentRow.finished_at >= _utc(start)))
+            if end is not None:
+                query = query.where(ExperimentRow.finished_at < _utc(end))
             return [FinishedRow(experiment_type=t, risk_level=r, succeeded=p == Phase.SUCCEEDED.value,
                                 recommendation=rec, regression=reg, llm_reduction=llm)
-                    for t, r, p, rec, reg, llm in rows]
+                    for t, r, p, rec, reg, llm in session.execute(query)]

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 from orchestrator.domain.models import Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation
 from orchestrator.domain.planner import Desired
 from orchestrator.domain.records import ExperimentView, HistoryEntry
-from orchestrator.domain.reports import FinishedRow
 from orchestrator.domain.subjects import conflict_routes, outcome_routes
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
@@ -394,19 +393,6 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
         with self._tx() as session:
             rows = session.execute(select(ExperimentRow.phase, func.count()).group_by(ExperimentRow.phase))
             return {phase: count for phase, count in rows}
-
-    def finished_since(self, since: datetime) -> list[FinishedRow]:
-        """Experiments finished since ``since``, with their figures (for reports)."""
-        with self._tx() as session:
-            rows = session.execute(
-                select(ExperimentRow.experiment_type, ExperimentRow.risk_level, ExperimentRow.phase,
-                       ExperimentRow.recommendation, MetricsRow.regression, MetricsRow.llm_reduction)
-                .outerjoin(MetricsRow, (MetricsRow.experiment_id == ExperimentRow.id)
-                           & (MetricsRow.attempt == ExperimentRow.attempt))
-                .where(ExperimentRow.finished_at >= _utc(since)))
-            return [FinishedRow(experiment_type=t, risk_level=r, succeeded=p == Phase.SUCCEEDED.value,
-                                recommendation=rec, regression=reg, llm_reduction=llm)
-                    for t, r, p, rec, reg, llm in rows]
 
     def count(self) -> int:
         with self._tx() as session:

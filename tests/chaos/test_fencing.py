@@ -1,7 +1,8 @@
 """Split brain, provoked: a leader stopped (SIGSTOP) or cut off from PostgreSQL
 (a partition in a TCP proxy the test controls) for longer than its lease,
-while a baseline runs; a standby takes over; then the former leader wakes up
-or the partition heals, and its in-flight steps go on trying.
+while a baseline runs or a snapshot image builds; a standby takes over; then
+the former leader wakes up or the partition heals, and its in-flight steps
+go on trying.
 
 In every case: nothing recorded by the former leader after its lease lapsed,
 no experiment (or baseline) with two sandboxes running at once, nothing
@@ -14,13 +15,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
+import uuid
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import make_url
 
-from helpers import RunningSandboxes, request_body, wait_until
+from helpers import RunningSandboxes, make_repo, request_body, wait_until
 from netproxy import Proxy
 from test_chaos import assert_finalized_once, make_app, start_serve, stop, wait_finished, write_config
 
@@ -64,15 +67,36 @@ def _assert_whole(app, ids, watch) -> None:
         assert all(run.get("exit_code") == 0 for run in record.runs), record.runs  # none killed under it
 
 
+def fresh_repo(path):
+    """The sample monorepo at a commit no snapshot image exists for: its first
+    experiment builds one (the window a stop during an image build needs)."""
+    repo = make_repo(path)
+    (repo / "FRESH").write_text(f"{uuid.uuid4()}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=genesis", "-c", "user.email=genesis@localhost"]
+    subprocess.run(git + ["add", "FRESH"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "fresh"], check=True)
+    return repo
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def fenced_app(request, tmp_path, sample_repo, docker_client):
+def fenced_app(request, tmp_path, docker_client):
     extra = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "postgres" else {}
-    app, config = make_app(tmp_path / "home", sample_repo, lease_ttl_s=LEASE_TTL_S, **extra)
+    app, config = make_app(tmp_path / "home", fresh_repo(tmp_path / "repo"), lease_ttl_s=LEASE_TTL_S, **extra)
     yield app, config
     app.close()
 
 
-def test_a_leader_stopped_past_its_lease_during_a_baseline_acts_no_more(fenced_app, docker_client):
+def _building(app, ids) -> bool:
+    """An experiment is building its snapshot image (no baseline planned yet)."""
+    return any(app.store.get(i).phase.value == "Building" for i in ids) and not app.store.baselines()
+
+
+def _baseline_running(app, ids) -> bool:
+    return any(b.phase == "Running" for b in app.store.baselines())
+
+
+@pytest.mark.parametrize("point", [_baseline_running, _building], ids=["during-a-baseline", "during-a-build"])
+def test_a_leader_stopped_past_its_lease_acts_no_more(fenced_app, docker_client, point):
     app, config = fenced_app
     first = start_serve(config)
     second = None
@@ -82,8 +106,8 @@ def test_a_leader_stopped_past_its_lease_during_a_baseline_acts_no_more(fenced_a
         second = start_serve(config)
         with RunningSandboxes(docker_client) as watch:
             ids = _batch(app, 2)
-            wait_until(lambda: any(b.phase == "Running" for b in app.store.baselines()), timeout_s=180,
-                       what="a baseline repetition to run")
+            wait_until(lambda: point(app, ids), timeout_s=180, what=point.__doc__ or point.__name__,
+                       poll_s=0.05)
             _, generation = _holder(app)
             first.send_signal(signal.SIGSTOP)
             stopped_at = datetime.now(timezone.utc)

@@ -1,7 +1,10 @@
 """A database that stalls (every byte held for 10 s by a TCP proxy the test
 controls: no error, no answer) for less than the lease: the controller keeps
 leading, /healthz keeps answering, its event loop keeps turning (no store
-call runs on it), and the experiments running meanwhile finish normally."""
+call runs on it), its NATS connection answers the server's heartbeats (a
+server that pings every second and drops a client after two unanswered
+pings keeps the same connection), and the experiments running meanwhile
+finish normally."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 from sqlalchemy import make_url
 
 from helpers import wait_until
+from natsserver import NatsServer
 from netproxy import Proxy
 from test_chaos import assert_finalized_once, experiment, make_app, start_serve, stop, wait_finished, write_config
 
@@ -47,18 +51,41 @@ def _lag_buckets(port: int) -> dict[str, float]:
             for m in re.finditer(rf'^{LAG}_bucket{{le="([^"]+)"}} (\S+)$', text, re.MULTILINE)}
 
 
+def _controller_connections(monitor_port: int) -> list[int]:
+    """The server's ids of the controller's NATS connections (a reconnect gets a new one)."""
+    _, text = _get(monitor_port, "/connz")
+    return [c["cid"] for c in json.loads(text).get("connections") or []
+            if (c.get("name") or "").startswith("genesis-controller:")]
+
+
+@pytest.fixture
+def strict_nats():
+    """A NATS server that pings every second and drops a client after two unanswered pings."""
+    monitor = _free_port()
+    server = NatsServer(f'ping_interval: "1s"\nping_max: 2\nhttp: 127.0.0.1:{monitor}\n')
+    server.monitor = monitor
+    server.start()
+    yield server
+    server.stop()
+    server.remove()
+
+
 def test_a_database_stall_shorter_than_the_lease_stops_nothing(tmp_path, sample_repo, docker_client,
-                                                               postgres_url):
+                                                               postgres_url, strict_nats):
     url = make_url(postgres_url)
     proxy = Proxy((url.host, url.port))
     behind = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     port = _free_port()
     app, direct = make_app(tmp_path / "home", sample_repo, database_url=postgres_url, lease_ttl_s=LEASE_TTL_S)
     stalled = write_config(tmp_path / "stalled", tmp_path / "unused")
-    stalled.write_text(json.dumps({**json.loads(direct.read_text()), "database_url": behind, "metrics_port": port}))
+    stalled.write_text(json.dumps({**json.loads(direct.read_text()), "database_url": behind, "metrics_port": port,
+                                   "nats": {"url": strict_nats.url}}))
     proc = start_serve(stalled)
     try:
         wait_until(lambda: _get(port, "/readyz")[0] == 200, timeout_s=60, what="the controller to be ready")
+        wait_until(lambda: len(_controller_connections(strict_nats.monitor)) == 1, timeout_s=60,
+                   what="the controller's NATS connection")
+        connections = _controller_connections(strict_nats.monitor)
         ids = [app.intake.submit(json.dumps(experiment(passes=True, seconds=8)).encode()).view.id
                for _ in range(2)]
         wait_until(lambda: all(app.store.get(i).phase.value == "Running" for i in ids), timeout_s=180,
@@ -72,6 +99,7 @@ def test_a_database_stall_shorter_than_the_lease_stops_nothing(tmp_path, sample_
             time.sleep(0.5)
         proxy.heal()
         after = _lag_buckets(port)
+        assert _controller_connections(strict_nats.monitor) == connections  # never dropped as stale
         wait_finished(app, ids)
         assert proc.poll() is None
     finally:

@@ -354,7 +354,7 @@ def test_images_build_and_get_images_from_the_cli(env_app, project, capsys):
     assert out.strip() == snap.tag
     assert "toolchain python" in err and f"environment {snap.environment}: reused" in err and "pinned" in err
     assert main(["--config", config, "get", "images", "-o", "json"]) == 0
-    listed = {i["tag"]: i for i in json.loads(capsys.readouterr().out)}
+    listed = {i["tag"]: i for i in json.loads(capsys.readouterr().out)["items"]}
     assert listed[snap.environment]["tier"] == "environment" and listed[snap.environment]["pinned"] is True
     assert listed[snap.tag]["tier"] == "snapshot" and listed[snap.tag]["repo"] == "envpy"
     assert listed[snap.tag]["last_used"] is not None

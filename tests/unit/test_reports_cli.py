@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 
 import yaml
@@ -51,6 +52,7 @@ def test_reports_is_a_kind_of_get():
 
 
 def test_retired_interval_settings_load_with_a_warning(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)  # a CLI test earlier in the session may have set the root to ERROR
     config = tmp_path / "genesis.yaml"
     config.write_text("cleanup_interval_s: 21600\nnats: {report_interval_s: 86400, health_interval_s: 60}\n")
     settings = load_settings(config)
