@@ -52,7 +52,7 @@ class NatsIntake:
         while not self._stopping.is_set():
             try:
                 messages = await sub.fetch(self._settings.fetch_batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nothing waiting; nats-py raises its own or asyncio's
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.NoServersError):
                 raise

@@ -2,9 +2,9 @@
 controls: no error, no answer) for less than the lease: the controller keeps
 leading, /healthz keeps answering, its event loop keeps turning (no store
 call runs on it), its NATS connection answers the server's heartbeats (a
-server that pings every second and drops a client after two unanswered
-pings keeps the same connection), and the experiments running meanwhile
-finish normally."""
+server that pings every 2 s and drops a client after two unanswered pings,
+far inside the stall, keeps the same connection), and the experiments
+running meanwhile finish normally."""
 
 from __future__ import annotations
 
@@ -60,9 +60,9 @@ def _controller_connections(monitor_port: int) -> list[int]:
 
 @pytest.fixture
 def strict_nats():
-    """A NATS server that pings every second and drops a client after two unanswered pings."""
+    """A NATS server that pings every 2 s and drops a client after two unanswered pings."""
     monitor = _free_port()
-    server = NatsServer(f'ping_interval: "1s"\nping_max: 2\nhttp: 127.0.0.1:{monitor}\n')
+    server = NatsServer(f'ping_interval: "2s"\nping_max: 2\nhttp: 127.0.0.1:{monitor}\n')
     server.monitor = monitor
     server.start()
     yield server
@@ -99,7 +99,8 @@ def test_a_database_stall_shorter_than_the_lease_stops_nothing(tmp_path, sample_
             time.sleep(0.5)
         proxy.heal()
         after = _lag_buckets(port)
-        assert _controller_connections(strict_nats.monitor) == connections  # never dropped as stale
+        assert _controller_connections(strict_nats.monitor) == connections, [  # never dropped as stale
+            line for line in (tmp_path / "stalled" / "serve.log").read_text().splitlines() if "nats" in line]
         wait_finished(app, ids)
         assert proc.poll() is None
     finally:
