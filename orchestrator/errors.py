@@ -12,7 +12,7 @@ them.
     │            too_many_files, invalid_path, empty_change,
     │            resources_exceeded, unknown_repo, unknown_commit, conflict,
     │            invalid_repo_config, dependency_change_refused,
-    │            validation_override_refused, unsupported_by_runtime
+    │            validation_override_refused, instance_mismatch, unsupported_by_runtime
     ├── NotFound                 no such experiment / sandbox / image
     ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
     ├── RuntimeFailure           the sandbox runtime failed (runtime_error)

@@ -73,7 +73,9 @@ class NatsIntake:
         try:
             result = await asyncio.to_thread(
                 self._intake.submit, message.data, traceparent=headers.get("traceparent"), actor="nats",
-                reply_to=headers.get(REPLY_HEADER), subject_instance=instance_from_subject(message.subject))
+                reply_to=headers.get(REPLY_HEADER),
+                # "" when the subject's instance token is not a valid one: nothing matches it.
+                subject_instance=instance_from_subject(message.subject) or "")
         except GenesisError as exc:  # the store is down: not the request's fault
             await self._retry_later(message, exc)
             return

@@ -78,8 +78,11 @@ class Intake:
         """Record ``body`` as an experiment or as a rejection; never raises on bad input.
 
         ``reply_to`` (the ``Genesis-Reply-To`` header) also receives the outcome;
-        ``subject_instance`` is the instance id of the request subject, used
-        when the body has none.
+        ``subject_instance`` is the instance id of the request subject (None
+        where the request came another way): a body that names another
+        instance is refused (``instance_mismatch``), so no agent submits, or
+        receives replies, as another; a body that names none is recorded
+        under it.
         """
         raw = json.dumps(body).encode() if isinstance(body, dict) else as_bytes(body)
         trace_id = trace_id_from(traceparent)
@@ -90,6 +93,11 @@ class Intake:
             if data is None:
                 data = decode_body(raw, self._limits)
             request = parse_request(data, self._limits)
+            if subject_instance is not None and request.instance_id != subject_instance:
+                raise RequestRejected(
+                    f"the request names instance {request.instance_id!r} but was sent on the subject of "
+                    f"{subject_instance or 'no valid instance'!r}: an agent submits as itself",
+                    code="instance_mismatch")
             commit = self._resolve(request)
             self._check_environment(request, commit)
             view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor,

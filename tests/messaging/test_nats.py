@@ -297,3 +297,24 @@ def test_undecodable_body_is_also_dead_lettered(running_genesis):
     message = asyncio.run(last_dead_letter())
     assert message.data == raw
     assert message.headers["Genesis-Original-Subject"] == "genesis.experiment.request.dlq-agent"
+
+
+def test_a_request_on_another_instance_s_subject_is_refused(running_genesis):
+    # An agent may only submit as itself: the body's instance_id must be the
+    # subject's. The impostor's request is recorded and answered, failed.
+    app, server, _ = running_genesis
+    impostor = quick(instance_id="agent-a")
+    unreadable = quick(instance_id="agent-a")
+    asyncio.run(publish(server.url, [impostor], subject="genesis.experiment.request.agent-b"))
+    asyncio.run(publish(server.url, [unreadable], subject="genesis.experiment.request.agent-a.extra"))
+    honest = quick(instance_id="agent-a")
+    asyncio.run(publish(server.url, [honest], subject="genesis.experiment.request.agent-a"))
+    ids = [impostor["experiment_id"], unreadable["experiment_id"], honest["experiment_id"]]
+    wait_until(lambda: all(_exists(app, i) and app.store.get(i).phase.finished for i in ids) and all_published(app),
+               timeout_s=120, what="the three outcomes")
+    for refused in ids[:2]:
+        view = app.store.get(refused)
+        assert view.phase.value == "Failed" and view.outcome.error.code == "instance_mismatch", view.message
+        subjects = {r["subject"] for r in app.store.outbox() if r["experiment_id"] == refused}
+        assert f"genesis.experiment.failed.{refused}" in subjects
+    assert app.store.get(honest["experiment_id"]).phase.value == "Succeeded"
