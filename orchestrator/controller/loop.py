@@ -71,7 +71,6 @@ class Controller:
         self._tasks: dict[str, asyncio.Task] = {}
         self._keeper: asyncio.Task | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        self.leader_changes = 0  # tenures won by this process
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self.passes = 0
@@ -166,7 +165,6 @@ class Controller:
     def _gain(self, term: Term) -> None:
         if not self.leading:
             self.leading = True
-            self.leader_changes += 1
             metrics.LEADER.set(1)
             log.info("leading", extra={"holder": term.holder, "generation": term.generation})
         if self._expiry is not None:

@@ -137,7 +137,6 @@ class Kill:
     experiment_id: str
     sandbox: str
     reason: str  # "timeout" | "cancelled"
-    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,6 @@ class KillBaseline:
 
     key: str
     sandbox: str
-    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -288,7 +286,7 @@ def _drive_baseline(baseline: DesiredBaseline, observed: list[Observed], *, now:
     if live.status == "exited":
         return [CollectBaseline(baseline.key, live.name)]
     if baseline.deadline_at is not None and now >= baseline.deadline_at and baseline.kill_reason is None:
-        return [KillBaseline(baseline.key, live.name, uid=live.uid)]
+        return [KillBaseline(baseline.key, live.name)]
     return []
 
 
@@ -364,9 +362,9 @@ def _drive(record: Desired, sandboxes: list[Observed], *, now: datetime, limits:
     if live.status == "exited":
         return [Collect(record.id, live.name)]
     if record.cancel_requested and record.kill_reason is None:
-        return [Kill(record.id, live.name, "cancelled", uid=live.uid)]
+        return [Kill(record.id, live.name, "cancelled")]
     if record.deadline_at is not None and now >= record.deadline_at and record.kill_reason is None:
-        return [Kill(record.id, live.name, "timeout", uid=live.uid)]
+        return [Kill(record.id, live.name, "timeout")]
     return []
 
 

@@ -125,10 +125,10 @@ class Executor:
     async def kill(self, experiment_id: str, sandbox: str, *, reason: str) -> None:
         """Stop a running sandbox for ``reason`` (timeout | cancelled); collect follows."""
         await self.store.set_kill_reason(experiment_id, reason)
-        await self.runtime.kill(sandbox, uid=(await self.store.get(experiment_id)).sandbox_uid)
+        view = await self.store.get(experiment_id)
+        await self.runtime.kill(sandbox, uid=view.sandbox_uid)  # the object recorded at creation
         if reason == "timeout":
-            log.warning("experiment_timeout", extra={**self._ctx(await self.store.get(experiment_id)),
-                                                     "sandbox": sandbox, "phase": "Running"})
+            log.warning("experiment_timeout", extra={**self._ctx(view), "sandbox": sandbox, "phase": "Running"})
         why = "killed at the timeout" if reason == "timeout" else "killed: cancelled by request"
         await self.sandboxes.audit(experiment_id, sandbox, "stopped", why)
 

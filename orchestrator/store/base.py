@@ -8,7 +8,7 @@ race). Every datetime enters and leaves in UTC.
 Fencing: when the caller runs under a controller's term
 (:data:`orchestrator.fencing.FENCE`), a transaction that wrote anything
 checks, as its last statement before commit, that the term's generation
-still holds the lease (:func:`orchestrator.store.leases.fence`; the check
+still holds the lease (:func:`fence` below; the check
 row-locks the lease, so no takeover commits in between). A stale term's
 transaction is rolled back and :class:`NotLeader` raised: a former leader
 records nothing.

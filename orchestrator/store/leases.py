@@ -166,7 +166,3 @@ class Leader:
         with Session(self._engine) as session:
             row = session.get(LeaseRow, self._name)
             return (row.holder, row.generation) if row is not None else None
-
-    def current_holder(self) -> str | None:
-        current = self.current()
-        return current[0] if current else None
