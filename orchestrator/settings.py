@@ -165,6 +165,24 @@ class KubernetesSettings(BaseModel):
     request_timeout_s: float = 30.0
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (``/api/v1``), the web UI (``/``) and MCP over HTTP (``/mcp``),
+    served by ``genesis serve`` on a port of their own (docs/api.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = "127.0.0.1"  # 0.0.0.0 in a pod; any non-loopback bind requires tokens_file
+    port: int = Field(default=8080, ge=0, le=65535)  # 0 switches the API off
+    # Hashed bearer tokens with their roles (a file, or a Kubernetes Secret mounted as
+    # one); re-read when it changes, so tokens rotate without a restart. None: only
+    # a loopback bind is allowed, and every local caller is an operator.
+    tokens_file: Path | None = None
+    rate_limit_per_s: float = Field(default=20.0, gt=0)  # requests per token, sustained
+    rate_limit_burst: int = Field(default=60, ge=1)
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)  # the web UI's cookie session
+    watch_interval_s: float = Field(default=0.5, gt=0)  # how often one shared poll looks for changes
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -214,6 +232,7 @@ class Settings(BaseModel):
     installation: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property
     def db_url(self) -> str:

@@ -11,6 +11,7 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool and a server for the tests
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)  # the web UI's browser tests (Playwright drives it)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "genesis-setup: installing ${need_apt[*]}" >&2
   apt-get update -qq
