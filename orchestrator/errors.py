@@ -14,6 +14,9 @@ them.
     │            invalid_repo_config, dependency_change_refused,
     │            validation_override_refused, instance_mismatch, unsupported_by_runtime
     ├── NotFound                 no such experiment / sandbox / image
+    ├── Unauthorized             no valid bearer token or session (unauthorized)
+    ├── Forbidden                the token's role may not do that (forbidden,
+    │                            csrf_failed), or it sent too many requests (rate_limited)
     ├── ImageBuildError          snapshot or toolchain image failed (build_failed)
     ├── RuntimeFailure           the sandbox runtime failed (runtime_error)
     │     └── SandboxGone        a sandbox vanished under us (sandbox_lost)
@@ -54,6 +57,18 @@ class RequestRejected(GenesisError):
 
 class NotFound(GenesisError):
     code = "not_found"
+
+
+class Unauthorized(GenesisError):
+    """No credentials, or ones that are unknown, malformed or expired (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(GenesisError):
+    """Valid credentials whose role does not allow the call (HTTP 403; 429 for ``rate_limited``)."""
+
+    code = "forbidden"
 
 
 class ImageBuildError(GenesisError):

@@ -19,6 +19,7 @@ from datetime import datetime
 import yaml
 
 from orchestrator.cli import printers, reports
+from orchestrator.domain import resources
 from orchestrator.domain.queries import FIELDS, LABEL_KEYS, Page, parse_fields, parse_labels
 from orchestrator.domain.records import ExperimentView
 from orchestrator.errors import GenesisError
@@ -101,9 +102,7 @@ def _watch(app, args, views) -> None:
 def _sandboxes(app, args) -> int:
     states = asyncio.run(app.runtime.list(app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
-        items = printers.as_list([{"name": s.name, "uid": s.uid, "status": s.status, "exitCode": s.exit_code,
-                                   "oomKilled": s.oom_killed, "labels": s.labels, "image": s.image}
-                                  for s in states])
+        items = resources.as_list(resources.sandbox(s) for s in states)
         print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
         return 0
     if args.output == "name":
@@ -124,7 +123,7 @@ def _images(app, args) -> int:
     images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=AsyncStore(app.store),
                                      sandbox_labels=app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
-        data = printers.as_list(json.loads(json.dumps([vars(i) for i in images], default=str)))
+        data = resources.as_list(resources.image(i) for i in images)
         print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False))
         return 0
     if args.output == "name":

@@ -11,11 +11,8 @@ from datetime import datetime, timezone
 
 import yaml
 
-from orchestrator.domain.queries import LABEL_KEYS
+from orchestrator.domain import resources
 from orchestrator.domain.records import ExperimentView, HistoryEntry
-
-API_VERSION = "genesis.dev/v1"
-
 
 def age(since: datetime | None, now: datetime | None = None) -> str:
     if since is None:
@@ -25,31 +22,6 @@ def age(since: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size * (2 if unit != "m" else 1):
             return f"{seconds // size}{unit}"
     return f"{max(seconds, 0)}s"
-
-
-def labels_of(view: ExperimentView) -> dict[str, str]:
-    """The labels ``-l`` selects on (:data:`~orchestrator.domain.queries.LABEL_KEYS`), in that order."""
-    values = view.model_dump(mode="json", include=set(LABEL_KEYS))
-    return {key: values[key] for key in LABEL_KEYS}
-
-
-def resource(view: ExperimentView) -> dict:
-    """The experiment as a Kubernetes-style object (for -o json|yaml)."""
-    outcome = view.outcome.model_dump(mode="json", exclude_none=True) if view.outcome else None
-    return {
-        "apiVersion": API_VERSION, "kind": "Experiment",
-        "metadata": {"name": view.id, "labels": labels_of(view), "creationTimestamp": view.created_at.isoformat()},
-        "spec": view.spec.model_dump(mode="json", exclude_none=True) if view.spec else {"rawExcerpt": view.raw_excerpt},
-        "status": {
-            "phase": view.phase.value, "reason": view.reason, "message": view.message, "commit": view.commit,
-            "attempt": view.attempt, "recommendation": view.recommendation.value if view.recommendation else None,
-            "cancelRequested": view.cancel_requested, "traceId": view.trace_id, "sandbox": view.sandbox_name,
-            "image": view.image,
-            "preservedUntil": view.preserved_until.isoformat() if view.preserved_until else None,
-            "conditions": [c.model_dump(mode="json") for c in view.conditions],
-            "outcome": outcome,
-        },
-    }
 
 
 def _pct(value: float | None) -> str:
@@ -66,9 +38,9 @@ def experiment(view: ExperimentView, output: str | None, *, now: datetime | None
     """One experiment asked for by name: -o json|yaml is the bare object (kubectl's
     ``get pod NAME -o json``); the other outputs are a one-row listing."""
     if output == "json":
-        return json.dumps(resource(view), indent=2)
+        return json.dumps(resources.experiment(view), indent=2)
     if output == "yaml":
-        return yaml.safe_dump(resource(view), sort_keys=False)
+        return yaml.safe_dump(resources.experiment(view), sort_keys=False)
     return experiments([view], output, now=now)
 
 
@@ -101,14 +73,8 @@ def experiments(views: Sequence[ExperimentView], output: str | None, *, continue
     return table(rows, headers)
 
 
-def as_list(items: list, *, continue_token: str | None = None) -> dict:
-    """``-o json|yaml`` of any listing: always a List, even of one item (as kubectl)."""
-    return {"apiVersion": API_VERSION, "kind": "List", "items": items,
-            "metadata": {"continue": continue_token} if continue_token else {}}
-
-
 def _list(views: Sequence[ExperimentView], continue_token: str | None) -> dict:
-    return as_list([resource(v) for v in views], continue_token=continue_token)
+    return resources.as_list([resources.experiment(v) for v in views], continue_token=continue_token)
 
 
 def _metric_rows(view: ExperimentView) -> list[list[str]]:

@@ -14,6 +14,7 @@ from datetime import datetime
 import yaml
 
 from orchestrator.cli import printers
+from orchestrator.domain import resources
 from orchestrator.domain.queries import parse_equalities
 from orchestrator.domain.schedule import Report
 from orchestrator.errors import GenesisError, NotFound
@@ -21,13 +22,6 @@ from orchestrator.errors import GenesisError, NotFound
 
 def name_of(report: Report) -> str:
     return f"{report.kind}-{report.period}"
-
-
-def resource(report: Report) -> dict:
-    return {"apiVersion": printers.API_VERSION, "kind": "Report",
-            "metadata": {"name": name_of(report), "labels": {"kind": report.kind, "period": report.period},
-                         "creationTimestamp": report.created_at.isoformat()},
-            "body": report.body}
 
 
 def _pct(value: float | None, *, signed: bool = False) -> str:
@@ -55,8 +49,8 @@ def summary(report: Report) -> str:
 def render(reports: list[Report], output: str | None, *, now: datetime | None = None, named: bool = False) -> str:
     """A table, names, or ``-o json|yaml``: always a List, except one report asked for by name."""
     if output in ("json", "yaml"):
-        items = [resource(r) for r in reports]
-        data = items[0] if named and len(items) == 1 else printers.as_list(items)
+        items = [resources.report(r) for r in reports]
+        data = items[0] if named and len(items) == 1 else resources.as_list(items)
         return json.dumps(data, indent=2) if output == "json" else yaml.safe_dump(data, sort_keys=False)
     if output == "name":
         return "\n".join(f"report/{name_of(r)}" for r in reports)

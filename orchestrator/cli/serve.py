@@ -1,5 +1,6 @@
-"""``genesis serve``: the reconciling controller, and NATS intake and outcomes
-when ``nats.url`` is set (``--once``: run the queue empty, without NATS).
+"""``genesis serve``: the reconciling controller, NATS intake and outcomes
+when ``nats.url`` is set, and the HTTP API, web UI and MCP over HTTP on
+``api.port`` (``--once``: run the queue empty, without NATS or the API).
 
 Several ``serve`` processes may run: one leads (a fenced lease in the
 database), the others wait as standbys and take over when its lease lapses.
@@ -18,6 +19,7 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="run the controller")
     p.add_argument("--once", action="store_true", help="exit when nothing is pending or running (no NATS)")
     p.add_argument("--no-nats", action="store_true", help="do not connect to NATS (CLI and database only)")
+    p.add_argument("--no-api", action="store_true", help="do not serve the HTTP API, web UI and MCP")
     p.set_defaults(run=run)
 
 
@@ -37,19 +39,23 @@ def start_http(settings, health) -> bool:
     return True
 
 
-async def _serve(app, once: bool, nats_on: bool) -> None:
+async def _serve(app, once: bool, nats_on: bool, api_on: bool) -> None:
     await app.runtime.ping()
     controller = app.controller(leader=True)
     if not once:
         start_http(app.settings, controller.health)
-    service = None
+    services = []
     if nats_on and app.settings.nats.url and not once:
         from orchestrator.messaging.service import NatsService
-        service = NatsService(app, controller)
+        services.append(NatsService(app, controller))
+    if api_on and app.settings.api.port and not once:
+        from orchestrator.api.serving import ApiServer
+        services.append(ApiServer(app, health=controller.health))
+        log.info("API ready", extra={"address": app.settings.api.address, "port": app.settings.api.port})
 
     def stop() -> None:
         controller.shutdown()
-        if service is not None:
+        for service in services:
             service.shutdown()
 
     loop = asyncio.get_running_loop()
@@ -58,12 +64,10 @@ async def _serve(app, once: bool, nats_on: bool) -> None:
     async with controller:
         if once:
             await controller.run_until_idle()
-        elif service is None:
-            await controller.run()
         else:
-            await asyncio.gather(controller.run(), service.run())
+            await asyncio.gather(controller.run(), *(service.run() for service in services))
 
 
 def run(app, args) -> int:
-    asyncio.run(_serve(app, args.once, not args.no_nats))
+    asyncio.run(_serve(app, args.once, not args.no_nats, not args.no_api))
     return 0

@@ -248,3 +248,6 @@ class Outcome(BaseModel):
     tests: dict | None = None
     trace_id: str | None = None
     timestamp: datetime
+    # Bumped when a field changes meaning or goes away (adding one does not), so an
+    # agent can refuse a message it does not understand.
+    schema_version: int = 1

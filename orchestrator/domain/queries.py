@@ -180,3 +180,28 @@ def _fingerprint(where: tuple[Requirement, ...]) -> str:
     """Same selectors in any order, same fingerprint; a token never resumes another query."""
     canonical = sorted([r.column, r.op, sorted(set(r.values))] for r in where)
     return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:16]
+
+
+def matches(where: tuple[Requirement, ...], view: ExperimentView) -> bool:
+    """Whether ``view`` is one the listing of ``where`` would return (the API's watch
+    filters each change with it); ``!=`` matches a record without the value, as in SQL."""
+    for requirement in where:
+        value = getattr(view, requirement.column)
+        value = getattr(value, "value", value)
+        inside = value is not None and str(value) in requirement.values
+        if inside != (requirement.op == "in"):
+            return False
+    return True
+
+
+def selectors_of(where: tuple[Requirement, ...]) -> tuple[str, str]:
+    """``where`` written back as (label selector, field selector), so a client sends
+    what it parsed; ``parse_labels`` and ``parse_fields`` of them give ``where`` again."""
+    columns = {column: path for path, column in FIELDS.items()}
+    labels, fields = [], []
+    for r in where:
+        if r.column in LABEL_KEYS:
+            labels.append(f"{r.column} {r.op} ({','.join(r.values)})")
+        else:
+            fields.append(f"{columns[r.column]}{'=' if r.op == 'in' else '!='}{r.values[0]}")
+    return ",".join(labels), ",".join(fields)

@@ -142,7 +142,11 @@ class Intake:
 
     def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str, actor: str,
                 reply_to: str | None, subject_instance: str | None) -> IntakeResult:
-        if request is not None:
+        if exc.code == "instance_mismatch":
+            # Recorded as the sender's, under an id of its own: a forged request must not
+            # squat the experiment id (or instance) it names, which belong to another agent.
+            exp_id, inst_id, usable = "rejected-" + hashlib.sha256(raw).hexdigest()[:24], subject_instance or "unknown", False
+        elif request is not None:
             exp_id, inst_id, usable = request.experiment_id, request.instance_id, True
         else:
             exp_id, inst_id, usable = _identity(data, raw, subject_instance)

@@ -307,11 +307,21 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
             return _view(row)
 
     @transient
-    def request_cancel(self, experiment_id: str) -> ExperimentView:
+    def request_cancel(self, experiment_id: str, *, actor: str = "cli") -> ExperimentView:
+        """Record the intent to cancel (the controller acts on it), and who asked, in the audit trail."""
         with self._tx() as session:
             row = self._row(session, experiment_id)
             row.cancel_requested, row.updated_at = True, utcnow()
+            self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
+                          action="cancel_requested", actor=actor, reason=f"delete asked in phase {row.phase}")
             return _view(row)
+
+    def changed_since(self, since: datetime, *, limit: int = 1000) -> list[ExperimentView]:
+        """Experiments updated at or after ``since``, oldest change first (the API's watch polls this)."""
+        with self._tx() as session:
+            rows = session.scalars(select(ExperimentRow).where(ExperimentRow.updated_at >= _utc(since))
+                                   .order_by(ExperimentRow.updated_at, ExperimentRow.id).limit(limit))
+            return [_view(r) for r in rows]
 
     @transient
     def set_preserved_until(self, experiment_id: str, until: datetime | None) -> None:

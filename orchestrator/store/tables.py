@@ -60,7 +60,9 @@ class ExperimentRow(Base):
     baseline_key: Mapped[str | None] = mapped_column(String(64))  # migration 0005: the baseline it waits for
 
     __table_args__ = (Index("ix_experiment_queue", "phase", "priority", "created_at"),
-                      Index("ix_experiment_preserved", "preserved_until"))
+                      Index("ix_experiment_preserved", "preserved_until"),
+                      Index("ix_experiment_updated", "updated_at"),
+                      Index("ix_experiment_listing", "created_at", "id"))
 
 
 class MetricsRow(Base):

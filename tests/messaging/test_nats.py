@@ -301,20 +301,28 @@ def test_undecodable_body_is_also_dead_lettered(running_genesis):
 
 def test_a_request_on_another_instance_s_subject_is_refused(running_genesis):
     # An agent may only submit as itself: the body's instance_id must be the
-    # subject's. The impostor's request is recorded and answered, failed.
+    # subject's. The impostor's request is recorded as the sender's, under an id
+    # of its own, and answered, failed; it does not squat the experiment id it
+    # named, which the honest agent then uses.
     app, server, _ = running_genesis
     impostor = quick(instance_id="agent-a")
     unreadable = quick(instance_id="agent-a")
     asyncio.run(publish(server.url, [impostor], subject="genesis.experiment.request.agent-b"))
     asyncio.run(publish(server.url, [unreadable], subject="genesis.experiment.request.agent-a.extra"))
-    honest = quick(instance_id="agent-a")
+    honest = dict(impostor)
     asyncio.run(publish(server.url, [honest], subject="genesis.experiment.request.agent-a"))
-    ids = [impostor["experiment_id"], unreadable["experiment_id"], honest["experiment_id"]]
-    wait_until(lambda: all(_exists(app, i) and app.store.get(i).phase.finished for i in ids) and all_published(app),
-               timeout_s=120, what="the three outcomes")
-    for refused in ids[:2]:
-        view = app.store.get(refused)
-        assert view.phase.value == "Failed" and view.outcome.error.code == "instance_mismatch", view.message
-        subjects = {r["subject"] for r in app.store.outbox() if r["experiment_id"] == refused}
-        assert f"genesis.experiment.failed.{refused}" in subjects
+
+    def refusals() -> list:
+        return [v for v in app.store.list() if v.raw_excerpt and v.reason == "instance_mismatch"
+                and (impostor["experiment_id"] in v.raw_excerpt or unreadable["experiment_id"] in v.raw_excerpt)]
+
+    wait_until(lambda: _exists(app, honest["experiment_id"]) and app.store.get(honest["experiment_id"]).phase.finished
+               and len(refusals()) == 2 and all_published(app), timeout_s=120, what="the three outcomes")
+    refused = {v.instance_id: v for v in refusals()}
+    assert set(refused) == {"agent-b", "unknown"}, refused
+    for view in refused.values():
+        assert view.id.startswith("rejected-") and view.phase.value == "Failed"
+        assert view.outcome.error.code == "instance_mismatch", view.message
+        subjects = {r["subject"] for r in app.store.outbox() if r["experiment_id"] == view.id}
+        assert f"genesis.experiment.failed.{view.id}" in subjects
     assert app.store.get(honest["experiment_id"]).phase.value == "Succeeded"

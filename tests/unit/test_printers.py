@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from orchestrator.cli.printers import age, describe, experiment, experiments, labels_of, resource, table
+from orchestrator.cli.printers import age, describe, experiment, experiments, table
+from orchestrator.domain.resources import experiment as resource, labels_of
 from orchestrator.domain.models import (
     Baseline,
     Condition,

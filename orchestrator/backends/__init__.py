@@ -1,0 +1,1 @@
+"""Where a verb's answers come from: this process (``local``) or a Genesis server (``remote``)."""
