@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from helpers import RUN_ID, TEST_LABEL, make_repo
-from natsserver import nats_server  # noqa: F401 - fixtures for every test package
+from apiserver import genesis_api  # noqa: F401 - fixtures for every test package
+from natsserver import nats_server  # noqa: F401
 from pgserver import postgres_server, postgres_url  # noqa: F401
 
 
@@ -68,6 +69,7 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
     path.write_text(json.dumps({
         "home": str(home), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}},
         "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
+        "api": {"port": 0},  # the API's tests start their own server (apiserver.py)
     }))
     return path
 
