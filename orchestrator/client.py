@@ -4,9 +4,11 @@ its one outcome.
     async with await GenesisClient.connect("nats://127.0.0.1:4222") as genesis:
         outcome = await genesis.run(request, timeout=3600)
 
-Requests are published through JetStream with ``Nats-Msg-Id`` = the
-experiment id, so a retried publish is dropped by the server; outcomes are
-kept in the outcomes stream, so :meth:`outcome` also finds one that was
+Requests are published through JetStream without ``Nats-Msg-Id``: Genesis
+answers a re-sent request as a duplicate of the recorded one by its
+experiment id, while the stream's de-duplication is stream-wide, so an id
+another agent could send would make the server drop this agent's request
+unseen. Outcomes are kept in the outcomes stream, so :meth:`outcome` also finds one that was
 published while the agent was not listening (for example across a restart).
 """
 
@@ -49,7 +51,7 @@ class GenesisClient:
         """Publish ``request`` (an ``experiment_id`` is added if missing); returns the id."""
         request = dict(request)
         request.setdefault("experiment_id", str(uuid.uuid4()))
-        headers = {"Nats-Msg-Id": request["experiment_id"]}
+        headers = {}
         if traceparent:
             headers["traceparent"] = traceparent
         if reply_to:

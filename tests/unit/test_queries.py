@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, strategies as st
 
 from orchestrator.domain.queries import (
-    FIELDS, LABEL_KEYS, Cursor, Requirement, decode_continue, encode_continue, parse_fields, parse_labels,
+    FIELDS, LABEL_KEYS, Cursor, Requirement, decode_continue, encode_continue, matches, parse_fields, parse_labels,
+    selectors_of,
 )
 from orchestrator.errors import GenesisError
 
@@ -94,3 +96,35 @@ def test_a_continue_token_is_bound_to_its_selectors():
     with pytest.raises(GenesisError, match="different selectors") as caught:
         decode_continue(token, where=parse_labels("repo=monorepo"))
     assert caught.value.code == "bad_input"
+
+
+# -- selectors written back, and matched in memory (the API's watch) -----------------
+
+_values = st.sampled_from(["a", "b", "prod-1", "x.y"])
+_label = st.builds(lambda k, op, vs: Requirement(column=k, op=op, values=tuple(dict.fromkeys(vs))),
+                   st.sampled_from(["instance_id", "experiment_type", "risk_level", "repo"]),
+                   st.sampled_from(["in", "notin"]), st.lists(_values, min_size=1, max_size=3))
+_field = st.builds(lambda col, op, v: Requirement(column=col, op=op, values=(v,)),
+                   st.sampled_from(["id", "recommendation"]), st.sampled_from(["in", "notin"]),
+                   st.sampled_from(["merge", "rollback"]))
+
+
+@given(st.lists(_label | _field, max_size=4))
+def test_selectors_written_back_parse_to_the_same_requirements(where):
+    labels, fields = selectors_of(tuple(where))
+    parsed = parse_labels(labels) + parse_fields(fields)
+    assert sorted(parsed, key=repr) == sorted(where, key=repr)
+
+
+def test_matches_follows_the_listing_s_rules():
+    from test_printers import view
+    from orchestrator.domain.models import Recommendation
+
+    merged = view(recommendation=Recommendation.MERGE)
+    undecided = view(recommendation=None)
+    assert matches(parse_fields("status.recommendation=merge"), merged)
+    assert not matches(parse_fields("status.recommendation=merge"), undecided)
+    assert matches(parse_fields("status.recommendation!=merge"), undecided)  # != includes records without one
+    assert matches(parse_labels(f"instance_id in (x,{merged.instance_id}),phase={merged.phase.value}"), merged)
+    assert not matches(parse_labels(f"instance_id notin ({merged.instance_id})"), merged)
+    assert matches((), merged)
