@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -42,6 +43,8 @@ class GenesisServer:
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.tokens = {role: new_token() for role in ("viewer", "agent", "operator", "expired")}
         past = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
         entries = [{"name": f"test-{role}", "role": "operator" if role == "expired" else role,
@@ -54,7 +57,10 @@ class GenesisServer:
         self.config.write_text(json.dumps({
             "home": str(home), "repos": {"monorepo": {"path": str(repo), "allow_validation_override": True}},
             "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
-            "nats": {"url": None}, "metrics_port": 0,
+            # An installation of its own: the session's other controllers (other databases)
+            # reap only their own installation's sandboxes, and this one only its own.
+            "installation": f"api-{uuid.uuid4().hex[:12]}",
+            "nats": {"url": None}, "metrics_port": self.metrics_port,
             "api": {"port": self.port, "tokens_file": str(self.tokens_file), "rate_limit_per_s": rate_limit_per_s,
                     "rate_limit_burst": burst, "watch_interval_s": 0.2},
         }))

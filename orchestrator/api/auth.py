@@ -83,7 +83,7 @@ class Tokens:
                 if stamp is not None and stamp != self._stamp:
                     try:
                         self._tokens = load_tokens(self.path)
-                        log.info("tokens file reloaded", extra={"tokens": len(self._tokens.tokens)})
+                        log.info("tokens file reloaded", extra={"entries": len(self._tokens.tokens)})
                     except GenesisError as exc:
                         log.warning("tokens file not reloaded; keeping the last good one", extra={"error": str(exc)})
                     self._stamp = stamp
