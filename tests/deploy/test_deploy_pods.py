@@ -77,7 +77,7 @@ def test_orchestrator_is_probed_on_its_metrics_port(objects):
     container = pod_spec(find(objects, "Deployment", "genesis"))["containers"][0]
     assert container["image"] == "genesis/orchestrator:0.1.0"
     assert container["args"] == ["serve"]
-    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
