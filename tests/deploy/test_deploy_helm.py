@@ -108,8 +108,18 @@ def test_lint_passes_strictly(values):
     ({"snapshotBuilder": {"socketGroup": "docker"}}, "socketGroup"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"replicas": 2}, "replicas"),
+    ({"api": {"port": 70000}}, "port"),
+    ({"api": {"tokens": {"secret": "x"}}}, "secret"),
+    ({"api": {"service": {"type": "ExternalName"}}}, "type"),
+    ({"api": {"ingress": {"enabled": True}}}, "host"),
+    ({"api": {"ingress": {"paths": [{"path": "api", "pathType": "Prefix"}]}}}, "path"),
+    ({"api": {"allowedFrom": []}}, "allowedFrom"),
+    ({"api": {"allowedFrom": [{"podSelector": {"matchLabel": {"a": "b"}}}]}}, "matchLabel"),
+    ({"metrics": {"allowedFrom": [{}]}}, "allowedFrom"),
 ], ids=["replicas-string", "replicas-float", "gpu-negative", "gpu-on-without-count", "gpu-enabled-string",
-        "bad-namespace", "bad-memory", "socket-group-name", "bad-pull-policy", "unknown-key"])
+        "bad-namespace", "bad-memory", "socket-group-name", "bad-pull-policy", "unknown-key", "api-port-range",
+        "api-tokens-unknown-key", "api-service-type", "ingress-without-host", "ingress-relative-path",
+        "api-open-to-no-peer", "peer-typo", "metrics-empty-peer"])
 def test_values_schema_rejects_bad_values(values, key):
     import helm_python
 
