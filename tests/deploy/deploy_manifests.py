@@ -41,6 +41,23 @@ CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-m
 
 Manifest = dict[str, Any]
 
+# The chart refuses to render the API without tokens (api.tokens), so the tests
+# hand it this tokens file. Its entry's sha256 (64 zeros) is no token's hash.
+TOKENS_YAML = 'tokens:\n  - name: ci\n    role: viewer\n    sha256: "' + "0" * 64 + '"\n'
+WITH_TOKENS = {"api": {"tokens": {"tokensYaml": TOKENS_YAML}}}
+
+
+def merged(*layers: dict[str, Any]) -> dict[str, Any]:
+    """The layers deep-merged, later ones winning, as Helm merges ``-f`` files."""
+    result: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(result.get(key), dict):
+                result[key] = merged(result[key], value)
+            else:
+                result[key] = copy.deepcopy(value)
+    return result
+
 
 @functools.cache
 def _chart():

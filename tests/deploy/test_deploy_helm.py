@@ -10,20 +10,24 @@ from collections import Counter
 import pytest
 import yaml
 
-from deploy.deploy_manifests import (CHART, GPU_VALUES, NAMESPACE, SANDBOX_NAMESPACE, find, genesis_yaml, kinds,
-                                     lint_chart, load_values, pod_spec, render_chart, render_notes, validate_all)
+from deploy.deploy_manifests import (CHART, GPU_VALUES, NAMESPACE, SANDBOX_NAMESPACE, TOKENS_YAML, WITH_TOKENS, find,
+                                     genesis_yaml, kinds, lint_chart, load_values, merged, pod_spec, render_chart,
+                                     render_notes, validate_all)
 from orchestrator.settings import Settings
 
-DEFAULT_KINDS = Counter({"Namespace": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "ConfigMap": 2,
-                         "Deployment": 1, "Job": 1, "Service": 1, "ServiceMonitor": 1, "NetworkPolicy": 1,
-                         "ResourceQuota": 1, "LimitRange": 1})
+# With the API's tokens from a Secret of the user's (ci/gpu-values.yaml); the
+# tests' default values (WITH_TOKENS) have the chart make that Secret.
+GPU_KINDS = Counter({"Namespace": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "ConfigMap": 2,
+                     "Deployment": 1, "Job": 1, "Service": 2, "ServiceMonitor": 1, "NetworkPolicy": 2,
+                     "ResourceQuota": 1, "LimitRange": 1})
+DEFAULT_KINDS = GPU_KINDS + Counter({"Secret": 1})
 WITH_URLS = {"postgresql": {"url": "postgresql+psycopg://genesis:pw@db.example:5432/genesis"},
              "nats": {"url": "nats://nats.example:4222", "user": "genesis", "password": "pw"}}
 
 
 @pytest.fixture(scope="module")
 def default_objects():
-    return render_chart()
+    return render_chart(WITH_TOKENS)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +43,12 @@ def test_default_render_has_every_object_and_each_validates(default_objects):
 
 
 def test_gpu_render_has_every_object_and_each_validates(gpu_objects):
-    assert kinds(gpu_objects) == DEFAULT_KINDS
+    assert kinds(gpu_objects) == GPU_KINDS
     validate_all(gpu_objects)
 
 
 def test_render_with_urls_adds_the_secrets_and_they_validate():
-    objects = render_chart(WITH_URLS)
+    objects = render_chart(merged(WITH_TOKENS, WITH_URLS))
     assert kinds(objects) == DEFAULT_KINDS + Counter({"Secret": 2})
     validate_all(objects)
     postgres, nats = find(objects, "Secret", "genesis-postgres"), find(objects, "Secret", "genesis-nats")
@@ -63,7 +67,8 @@ VARIATIONS = {
     "no-socket-with-registry": {"snapshotBuilder": {"dockerSocket": False},
                                 "kubernetes": {"registry": "registry.example:5000", "imagePullSecrets": ["regcred"]},
                                 "extraEnv": [{"name": "DOCKER_HOST", "value": "tcp://builder.example:2376"}]},
-    "existing-secrets": {"postgresql": {"existingSecret": "pg-app"}, "nats": {"existingSecret": "nats-app"}},
+    "existing-secrets": {"postgresql": {"existingSecret": "pg-app"}, "nats": {"existingSecret": "nats-app"},
+                         "api": {"tokens": {"existingSecret": "api-app", "tokensYaml": ""}}},
     "namespace-made-elsewhere": {"sandboxes": {"createNamespace": False, "namespace": "sandboxes-a"}},
     "decorated": {"podAnnotations": {"example.com/team": "ml"}, "podLabels": {"tier": "control"},
                   "imagePullSecrets": [{"name": "regcred"}], "serviceAccount": {"annotations": {"a": "b"}},
@@ -77,7 +82,7 @@ VARIATIONS = {
 
 @pytest.mark.parametrize("name", sorted(VARIATIONS))
 def test_variations_render_and_validate(name):
-    objects = render_chart(VARIATIONS[name], release="prod")
+    objects = render_chart(merged(WITH_TOKENS, VARIATIONS[name]), release="prod")
     validate_all(objects)
     assert find(objects, "Deployment", "prod-genesis")
     settings = _settings(objects)
@@ -86,7 +91,7 @@ def test_variations_render_and_validate(name):
 
 @pytest.mark.parametrize("values", [None, "gpu"], ids=["default", "gpu"])
 def test_lint_passes_strictly(values):
-    report = lint_chart(load_values(GPU_VALUES) if values else None)
+    report = lint_chart(load_values(GPU_VALUES) if values else WITH_TOKENS)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
     assert report["total_charts_linted"] == 1
@@ -103,11 +108,22 @@ def test_lint_passes_strictly(values):
     ({"snapshotBuilder": {"socketGroup": "docker"}}, "socketGroup"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
     ({"replicas": 2}, "replicas"),
+    ({"api": {"port": 70000}}, "port"),
+    ({"api": {"tokens": {"secret": "x"}}}, "secret"),
+    ({"api": {"service": {"type": "ExternalName"}}}, "type"),
+    ({"api": {"ingress": {"enabled": True}}}, "host"),
+    ({"api": {"ingress": {"paths": [{"path": "api", "pathType": "Prefix"}]}}}, "path"),
+    ({"api": {"allowedFrom": []}}, "allowedFrom"),
+    ({"api": {"allowedFrom": [{"podSelector": {"matchLabel": {"a": "b"}}}]}}, "matchLabel"),
+    ({"metrics": {"allowedFrom": [{}]}}, "allowedFrom"),
 ], ids=["replicas-string", "replicas-float", "gpu-negative", "gpu-on-without-count", "gpu-enabled-string",
-        "bad-namespace", "bad-memory", "socket-group-name", "bad-pull-policy", "unknown-key"])
+        "bad-namespace", "bad-memory", "socket-group-name", "bad-pull-policy", "unknown-key", "api-port-range",
+        "api-tokens-unknown-key", "api-service-type", "ingress-without-host", "ingress-relative-path",
+        "api-open-to-no-peer", "peer-typo", "metrics-empty-peer"])
 def test_values_schema_rejects_bad_values(values, key):
     import helm_python
 
+    values = merged(WITH_TOKENS, values)
     with pytest.raises(helm_python.HelmError) as caught:
         render_chart(values)
     assert key in str(caught.value)
@@ -118,17 +134,21 @@ def test_values_schema_rejects_bad_values(values, key):
 @pytest.mark.parametrize("values", [
     {"postgresql": {"url": "postgresql://x", "existingSecret": "pg"}},
     {"nats": {"url": "nats://x:4222", "existingSecret": "nats"}},
-], ids=["postgresql", "nats"])
+    {"api": {"tokens": {"tokensYaml": TOKENS_YAML, "existingSecret": "api"}}},
+], ids=["postgresql", "nats", "api-tokens"])
 def test_url_and_existing_secret_together_fail(values):
     import helm_python
 
     with pytest.raises(helm_python.HelmError, match="not both"):
-        render_chart(values)
+        render_chart(merged(WITH_TOKENS, values))
 
 
 def test_existing_secrets_are_referenced_not_created():
-    objects = render_chart({"postgresql": {"existingSecret": "pg-app"}, "nats": {"existingSecret": "nats-app"}})
+    objects = render_chart({"postgresql": {"existingSecret": "pg-app"}, "nats": {"existingSecret": "nats-app"},
+                            "api": {"tokens": {"existingSecret": "api-app"}}})
     assert "Secret" not in kinds(objects)
+    tokens = next(v for v in pod_spec(find(objects, "Deployment"))["volumes"] if v["name"] == "api-tokens")
+    assert tokens["secret"]["secretName"] == "api-app"
     for workload in (find(objects, "Deployment"), find(objects, "Job")):
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
                 for e in pod_spec(workload)["containers"][0]["env"] if "valueFrom" in e}
@@ -172,8 +192,8 @@ def test_gpu_config_hands_out_gpus_on_gpu_nodes(gpu_objects):
 
 
 def test_registry_and_pull_policy_reach_the_config():
-    objects = render_chart({"kubernetes": {"registry": "registry.example:5000", "imagePullPolicy": "IfNotPresent",
-                                           "imagePullSecrets": ["regcred"]}})
+    objects = render_chart(merged(WITH_TOKENS, {"kubernetes": {
+        "registry": "registry.example:5000", "imagePullPolicy": "IfNotPresent", "imagePullSecrets": ["regcred"]}}))
     settings = _settings(objects)
     assert settings.kubernetes.registry == "registry.example:5000"
     assert settings.kubernetes.image_pull_policy == "IfNotPresent"
@@ -181,14 +201,14 @@ def test_registry_and_pull_policy_reach_the_config():
 
 
 def test_nats_off_switches_nats_off_in_config_and_env():
-    objects = render_chart({"nats": {"enabled": False}})
+    objects = render_chart(merged(WITH_TOKENS, {"nats": {"enabled": False}}))
     assert _settings(objects).nats.url is None
     names = {e["name"] for e in pod_spec(find(objects, "Deployment"))["containers"][0]["env"]}
     assert not any(name.startswith("GENESIS_NATS") for name in names)
 
 
 def test_docker_socket_can_be_turned_off():
-    objects = render_chart({"snapshotBuilder": {"dockerSocket": False}})
+    objects = render_chart(merged(WITH_TOKENS, {"snapshotBuilder": {"dockerSocket": False}}))
     spec = pod_spec(find(objects, "Deployment"))
     assert not any("hostPath" in v for v in spec["volumes"])
     assert "supplementalGroups" not in spec["securityContext"]
@@ -200,27 +220,28 @@ def test_dashboard_configmap_carries_the_dashboard(default_objects):
     dashboard = find(default_objects, "ConfigMap", "genesis-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["genesis.json"]) == json.loads((CHART / "dashboards/genesis.json").read_text())
-    relabelled = render_chart({"dashboard": {"labels": {"grafana_dashboard": "genesis"}}})
+    relabelled = render_chart(merged(WITH_TOKENS, {"dashboard": {"labels": {"grafana_dashboard": "genesis"}}}))
     assert find(relabelled, "ConfigMap", "genesis-dashboard")["metadata"]["labels"]["grafana_dashboard"] == "genesis"
-    assert kinds(render_chart({"dashboard": {"enabled": False}}))["ConfigMap"] == 1  # genesis-config only
+    without = render_chart(merged(WITH_TOKENS, {"dashboard": {"enabled": False}}))
+    assert kinds(without)["ConfigMap"] == 1  # genesis-config only
 
 
 def test_service_monitor_can_be_turned_off():
-    assert "ServiceMonitor" not in kinds(render_chart({"serviceMonitor": {"enabled": False}}))
+    assert "ServiceMonitor" not in kinds(render_chart(merged(WITH_TOKENS, {"serviceMonitor": {"enabled": False}})))
 
 
 def test_replicas_and_notes():
-    objects = render_chart({"replicaCount": 3})
+    objects = render_chart(merged(WITH_TOKENS, {"replicaCount": 3}))
     assert find(objects, "Deployment")["spec"]["replicas"] == 3
-    assert "standbys" in render_notes({"replicaCount": 3})
-    assert "standbys" not in render_notes()
+    assert "standbys" in render_notes(merged(WITH_TOKENS, {"replicaCount": 3}))
+    assert "standbys" not in render_notes(WITH_TOKENS)
 
 
 def test_objects_land_in_the_right_namespaces(default_objects):
     for obj in default_objects:
-        expected = None if obj["kind"] == "Namespace" else (
-            SANDBOX_NAMESPACE if obj["kind"] in {"Role", "RoleBinding", "NetworkPolicy", "ResourceQuota",
-                                                 "LimitRange"} else NAMESPACE)
+        in_sandboxes = obj["kind"] in {"Role", "RoleBinding", "ResourceQuota", "LimitRange"} \
+            or obj["metadata"]["name"] == "default-deny"
+        expected = None if obj["kind"] == "Namespace" else SANDBOX_NAMESPACE if in_sandboxes else NAMESPACE
         assert obj["metadata"].get("namespace") == expected, obj["metadata"]
     namespace = find(default_objects, "Namespace", SANDBOX_NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

@@ -13,8 +13,8 @@ from deploy.deploy_manifests import (KUSTOMIZE_BASE, KUSTOMIZE_GPU, SANDBOX_NAME
 from orchestrator.settings import Settings
 
 BASE_KINDS = Counter({"Namespace": 2, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "ConfigMap": 1,
-                      "Deployment": 1, "Job": 1, "Service": 1, "ServiceMonitor": 1, "NetworkPolicy": 1,
-                      "ResourceQuota": 1, "LimitRange": 1})
+                      "Secret": 1, "Deployment": 1, "Job": 1, "Service": 2, "ServiceMonitor": 1,
+                      "NetworkPolicy": 2, "ResourceQuota": 1, "LimitRange": 1})
 
 
 @pytest.fixture(scope="module")

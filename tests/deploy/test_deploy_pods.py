@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.deploy_manifests import (GPU_VALUES, KUSTOMIZE_BASE, KUSTOMIZE_GPU, find, genesis_yaml, kustomize,
-                                     load_values, pod_spec, render_chart)
+from deploy.deploy_manifests import (GPU_VALUES, KUSTOMIZE_BASE, KUSTOMIZE_GPU, WITH_TOKENS, find, genesis_yaml,
+                                     kustomize, load_values, pod_spec, render_chart)
 from orchestrator.settings import load_settings
 
 SOURCES = {
     "k8s-base": lambda: kustomize(KUSTOMIZE_BASE),
     "k8s-gpu": lambda: kustomize(KUSTOMIZE_GPU),
-    "chart": lambda: render_chart(),
+    "chart": lambda: render_chart(WITH_TOKENS),
     "chart-gpu": lambda: render_chart(load_values(GPU_VALUES)),
 }
 NATS_OPTIONAL = {"GENESIS_NATS_USER": "user", "GENESIS_NATS_PASSWORD": "password", "GENESIS_NATS_TOKEN": "token"}
@@ -77,7 +77,7 @@ def test_orchestrator_is_probed_on_its_metrics_port(objects):
     container = pod_spec(find(objects, "Deployment", "genesis"))["containers"][0]
     assert container["image"] == "genesis/orchestrator:0.1.0"
     assert container["args"] == ["serve"]
-    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "metrics", "containerPort": 9464, "protocol": "TCP"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 

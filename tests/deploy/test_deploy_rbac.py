@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.deploy_manifests import (GPU_VALUES, KUSTOMIZE_BASE, KUSTOMIZE_GPU, NAMESPACE, SANDBOX_NAMESPACE, find,
-                                     kustomize, load_values, pod_spec, render_chart)
+from deploy.deploy_manifests import (GPU_VALUES, KUSTOMIZE_BASE, KUSTOMIZE_GPU, NAMESPACE, SANDBOX_NAMESPACE,
+                                     WITH_TOKENS, find, kustomize, load_values, pod_spec, render_chart)
 from deploy.rbac import EXPECTED_RULES, role_rules
 
 SOURCES = {
     "k8s-base": lambda: kustomize(KUSTOMIZE_BASE),
     "k8s-gpu": lambda: kustomize(KUSTOMIZE_GPU),
-    "chart": lambda: render_chart(),
+    "chart": lambda: render_chart(WITH_TOKENS),
     "chart-gpu": lambda: render_chart(load_values(GPU_VALUES)),
 }
 CLUSTER_WIDE = {"ClusterRole", "ClusterRoleBinding"}

@@ -7,12 +7,12 @@ import copy
 
 import pytest
 
-from deploy.deploy_manifests import find, render_chart, validate_all
+from deploy.deploy_manifests import WITH_TOKENS, find, render_chart, validate_all
 
 
 @pytest.fixture(scope="module")
 def objects():
-    return render_chart()
+    return render_chart(WITH_TOKENS)
 
 
 def _broken(objects, kind, mutate):

@@ -60,6 +60,37 @@ app.kubernetes.io/part-of: genesis
 {{- end -}}
 
 {{/*
+The Secret holding the API's tokens file (key tokens.yaml): the user's
+existingSecret, or the one the chart makes from tokensYaml. Exposing the API
+without tokens is refused here, as genesis itself refuses a non-loopback bind
+without a tokens file.
+*/}}
+{{- define "genesis.apiTokensSecret" -}}
+{{- $tokens := .Values.api.tokens -}}
+{{- if and $tokens.existingSecret $tokens.tokensYaml -}}
+{{- fail "set api.tokens.existingSecret or api.tokens.tokensYaml, not both" -}}
+{{- end -}}
+{{- if not (or $tokens.existingSecret $tokens.tokensYaml) -}}
+{{- fail "the API needs bearer tokens: set api.tokens.existingSecret (a Secret with key tokens.yaml) or api.tokens.tokensYaml (see `genesis tokens create`), or api.enabled=false" -}}
+{{- end -}}
+{{- with $tokens.tokensYaml -}}
+{{- $file := fromYaml . -}}
+{{- if or (hasKey $file "Error") (not (kindIs "slice" $file.tokens)) -}}
+{{- fail "api.tokens.tokensYaml is not a tokens file: a YAML mapping with a list `tokens` (see `genesis tokens create`)" -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (int .Values.api.port) (int .Values.metrics.port) -}}
+{{- fail "api.port and metrics.port must differ" -}}
+{{- end -}}
+{{- default (printf "%s-api-tokens" (include "genesis.fullname" .)) $tokens.existingSecret -}}
+{{- end -}}
+
+{{/* Where the tokens Secret is mounted, as a directory: a subPath mount would never see an update. */}}
+{{- define "genesis.apiTokensDir" -}}
+/etc/genesis-tokens
+{{- end -}}
+
+{{/*
 The container securityContext of the orchestrator and the migration Job:
 non-root, no privilege escalation, read-only root, no capabilities.
 */}}
@@ -136,5 +167,16 @@ the Secrets, never here.
   "kubernetes" $k8s
 -}}
 {{- if not .Values.nats.enabled }}{{ $_ := set $config "nats" (dict "url" nil) }}{{ end -}}
+{{- if .Values.api.enabled -}}
+{{- $_ := set $config "api" (dict
+  "address" "0.0.0.0"
+  "port" (int .Values.api.port)
+  "tokens_file" (printf "%s/tokens.yaml" (include "genesis.apiTokensDir" .))
+  "rate_limit_per_s" (float64 .Values.api.rateLimitPerSecond)
+  "rate_limit_burst" (int .Values.api.rateLimitBurst)
+) -}}
+{{- else -}}
+{{- $_ := set $config "api" (dict "port" 0) -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
