@@ -54,6 +54,23 @@ REQUESTS = Counter("genesis_api_requests", "HTTP API requests.", ["route", "meth
 LATENCY = Histogram("genesis_api_request_duration_seconds", "HTTP API request time (until the first byte).",
                     ["route"], registry=REGISTRY)
 
+# The body is read raw (the intake parses and records it, whatever it is); the schema says
+# what a valid one holds, for clients and for the fuzzer.
+SUBMIT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["experiment_id", "instance_id", "experiment_type", "risk_level", "repo",
+                                   "changes"],
+    "properties": {"experiment_id": {"type": "string"}, "instance_id": {"type": "string"},
+                   "experiment_type": {"type": "string"}, "description": {"type": "string"},
+                   "risk_level": {"type": "string", "enum": ["low", "medium", "high"]},
+                   "repo": {"type": "string"}, "base_ref": {"type": "string"},
+                   "changes": {"type": "object", "properties": {
+                       "patch": {"type": "string"},
+                       "files": {"type": "array", "items": {"type": "object", "properties": {
+                           "path": {"type": "string"}, "content": {"type": "string"}}}}}},
+                   "resources": {"type": "object"}, "validation": {"type": "object"},
+                   "timeout_ms": {"type": "integer"}, "priority": {"type": "integer"}},
+    "description": "An experiment request, as sent over NATS (docs/agents.md)."}}}}}
+
 _STATUS = {"unauthorized": 401, "forbidden": 403, "csrf_failed": 403, "rate_limited": 429,
            "instance_mismatch": 403, "not_found": 404, "bad_input": 400, "conflict": 409,
            "body_too_large": 413, "method_not_allowed": 405}
@@ -237,7 +254,7 @@ def create_app(backend, *, settings, tokens: Tokens, health=None, mcp_app=None) 
                                   continue_token=continue_)
         return resources.as_list([resources.experiment(v) for v in page.items], continue_token=page.continue_token)
 
-    @app.post(f"{PREFIX}/experiments", tags=["experiments"], status_code=201)
+    @app.post(f"{PREFIX}/experiments", tags=["experiments"], status_code=201, openapi_extra=SUBMIT_BODY)
     async def submit(request: Request, who: Principal = Depends(principal)) -> JSONResponse:
         """Submit an experiment request (the NATS request body). 201 created, 200 a duplicate of one
         already recorded; a refused request is recorded too, and answered with its code."""
