@@ -30,21 +30,24 @@ TOOLS = {"list_experiments", "get_experiment", "submit_experiment", "cancel_expe
 
 
 @asynccontextmanager
-async def stdio_session(api, role: str = "operator"):
-    """``genesis mcp --server <api>`` as a subprocess, with ``role``'s token in $GENESIS_TOKEN."""
+async def stdio_session(api, role: str | None = "operator"):
+    """``genesis mcp --server <api>`` as a subprocess, with ``role``'s token in $GENESIS_TOKEN;
+    ``role`` None: ``genesis mcp`` on the server's own configuration (its database, local operator)."""
+    remote = ["--server", api.url] if role else []
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "orchestrator.cli.main", "mcp", "--server", api.url], cwd=str(ROOT),
-        env={"GENESIS_TOKEN": api.tokens[role], "PYTHONPATH": str(ROOT), "GENESIS_CONFIG": str(api.config)})
+        command=sys.executable, args=["-m", "orchestrator.cli.main", "mcp", *remote], cwd=str(ROOT),
+        env={"PYTHONPATH": str(ROOT), "GENESIS_CONFIG": str(api.config),
+             **({"GENESIS_TOKEN": api.tokens[role]} if role else {})})
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session
 
 
 @asynccontextmanager
-async def http_session(api, role: str):
+async def http_session(api, role: str, *, path: str = "/mcp/"):
     client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {api.tokens[role]}"},
                                 timeout=httpx2.Timeout(30, read=300))
-    async with client, streamable_http_client(f"{api.url}/mcp/", http_client=client) as (read, write), \
+    async with client, streamable_http_client(api.url + path, http_client=client) as (read, write), \
             ClientSession(read, write) as session:
         await session.initialize()
         yield session
@@ -162,12 +165,23 @@ async def test_stdio_bad_input_is_a_tool_error(genesis_api):
         assert "items" in await call(session, "list_experiments", limit=1)
 
 
+@pytest.mark.asyncio
+async def test_stdio_without_a_server_reads_the_local_database(genesis_api):
+    body = request_body(instance_id=f"mcp-{uuid.uuid4().hex[:8]}")
+    with genesis_api.client("operator") as client:
+        assert client.post("/api/v1/experiments", json=body).status_code == 201
+    async with stdio_session(genesis_api, role=None) as session:
+        rows = (await call(session, "list_experiments", field_selector=f"metadata.name={body['experiment_id']}"))
+        assert [r["instance"] for r in rows["items"]] == [body["instance_id"]]
+        await until(session, body["experiment_id"], lambda d: d["finished"], what="a verdict read locally")
+
+
 # -- streamable HTTP: the API's /mcp/ ---------------------------------------------------------
 
 
 @pytest.mark.asyncio
 async def test_http_viewer_reads_but_may_not_change(genesis_api):
-    async with http_session(genesis_api, "viewer") as session:
+    async with http_session(genesis_api, "viewer", path="/mcp") as session:  # 307 to /mcp/, followed
         assert {t.name for t in (await session.list_tools()).tools} >= TOOLS
         assert "items" in await call(session, "list_experiments", limit=5)
         assert (await refused(session, "cancel_experiment", id="anything"))["code"] == "forbidden"
