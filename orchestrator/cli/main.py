@@ -9,12 +9,12 @@ import sys
 
 from orchestrator import __version__
 from orchestrator.app import App
-from orchestrator.cli import apply, db, delete, describe, get, images, logs, serve, tokens, top
+from orchestrator.cli import apply, db, delete, describe, get, images, logs, mcp, serve, tokens, top
 from orchestrator.errors import GenesisError, NotFound
 from orchestrator.settings import load_settings
 from orchestrator.telemetry.logging import configure_logging
 
-VERBS = (apply, get, describe, logs, delete, top, serve, db, images, tokens)
+VERBS = (apply, get, describe, logs, delete, top, serve, db, images, tokens, mcp)
 
 
 def build_parser() -> argparse.ArgumentParser:
