@@ -160,8 +160,8 @@ def test_viewer_sees_no_cancel_button(context, genesis_api, finished):
 
 
 def test_operator_cancels_a_running_experiment(context, genesis_api):
-    body = request_body(changes={"files": [{"path": "slow.py",
-                                            "content": "import time\nprint('slow started', flush=True)\ntime.sleep(120)\n"}]},
+    slow = "import time\nprint('slow started', flush=True)\ntime.sleep(120)\n"
+    body = request_body(changes={"files": [{"path": "slow.py", "content": slow}]},
                         validation={"command": ["python3", "slow.py"], "report": "exit_code"}, timeout_ms=300_000)
     name = submit(genesis_api, body)
     page = sign_in(context, genesis_api, "operator", path=f"#/experiments/{name}")

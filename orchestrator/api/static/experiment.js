@@ -16,27 +16,31 @@ function section(id, title, ...body) {
   return h("section", { id, class: "card" }, h("h2", null, title), ...body);
 }
 
-function header(obj, onCancel, result) {
+function header(obj, onCancel, cancelState) {
   const st = obj.status;
   const box = h("div", { class: "heading" },
     h("h1", { class: "mono" }, obj.metadata.name), badge(st.phase, "phase"), badge(st.recommendation, "rec"));
   if (st.reason) box.append(h("span", { id: "reason", class: "muted" }, st.reason));
   const lines = [box];
   if (st.message) lines.push(h("p", { id: "message", class: "message" }, st.message));
-  if (session.me && session.me.may.includes("cancel")) lines.push(cancelControl(obj, onCancel, result));
+  if (session.me && session.me.may.includes("cancel")) lines.push(cancelControl(obj, onCancel, cancelState));
   return h("div", { id: "header" }, lines);
 }
 
-function cancelControl(obj, onCancel, result) {
+/** Cancel, asked twice. ``asking`` outlives the redraw an update makes between the two clicks. */
+function cancelControl(obj, onCancel, { result, asking }) {
   const done = FINISHED.has(obj.status.phase);
-  const ask = h("button", { type: "button", id: "cancel", class: "danger", disabled: done || obj.status.cancelRequested },
+  const ask = h("button", { type: "button", id: "cancel", class: "danger", hidden: asking.on && !done,
+                            disabled: done || obj.status.cancelRequested },
     obj.status.cancelRequested && !done ? "Cancelling…" : "Cancel experiment");
-  const confirm = h("span", { id: "cancel-confirm", hidden: true }, "Cancel and roll back? ",
+  const confirm = h("span", { id: "cancel-confirm", hidden: !asking.on || done }, "Cancel and roll back? ",
     h("button", { type: "button", id: "cancel-yes", class: "danger" }, "Yes, cancel it"), " ",
     h("button", { type: "button", id: "cancel-no" }, "Keep it"));
-  ask.addEventListener("click", () => { confirm.hidden = false; ask.hidden = true; });
-  confirm.querySelector("#cancel-no").addEventListener("click", () => { confirm.hidden = true; ask.hidden = false; });
+  const setAsking = (on) => { asking.on = on; confirm.hidden = !on; ask.hidden = on; };
+  ask.addEventListener("click", () => setAsking(true));
+  confirm.querySelector("#cancel-no").addEventListener("click", () => setAsking(false));
   confirm.querySelector("#cancel-yes").addEventListener("click", async () => {
+    asking.on = false;
     confirm.hidden = true;
     ask.hidden = false;
     ask.disabled = true;
@@ -245,12 +249,12 @@ export async function renderExperiment(view, { signal }, name) {
     slots.header, slots.summary, slots.conditions, slots.metrics, slots.tests, slots.diff, logs.node, auditBox);
 
   // Outside the header, which every update redraws: the answer to Cancel must stay in view.
-  const cancelResult = h("span", { id: "cancel-result", role: "status" });
+  const cancelState = { result: h("span", { id: "cancel-result", role: "status" }), asking: { on: false } };
   let latest = null;
   const draw = (obj) => {
     if (latest && latest.status.updatedAt > obj.status.updatedAt) return;
     latest = obj;
-    slots.header.replaceChildren(header(obj, draw, cancelResult));
+    slots.header.replaceChildren(header(obj, draw, cancelState));
     slots.summary.replaceChildren(summary(obj));
     slots.conditions.replaceChildren(conditions(obj));
     slots.metrics.replaceChildren(metrics(obj));
