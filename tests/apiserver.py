@@ -37,7 +37,8 @@ class GenesisServer:
     """``genesis serve`` on ``url``; ``tokens[role]`` is a bearer token of that role
     (``viewer``, ``agent`` for instance ``agent-a``, ``operator``, ``expired``)."""
 
-    def __init__(self, home: Path, repo: Path, *, rate_limit_per_s: float = 200.0, burst: int = 400) -> None:
+    def __init__(self, home: Path, repo: Path, *, rate_limit_per_s: float = 200.0, burst: int = 400,
+                 with_tokens: bool = True) -> None:
         from orchestrator.domain.access import digest, new_token
 
         self.home = home
@@ -61,7 +62,8 @@ class GenesisServer:
             # reap only their own installation's sandboxes, and this one only its own.
             "installation": f"api-{uuid.uuid4().hex[:12]}",
             "nats": {"url": None}, "metrics_port": self.metrics_port,
-            "api": {"port": self.port, "tokens_file": str(self.tokens_file), "rate_limit_per_s": rate_limit_per_s,
+            "api": {"port": self.port, "tokens_file": str(self.tokens_file) if with_tokens else None,
+                    "rate_limit_per_s": rate_limit_per_s,
                     "rate_limit_burst": burst, "watch_interval_s": 0.2},
         }))
         self.log = home / "serve.log"

@@ -27,13 +27,15 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources as package_files
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException
+from starlette.routing import Mount
 
 from orchestrator import __version__
 from orchestrator.api.auth import CSRF_HEADER, SESSION_COOKIE, RateLimits, Sessions, Tokens
@@ -41,7 +43,7 @@ from orchestrator.api.watch import Watchers
 from orchestrator.domain import resources
 from orchestrator.domain.access import LOCAL_OPERATOR, Action, Principal, Role
 from orchestrator.domain.queries import Requirement, matches, parse_equalities, parse_fields, parse_labels
-from orchestrator.errors import GenesisError, NotFound, RequestRejected, Unauthorized
+from orchestrator.errors import Forbidden, GenesisError, NotFound, RequestRejected, Unauthorized
 from orchestrator.telemetry.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,16 @@ SUBMIT_BODY = {"requestBody": {"required": True, "content": {"application/json":
                    "timeout_ms": {"type": "integer"}, "priority": {"type": "integer"}},
     "description": "An experiment request, as sent over NATS (docs/agents.md)."}}}}}
 
+# Every response: the web UI runs only its own scripts and styles (none inline), is
+# framed by no one, and leaks no URL; nothing is sniffed into another type.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
 _STATUS = {"unauthorized": 401, "forbidden": 403, "csrf_failed": 403, "rate_limited": 429,
            "instance_mismatch": 403, "not_found": 404, "bad_input": 400, "conflict": 409,
            "body_too_large": 413, "method_not_allowed": 405}
@@ -98,12 +110,12 @@ def error_response(error: GenesisError, details: dict | None = None) -> JSONResp
     return JSONResponse(status_body(code, error.code, error.message, details), status_code=code, headers=headers)
 
 
-def create_app(backend, *, settings, tokens: Tokens, health=None, mcp_app=None) -> FastAPI:
+def create_app(backend, *, settings, tokens: Tokens, limits: RateLimits, health=None, mcp_app=None) -> FastAPI:
     """The API over ``backend`` (:class:`orchestrator.backends.local.LocalBackend`);
-    ``settings``: :class:`orchestrator.settings.Settings`; ``mcp_app``: an ASGI app mounted at /mcp."""
+    ``settings``: :class:`orchestrator.settings.Settings`; ``limits``: the per-token rate
+    limits (shared with ``mcp_app``, an ASGI app mounted at /mcp)."""
     api = settings.api
     sessions = Sessions(tokens, ttl_s=api.session_ttl_s)
-    limits = RateLimits(rate=api.rate_limit_per_s, burst=api.rate_limit_burst)
     watchers = Watchers(backend.changed_since, interval_s=api.watch_interval_s)
     max_body = settings.max_body_bytes
 
@@ -146,8 +158,10 @@ def create_app(backend, *, settings, tokens: Tokens, health=None, mcp_app=None) 
     async def _measure(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
         route = request.scope.get("route")
-        template = getattr(route, "path", None) or ("static" if request.url.path.startswith("/ui") else "other")
+        # Bounded labels: a route's template (never an id), a mount's path ("/" is the web UI).
+        template = "other" if route is None else (route.path or "/") if isinstance(route, Mount) else route.path
         REQUESTS.labels(template, request.method if request.method in UNSAFE | {"GET", "HEAD"} else "other",
                         str(response.status_code)).inc()
         LATENCY.labels(template).observe(time.perf_counter() - started)
@@ -164,6 +178,11 @@ def create_app(backend, *, settings, tokens: Tokens, health=None, mcp_app=None) 
             who, _ = sessions.principal(sid, unsafe=request.method in UNSAFE,
                                         csrf=request.headers.get(CSRF_HEADER))
         elif not tokens.required:
+            # Loopback without tokens: any local caller, but not a web page of another site
+            # (a browser names its Origin on a cross-site request, even one without a preflight).
+            origin = request.headers.get("origin")
+            if request.method in UNSAFE and origin and urlsplit(origin).netloc != request.headers.get("host"):
+                raise Forbidden(f"a change from another site ({origin}) is refused", code="csrf_failed")
             who = LOCAL_OPERATOR
         else:
             raise Unauthorized("send Authorization: Bearer <token> (or sign in to the web UI)")
@@ -378,6 +397,12 @@ def create_app(backend, *, settings, tokens: Tokens, health=None, mcp_app=None) 
         return resources.report(await backend.report(name))
 
     if mcp_app is not None:
+        @app.api_route("/mcp", methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        async def _mcp_endpoint(request: Request) -> RedirectResponse:
+            """The endpoint is /mcp/ (the web UI's mount at / would otherwise take /mcp)."""
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"/mcp/{query}", status_code=307)
+
         app.mount("/mcp", mcp_app)
     static = package_files.files("orchestrator.api") / "static"
     if static.is_dir():

@@ -7,9 +7,10 @@ import logging
 
 import uvicorn
 
-from orchestrator.api.auth import Tokens, check_bind
+from orchestrator.api.auth import RateLimits, Tokens, check_bind
 from orchestrator.api.server import create_app
 from orchestrator.backends.local import LocalBackend
+from orchestrator.mcp.server import http_app
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,10 @@ def build(app, *, health=None):
     settings = app.settings
     tokens = Tokens(settings.api.tokens_file)
     check_bind(settings.api.address, tokens)
+    limits = RateLimits(rate=settings.api.rate_limit_per_s, burst=settings.api.rate_limit_burst)
     backend = LocalBackend(app)
-    mcp_app = None
-    try:
-        from orchestrator.mcp.server import http_app
-        mcp_app = http_app(backend, tokens=tokens)
-    except ImportError:
-        pass
-    return create_app(backend, settings=settings, tokens=tokens, health=health, mcp_app=mcp_app)
+    mcp_app = http_app(backend, tokens=tokens, limits=limits)
+    return create_app(backend, settings=settings, tokens=tokens, limits=limits, health=health, mcp_app=mcp_app)
 
 
 class ApiServer:

@@ -13,7 +13,7 @@ assistant, over any backend (:mod:`orchestrator.backends`).
 Tool failures are MCP tool errors (``isError``) whose text is
 ``{"code": ..., "message": ...}`` with Genesis's error code; an unexpected
 exception is logged here and answered as ``internal``, never a traceback.
-The API's per-token rate limits do not apply to MCP calls.
+Over HTTP the API's per-token rate limits apply to MCP requests too.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from orchestrator import __version__
+from orchestrator.api.server import error_response
 from orchestrator.domain import resources
 from orchestrator.domain.access import LOCAL_OPERATOR, Action, Principal, Role
 from orchestrator.domain.queries import Requirement, parse_fields, parse_labels
-from orchestrator.errors import GenesisError, NotFound, Unauthorized
+from orchestrator.errors import Forbidden, GenesisError, NotFound, Unauthorized
 from orchestrator.mcp import views
 
 log = logging.getLogger(__name__)
@@ -270,19 +271,24 @@ def build(backend, *, principal: Principal | None = LOCAL_OPERATOR) -> MCPServer
 
 
 class _Authenticated:
-    """ASGI: every HTTP request names its principal by bearer token, or is answered 401."""
+    """ASGI: every HTTP request names its principal by bearer token and keeps within its
+    token's rate limit, or is answered in the API's Status shape (401, 429)."""
 
-    def __init__(self, app, tokens) -> None:
+    def __init__(self, app, tokens, limits=None) -> None:
         self.app = app
         self.tokens = tokens
+        self.limits = limits
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             try:
-                scope[PRINCIPAL_KEY] = self._principal(scope)
-            except Unauthorized as exc:
-                await _unauthorized(send, exc.message)
+                principal = self._principal(scope)
+                if self.limits is not None:
+                    self.limits.check(principal)
+            except (Unauthorized, Forbidden) as exc:
+                await error_response(exc)(scope, receive, send)
                 return
+            scope[PRINCIPAL_KEY] = principal
         await self.app(scope, receive, send)
 
     def _principal(self, scope) -> Principal:
@@ -294,16 +300,7 @@ class _Authenticated:
         return self.tokens.principal(header[7:].strip())
 
 
-async def _unauthorized(send, message: str) -> None:
-    body = json.dumps({"apiVersion": resources.API_VERSION, "kind": "Status", "status": "Failure", "code": 401,
-                       "reason": "unauthorized", "message": message}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b"Bearer")]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def http_app(backend, *, tokens):
+def http_app(backend, *, tokens, limits=None):
     """MCP streamable HTTP over ``backend``, answering at its root (mounted at ``/mcp``, the
     endpoint is ``/mcp/``); ``tokens``: :class:`orchestrator.api.auth.Tokens`. Its
     ``router.lifespan_context`` runs the session manager (the API enters it)."""
@@ -314,5 +311,5 @@ def http_app(backend, *, tokens):
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
     app = build(backend, principal=None).streamable_http_app(streamable_http_path="/", transport_security=security)
-    app.add_middleware(_Authenticated, tokens=tokens)
+    app.add_middleware(_Authenticated, tokens=tokens, limits=limits)
     return app
