@@ -38,6 +38,17 @@ def _remove_by_label() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_server_of_the_developers(tmp_path_factory):
+    """The tests' CLI runs in local mode unless a test names a server: a contexts file in
+    the developer's home, or GENESIS_SERVER in their shell, must not send it elsewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENESIS_CONTEXTS", str(tmp_path_factory.mktemp("contexts") / "config"))
+        for name in ("GENESIS_SERVER", "GENESIS_TOKEN"):
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cleanup_docker_leftovers():
     yield
     _remove_by_label()
