@@ -54,6 +54,7 @@ class GenesisServer:
         self.config.write_text(json.dumps({
             "home": str(home), "repos": {"monorepo": {"path": str(repo), "allow_validation_override": True}},
             "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
+            "installation": f"api-{RUN_ID}",  # no other controller on the engine reaps its sandboxes as orphans
             "nats": {"url": None}, "metrics_port": 0,
             "api": {"port": self.port, "tokens_file": str(self.tokens_file), "rate_limit_per_s": rate_limit_per_s,
                     "rate_limit_burst": burst, "watch_interval_s": 0.2},
