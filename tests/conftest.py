@@ -38,6 +38,17 @@ def _remove_by_label() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_server_of_the_developers(tmp_path_factory):
+    """The tests' CLI runs in local mode unless a test names a server: a contexts file in
+    the developer's home, or GENESIS_SERVER in their shell, must not send it elsewhere."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENESIS_CONTEXTS", str(tmp_path_factory.mktemp("contexts") / "config"))
+        for name in ("GENESIS_SERVER", "GENESIS_TOKEN"):
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _cleanup_docker_leftovers():
     yield
     _remove_by_label()
@@ -70,6 +81,9 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
         "home": str(home), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}},
         "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
         "api": {"port": 0},  # the API's tests start their own server (apiserver.py)
+        # An installation of this run's own: a controller of another run, or a developer's
+        # `genesis serve`, on the same engine reaps only its own installation's sandboxes.
+        "installation": f"test-{RUN_ID}",
     }))
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import subprocess
 import threading
 import time
@@ -115,3 +116,44 @@ def wait_until(predicate, *, timeout_s: float, what: str, poll_s: float = 0.2) -
     while not predicate():
         assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
         time.sleep(poll_s)
+
+
+class Lines:
+    """A process's stdout, line by line, each waited for at most ``timeout_s``
+    (a reader thread, so a silent process fails the test instead of hanging it)."""
+
+    def __init__(self, stream) -> None:
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def next(self, *, timeout_s: float = 30) -> str:
+        try:
+            line = self._queue.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout_s}s") from None
+        assert line is not None, "the process closed its output"
+        return line
+
+    def until(self, predicate, *, timeout_s: float = 60) -> list[str]:
+        """Lines up to and including the first that ``predicate`` accepts."""
+        deadline, seen = time.monotonic() + timeout_s, []
+        while True:
+            seen.append(self.next(timeout_s=max(deadline - time.monotonic(), 0.01)))
+            if predicate(seen[-1]):
+                return seen
+
+    def rest(self) -> str:
+        """What else it printed, once it has exited."""
+        self._thread.join(timeout=30)
+        out = []
+        while not self._queue.empty():
+            line = self._queue.get()
+            if line is not None:
+                out.append(line)
+        return "".join(out)

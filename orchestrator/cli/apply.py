@@ -1,4 +1,6 @@
-"""``genesis apply -f request.yaml|json|-``: submit experiments."""
+"""``genesis apply -f request.yaml|json|-``: submit experiments, through the
+backend's intake (local: recorded as ``cli``; remote: the server records the
+token's name)."""
 
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ def _to_json(raw: bytes, path: str) -> bytes:
     return raw
 
 
-def run(app, args) -> int:
+async def run(backend, args) -> int:
     status = 0
     for path in args.filename:
         body = _to_json(_read(path), path)
-        result = app.intake.submit(body, traceparent=args.traceparent, actor="cli")
+        result = await backend.submit(body, traceparent=args.traceparent, actor="cli")
         if result.error is not None:
             print(f"error: experiment/{result.view.id} rejected: {result.error} ({result.error.code})",
                   file=sys.stderr)

@@ -8,7 +8,7 @@ from orchestrator.store import db as store_db
 def register(sub) -> None:
     p = sub.add_parser("db", help="database administration")
     p.add_argument("action", choices=["upgrade", "current"])
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, local_only=True)
 
 
 def run(app, args) -> int:

@@ -17,6 +17,7 @@ preserved), so it needs ``genesis serve`` running somewhere.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from orchestrator.domain.models import Phase
@@ -51,8 +52,8 @@ def acted(view: ExperimentView) -> bool:
     return view.phase.finished and view.preserved_until is None
 
 
-def run(app, args) -> int:
-    view = app.store.request_cancel(args.name)
+async def run(backend, args) -> int:
+    view = await backend.cancel(args.name, actor="cli")
     print(f'experiment "{view.id}" deleted ({intent(view)})')
     if not args.wait:
         return 0
@@ -61,8 +62,8 @@ def run(app, args) -> int:
         if time.monotonic() >= deadline:
             raise GenesisError(f'experiment "{view.id}" is still {view.phase.value} after {args.timeout:g}s '
                                f"(is `genesis serve` running?)", code="timeout")
-        time.sleep(WAIT_POLL_S)
-        view = app.store.get(view.id)
+        await asyncio.sleep(WAIT_POLL_S)
+        view = await backend.get(view.id)
     reason = f" ({view.reason})" if view.phase is Phase.FAILED and view.reason else ""
     print(f'experiment "{view.id}" {view.phase.value}{reason}, no sandbox kept')
     return 0

@@ -5,8 +5,6 @@ which say why it waits: FailedScheduling, image pulls."""
 
 from __future__ import annotations
 
-import asyncio
-
 from orchestrator.cli import printers
 from orchestrator.errors import GenesisError
 
@@ -18,16 +16,16 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(app, args) -> int:
+async def run(backend, args) -> int:
     if not args.name:
         raise GenesisError("describe needs an experiment id", code="bad_input")
-    view = app.store.get(args.name)
-    print(printers.describe(view, app.store.history(view.id)))
-    if app.runtime.capabilities.events and view.sandbox_name:
-        try:
-            events = asyncio.run(app.runtime.events(view.sandbox_name))
-        except GenesisError as exc:
-            events = [f"(events unavailable: {exc})"]
+    view = await backend.get(args.name)
+    print(printers.describe(view, await backend.audit(view.id)))
+    try:
+        events = await backend.events(view.id)  # none where the runtime keeps no platform events
+    except GenesisError as exc:
+        events = [f"(events unavailable: {exc})"]
+    if events:
         print("Events:")
-        print("\n".join(f"  {line}" for line in events) if events else "  <none>")
+        print("\n".join(f"  {line}" for line in events))
     return 0

@@ -3,8 +3,9 @@
 Experiments are selected, ordered and paged in the database (``-l``,
 ``--field-selector``, ``--limit``, ``--continue``; see
 :mod:`orchestrator.domain.queries`): this verb parses the flags, asks the
-store for one page and prints it. It never filters records itself, so
-nothing is lost behind a page it did not read.
+backend (local or remote) for one page and prints it. It never filters
+records itself, so nothing is lost behind a page it did not read. ``-w``
+then prints each change the backend's watch reports.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 
 import yaml
 
 from orchestrator.cli import printers, reports
 from orchestrator.domain import resources
-from orchestrator.domain.queries import FIELDS, LABEL_KEYS, Page, parse_fields, parse_labels
+from orchestrator.domain.queries import FIELDS, LABEL_KEYS, Page, Requirement, parse_fields, parse_labels
 from orchestrator.domain.records import ExperimentView
 from orchestrator.errors import GenesisError
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
@@ -28,7 +28,6 @@ from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 KINDS = {"experiments": "experiments", "experiment": "experiments", "exp": "experiments",
          "sandboxes": "sandboxes", "sandbox": "sandboxes", "sb": "sandboxes",
          "images": "images", "image": "images", "reports": "reports", "report": "reports"}
-WATCH_INTERVAL_S = 1.0  # one query a second: a change shows within a second, at a steady small cost
 
 
 def register(sub) -> None:
@@ -47,60 +46,83 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def select(app, args) -> Page:
-    """The page the flags ask for: one named experiment, or a listing run in SQL."""
+def where_of(args) -> tuple[Requirement, ...]:
+    """The selection the flags ask for: one named experiment, or the selectors."""
     if args.name:
         if args.selector or args.field_selector or args.limit is not None or args.continue_token:
             raise GenesisError("a name cannot be combined with -l, --field-selector, --limit or --continue",
                                code="bad_input")
-        return Page(items=(app.store.get(args.name),))
-    where = parse_labels(args.selector) + parse_fields(args.field_selector)
-    return app.store.page(where, limit=args.limit, continue_token=args.continue_token)
+        return (Requirement(column="id", op="in", values=(args.name,)),)
+    return parse_labels(args.selector) + parse_fields(args.field_selector)
 
 
-def run(app, args) -> int:
+async def select(backend, args, where: tuple[Requirement, ...]) -> Page:
+    """One named experiment, or one page of the listing (selected and paged by the store)."""
+    if args.name:
+        return Page(items=(await backend.get(args.name),))
+    return await backend.page(where, limit=args.limit, continue_token=args.continue_token)
+
+
+async def run(backend, args) -> int:
     kind = KINDS.get(args.kind)
     if kind is None:
         raise GenesisError(f'the server doesn\'t have a resource type "{args.kind}"', code="bad_input")
     if kind == "sandboxes":
-        return _sandboxes(app, args)
+        return _sandboxes(await backend.sandboxes(), args)
     if kind == "images":
-        return _images(app, args)
+        return _images(await backend.images(), args)
     if kind == "reports":
-        return reports.get(app, args)
-    page = select(app, args)
-    if args.name:
-        print(printers.experiment(page.items[0], args.output))
-    else:
-        print(printers.experiments(page.items, args.output, continue_token=page.continue_token))
-        if page.continue_token and args.output not in ("json", "yaml"):
-            # json|yaml carry it as metadata.continue; a table or names would hide it.
-            print(f"more experiments remain: add --continue {page.continue_token}", file=sys.stderr)
+        return await reports.get(backend, args)
+    where = where_of(args)
     if args.watch:
-        _watch(app, args, page.items)
+        await _watch(backend, args, where)
+    else:
+        _print_page(await select(backend, args, where), args)
     return 0
 
 
-def changed(seen: Mapping[str, datetime], views: Sequence[ExperimentView]) -> list[ExperimentView]:
-    """The views not yet printed at their current ``updated_at`` (``seen``), oldest first."""
-    return [v for v in reversed(views) if seen.get(v.id) != v.updated_at]
+def _print_page(page: Page, args) -> None:
+    if args.name:
+        print(printers.experiment(page.items[0], args.output))
+        return
+    print(printers.experiments(page.items, args.output, continue_token=page.continue_token))
+    if page.continue_token and args.output not in ("json", "yaml"):
+        # json|yaml carry it as metadata.continue; a table or names would hide it.
+        print(f"more experiments remain: add --continue {page.continue_token}", file=sys.stderr)
 
 
-def _watch(app, args, views) -> None:
-    """Poll the same selection; print each experiment again when it changes (one row, or one object)."""
-    seen = {v.id: v.updated_at for v in views}
-    while True:
-        time.sleep(WATCH_INTERVAL_S)
-        for view in changed(seen, select(app, args).items):
+def newer(seen: Mapping[str, datetime], view: ExperimentView) -> bool:
+    """Whether ``view`` is a state of its experiment not yet printed (``seen``: id -> ``updated_at``)."""
+    return view.id not in seen or view.updated_at > seen[view.id]
+
+
+async def _watch(backend, args, where: tuple[Requirement, ...]) -> None:
+    """Print the selection, then each change of a matching experiment (one row, or one object)."""
+    changes = backend.watch(where)
+    # Subscribed before the listing is read, so no change falls between the two.
+    pending = asyncio.ensure_future(anext(changes))
+    try:
+        page = await select(backend, args, where)
+        _print_page(page, args)
+        sys.stdout.flush()
+        seen = {v.id: v.updated_at for v in page.items}
+        while True:
+            _kind, view = await pending
+            pending = asyncio.ensure_future(anext(changes))
+            if not newer(seen, view):
+                continue
             seen[view.id] = view.updated_at
             if args.output in (None, "wide"):
                 print(printers.experiments([view], args.output).splitlines()[-1], flush=True)
             else:
                 print(printers.experiment(view, args.output), flush=True)
+    finally:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        await changes.aclose()
 
 
-def _sandboxes(app, args) -> int:
-    states = asyncio.run(app.runtime.list(app.settings.sandbox_selector()))
+def _sandboxes(states: list, args) -> int:
     if args.output in ("json", "yaml"):
         items = resources.as_list(resources.sandbox(s) for s in states)
         print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
@@ -115,13 +137,8 @@ def _sandboxes(app, args) -> int:
     return 0
 
 
-def _images(app, args) -> int:
+def _images(images: list, args) -> int:
     """Every image of Genesis's on the engine: tier, repo, size, last use, in use, pinned."""
-    from orchestrator.snapshots.catalog import list_images
-    from orchestrator.store.aio import AsyncStore
-
-    images = asyncio.run(list_images(builder=app.snapshots, runtime=app.runtime, store=AsyncStore(app.store),
-                                     sandbox_labels=app.settings.sandbox_selector()))
     if args.output in ("json", "yaml"):
         data = resources.as_list(resources.image(i) for i in images)
         print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False))

@@ -16,7 +16,7 @@ def register(sub) -> None:
     verbs = p.add_subparsers(dest="images_verb", required=True, metavar="VERB")
     build = verbs.add_parser("build", help="build REPO[@REF] (default ref: HEAD)")
     build.add_argument("target", metavar="REPO[@REF]")
-    build.set_defaults(run=run)
+    build.set_defaults(run=run, local_only=True)
 
 
 def _progress(started: float):

@@ -2,7 +2,7 @@
 (``analysis``, ``reporting``) and period, newest first.
 
 ``render`` is pure (reports to text, as kubectl prints: a table, or
-``-o json|yaml|name``); ``get`` reads the store. ``-l kind=analysis`` and
+``-o json|yaml|name``); ``get`` asks the backend. ``-l kind=analysis`` and
 ``-l period=2026-11-28`` select; a name (``analysis-2026-11-28``) picks one.
 """
 
@@ -17,7 +17,7 @@ from orchestrator.cli import printers
 from orchestrator.domain import resources
 from orchestrator.domain.queries import parse_equalities
 from orchestrator.domain.schedule import Report
-from orchestrator.errors import GenesisError, NotFound
+from orchestrator.errors import GenesisError
 
 
 def name_of(report: Report) -> str:
@@ -60,15 +60,13 @@ def render(reports: list[Report], output: str | None, *, now: datetime | None = 
     return printers.table(rows, ["NAME", "KIND", "PERIOD", "AGE", "SUMMARY"])
 
 
-def get(app, args) -> int:
+async def get(backend, args) -> int:
     if args.watch:
         raise GenesisError("reports cannot be watched: a new one comes once a day", code="bad_input")
-    selector = parse_equalities(args.selector, {"kind", "period"})
-    kind, period = selector.get("kind"), selector.get("period")
     if args.name:  # "<kind>-<period>": kinds have no dash
-        kind, _, period = args.name.partition("-")
-    reports = app.store.reports(kind=kind, period=period)
-    if args.name and not reports:
-        raise NotFound(f'reports "{args.name}" not found')
-    print(render(reports, args.output, named=bool(args.name)))
+        print(render([await backend.report(args.name)], args.output, named=True))
+        return 0
+    selector = parse_equalities(args.selector, {"kind", "period"})
+    found = await backend.reports(kind=selector.get("kind"), period=selector.get("period"))
+    print(render(found, args.output))
     return 0

@@ -20,7 +20,7 @@ def register(sub) -> None:
     p.add_argument("--once", action="store_true", help="exit when nothing is pending or running (no NATS)")
     p.add_argument("--no-nats", action="store_true", help="do not connect to NATS (CLI and database only)")
     p.add_argument("--no-api", action="store_true", help="do not serve the HTTP API, web UI and MCP")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, local_only=True)
 
 
 def start_http(settings, health) -> bool:

@@ -35,7 +35,7 @@ def register(sub) -> None:
     for verb in (create, verbs.add_parser("list", help="names, roles, expiry"),
                  revoke := verbs.add_parser("revoke", help="remove a token by name")):
         verb.add_argument("--file", type=Path, help="tokens file (default: api.tokens_file)")
-        verb.set_defaults(run=run)
+        verb.set_defaults(run=run, local_only=True)
     revoke.add_argument("name")
 
 

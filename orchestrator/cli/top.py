@@ -2,7 +2,7 @@
 pids, and elapsed time against the timeout, refreshed in place.
 
 Figures come from the runtime's cgroup accounting (the same samples as
-/metrics); CPU % is the CPU time used between two refreshes over the
+/metrics), through the backend (local, or the server's ``/usage``); CPU % is the CPU time used between two refreshes over the
 wall time between them.
 """
 
@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from orchestrator.domain.models import Phase
 from orchestrator.store.repository import utcnow
 
 
@@ -30,15 +29,11 @@ def _mib(value: float) -> str:
     return f"{value / 2**20:.0f}Mi"
 
 
-async def snapshot(app, previous: dict[str, tuple[float, float]]) -> list[list[str]]:
+async def snapshot(backend, previous: dict[str, tuple[float, float]]) -> list[list[str]]:
     """One row per running experiment; ``previous`` keeps (cpu_seconds, time) per sandbox."""
     rows = []
     now = utcnow()
-    views = [v for v in app.store.list(phase=Phase.RUNNING) if v.sandbox_name and v.spec is not None]
-    usages = await asyncio.gather(*(app.runtime.usage(v.sandbox_name) for v in views))  # ~1 s each, so at once
-    for view, usage in zip(views, usages):
-        if usage is None:
-            continue
+    for view, usage in await backend.running():
         stamp = time.monotonic()
         cpu0, t0 = previous.get(view.sandbox_name, (usage.cpu_seconds, stamp))
         cpu_percent = 100 * (usage.cpu_seconds - cpu0) / (stamp - t0) if stamp > t0 else 0.0
@@ -63,20 +58,16 @@ def table(rows: list[list[str]]) -> Table:
     return out
 
 
-async def _top(app, interval: float, once: bool) -> None:
+async def run(backend, args) -> int:
+    interval = args.interval
     previous: dict[str, tuple[float, float]] = {}
     console = Console()
-    if once:
-        await snapshot(app, previous)
+    if args.once:
+        await snapshot(backend, previous)
         await asyncio.sleep(min(interval, 1.0))  # a second sample, for CPU %
-        console.print(table(await snapshot(app, previous)))
-        return
-    with Live(table(await snapshot(app, previous)), console=console, refresh_per_second=4) as live:
+        console.print(table(await snapshot(backend, previous)))
+        return 0
+    with Live(table(await snapshot(backend, previous)), console=console, refresh_per_second=4) as live:
         while True:
             await asyncio.sleep(interval)
-            live.update(table(await snapshot(app, previous)))
-
-
-def run(app, args) -> int:
-    asyncio.run(_top(app, args.interval, args.once))
-    return 0
+            live.update(table(await snapshot(backend, previous)))

@@ -138,7 +138,7 @@ def test_vanished_sandbox_is_retried_with_a_new_attempt(app, docker_client):
 def test_orphans_are_reaped_and_audited(app, docker_client):
     image = app.store.images()[-1]["tag"] if app.store.images() else "genesis/base:bookworm"
     orphan = docker_client.containers.create(image, entrypoint="true", labels={
-        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "default",
+        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": app.settings.installation,
         "genesis.experiment-id": "no-such-experiment"})
     other = docker_client.containers.create(image, entrypoint="true", labels={  # another installation's: left alone
         TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "elsewhere",
@@ -147,7 +147,7 @@ def test_orphans_are_reaped_and_audited(app, docker_client):
                                                 validation={"command": ["false"], "report": "exit_code"}))
     assert finished.recommendation.value == "rollback"
     stray = docker_client.containers.create(image, entrypoint="true", name=f"genesis-stray-{RUN_ID}", labels={
-        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "default",
+        TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": app.settings.installation,
         "genesis.experiment-id": finished.id})
 
     drain(app)

@@ -4,12 +4,16 @@ SQLite and PostgreSQL, without Docker (``get`` builds only the store)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+from helpers import ROOT, Lines
 
-from orchestrator.cli import get
 from orchestrator.domain.models import Phase
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -93,18 +97,24 @@ def test_a_name_does_not_combine_with_a_selector(cli, records):
     assert code == 1 and "(bad_input)" in err
 
 
-def test_watch_prints_the_selection_then_each_change(cli, records, monkeypatch):
-    ticks = []
-
-    def tick(_seconds):
-        ticks.append(_seconds)
-        if len(ticks) == 1:
-            records.transition("needle", Phase.BUILDING, reason="Admitted")
-        elif len(ticks) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(get.time, "sleep", tick)
-    code, out, _ = cli("get", "experiments", "-w", "-l", "instance_id=needle")
-    lines = out.splitlines()
-    assert code == 130 and len(lines) == 3  # header, the row, its one change (nothing on the quiet tick)
+def test_watch_prints_the_selection_then_each_change(records, database_url, tmp_path):
+    """A real ``genesis get -w`` process: the row, then the one change it watches for; SIGINT ends it (130)."""
+    config = tmp_path / "watch.yaml"
+    config.write_text(json.dumps({"home": str(tmp_path / "home"), "database_url": database_url,
+                                  "api": {"watch_interval_s": 0.1}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
+    env.update(GENESIS_CONFIG=str(config), GENESIS_CONTEXTS=str(tmp_path / "none"), PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "get", "experiments", "-w", "-l",
+                             "instance_id=needle"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out = Lines(proc.stdout)
+    try:
+        lines = [out.next(), out.next()]  # header, the row
+        records.transition("needle", Phase.BUILDING, reason="Admitted")
+        lines.append(out.next())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 130, proc.stderr.read()
     assert lines[1].split()[4] == "Pending" and lines[2].split()[:1] + lines[2].split()[4:5] == ["needle", "Building"]
+    assert out.rest() == ""  # nothing else: not the same state twice, nor the other records' changes

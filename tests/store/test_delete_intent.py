@@ -8,11 +8,13 @@ planner to the action the verb promised.
 from __future__ import annotations
 
 import argparse
+import asyncio
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
+from orchestrator.backends.local import LocalBackend
 from orchestrator.cli import delete
 from orchestrator.domain.models import Outcome, Phase, Recommendation, SandboxInfo
 from orchestrator.domain.planner import Capacity, Fail, Kill, Limits, Observed, Teardown, plan
@@ -28,7 +30,7 @@ def _now() -> datetime:
 def _delete(store, experiment_id: str, capsys, **flags) -> str:
     args = argparse.Namespace(kind="experiment", name=experiment_id, wait=False, timeout=300.0)
     vars(args).update(flags)
-    assert delete.run(SimpleNamespace(store=store), args) == 0
+    assert asyncio.run(delete.run(LocalBackend(SimpleNamespace(store=store)), args)) == 0
     return capsys.readouterr().out
 
 
