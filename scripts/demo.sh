@@ -6,13 +6,15 @@
 #   a good change (replaces an LLM call with a rule; tests pass) -> merge,
 #     its sandbox kept for review;
 #   a bad change (add() subtracts; tests fail) -> rollback, its sandbox gone.
-# Both outcomes are printed with their metrics beside the baseline.
+# Both outcomes are printed with their metrics beside the baseline, and the
+# good one is read back through the HTTP API (the remote CLI, `--server`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 home=$root/.genesis/demo
 genesis=$root/.venv/bin/genesis
 python=$root/.venv/bin/python
 port=${GENESIS_DEMO_NATS_PORT:-4222}
+api_port=${GENESIS_DEMO_API_PORT:-8080}
 mkdir -p "$home"
 "$root/scripts/make-sample-repo.sh" "$home/monorepo"
 cat > "$home/genesis.yaml" <<YAML
@@ -23,6 +25,8 @@ repos:
 preserve_ttl_s: 3600
 nats:
   url: nats://127.0.0.1:$port
+api:
+  port: $api_port   # loopback, no tokens file: every local caller is the operator
 YAML
 export GENESIS_CONFIG=$home/genesis.yaml
 
@@ -38,7 +42,7 @@ trap cleanup EXIT
 "$genesis" serve > "$home/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 100); do
-  grep -q '"nats ready"' "$home/serve.log" && break
+  grep -q '"nats ready"' "$home/serve.log" && grep -q '"API ready"' "$home/serve.log" && break
   kill -0 "$serve_pid" 2>/dev/null || { cat "$home/serve.log" >&2; exit 1; }
   sleep 0.2
 done
@@ -63,5 +67,10 @@ gone=$("$genesis" get sandboxes -o name | grep -c "$bad_id" || true)
 echo
 echo "good change: $good_rec (sandbox kept: $kept)   bad change: $bad_rec (sandboxes left: $gone)"
 echo "details: $genesis describe experiment $good_id   (GENESIS_CONFIG=$GENESIS_CONFIG)"
+echo; echo "== the same record through the HTTP API: genesis --server http://127.0.0.1:$api_port get experiment"
+api_rec=$("$genesis" --server "http://127.0.0.1:$api_port" get experiment "$good_id" -o json \
+  | "$python" -c 'import json, sys; print(json.load(sys.stdin)["status"]["recommendation"])')
+echo "API: $api_rec   (web UI at http://127.0.0.1:$api_port/ while genesis serve runs)"
+[ "$api_rec" = "$good_rec" ] || { echo "demo: the API disagrees with the outcome" >&2; exit 1; }
 case "$good_rec" in merge|merge_with_adaptations) ;; *) echo "demo: unexpected verdict for the good change" >&2; exit 1;; esac
 [ "$bad_rec" = rollback ] && [ "$kept" = 1 ] && [ "$gone" = 0 ] || { echo "demo: unexpected result" >&2; exit 1; }

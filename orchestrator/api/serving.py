@@ -22,6 +22,11 @@ class _Server(uvicorn.Server):
     def capture_signals(self):
         yield
 
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            log.info("API ready", extra={"address": self.config.host, "port": self.config.port})
+
 
 def build(app, *, health=None):
     """The ASGI app for ``app`` (an :class:`orchestrator.app.App`); refuses a non-loopback

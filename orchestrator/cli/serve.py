@@ -51,7 +51,6 @@ async def _serve(app, once: bool, nats_on: bool, api_on: bool) -> None:
     if api_on and app.settings.api.port and not once:
         from orchestrator.api.serving import ApiServer
         services.append(ApiServer(app, health=controller.health))
-        log.info("API ready", extra={"address": app.settings.api.address, "port": app.settings.api.port})
 
     def stop() -> None:
         controller.shutdown()
