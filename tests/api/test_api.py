@@ -40,22 +40,24 @@ def finished(client: httpx.Client, name: str) -> dict:
     return client.get(f"/api/v1/experiments/{name}").json()
 
 
+def _client(api, role: str):
+    with api.client(role) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def operator(genesis_api):
-    with genesis_api.client("operator") as client:
-        yield client
+    yield from _client(genesis_api, "operator")
 
 
 @pytest.fixture(scope="module")
 def viewer(genesis_api):
-    with genesis_api.client("viewer") as client:
-        yield client
+    yield from _client(genesis_api, "viewer")
 
 
 @pytest.fixture(scope="module")
 def agent(genesis_api):
-    with genesis_api.client("agent") as client:
-        yield client
+    yield from _client(genesis_api, "agent")
 
 
 @pytest.fixture(scope="module")
