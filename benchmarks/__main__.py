@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts,fencing``
+``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts,fencing,api``
 (default: all),
 ``--count N`` experiments per throughput level (default 16). ``environments`` runs at most three
 experiments of over a minute each (``min(3, --runs)``); ``verdicts`` at most three per change
@@ -16,7 +16,7 @@ import asyncio
 
 import docker
 
-from benchmarks import controller, environments, fencing, intake, kubernetes, observability, sandbox, verdicts
+from benchmarks import api, controller, environments, fencing, intake, kubernetes, observability, sandbox, verdicts
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes,"
-                                          "environments,verdicts,fencing")
+                                          "environments,verdicts,fencing,api")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -50,6 +50,8 @@ def main() -> None:
             verdicts.run(report, runs=args.runs)
         if "fencing" in only:
             fencing.run(report, runs=args.runs)
+        if "api" in only:
+            api.run(report, runs=args.runs)
     finally:
         cleanup(client)
     report.print()
