@@ -34,7 +34,7 @@ class Watchers:
         self._queues: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self._sent: dict[str, datetime] = {}
-        self._cursor = datetime.now(timezone.utc)
+        self._cursor = self._floor = datetime.now(timezone.utc)
 
     @property
     def count(self) -> int:
@@ -42,8 +42,8 @@ class Watchers:
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue(QUEUE_SIZE)
-        if not self._queues:
-            self._cursor = datetime.now(timezone.utc)  # a new first watcher sees changes from now on
+        if not self._queues:  # a new first watcher sees changes from now on, not the look-back's
+            self._cursor = self._floor = datetime.now(timezone.utc)
             self._sent.clear()
         self._queues.add(queue)
         if self._task is None or self._task.done():
@@ -74,6 +74,9 @@ class Watchers:
     def _publish(self, views: list[ExperimentView]) -> None:
         for view in views:
             if self._sent.get(view.id) == view.updated_at:
+                continue
+            if view.updated_at < self._floor:  # before anyone watched: not news
+                self._sent[view.id] = view.updated_at
                 continue
             kind = "ADDED" if view.id not in self._sent and view.updated_at == view.created_at else "MODIFIED"
             self._sent[view.id] = view.updated_at
