@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import RUN_ID, TEST_LABEL, make_repo
-from apiserver import genesis_api  # noqa: F401 - fixtures for every test package
+from genesisserver import genesis_api  # noqa: F401 - fixtures for every test package
 from natsserver import nats_server  # noqa: F401
 from pgserver import postgres_server, postgres_url  # noqa: F401
 
@@ -80,7 +80,7 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
     path.write_text(json.dumps({
         "home": str(home), "repos": {"monorepo": {"path": str(sample_repo), "allow_validation_override": True}},
         "extra_labels": {TEST_LABEL: RUN_ID}, "preserve_ttl_s": 3600, "pass_interval_s": 0.2,
-        "api": {"port": 0},  # the API's tests start their own server (apiserver.py)
+        "api": {"port": 0},  # the API's tests start their own server (genesisserver.py)
         # An installation of this run's own: a controller of another run, or a developer's
         # `genesis serve`, on the same engine reaps only its own installation's sandboxes.
         "installation": f"test-{RUN_ID}",

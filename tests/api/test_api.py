@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from apiserver import AGENT_INSTANCE, GenesisServer, free_port
+from genesisserver import AGENT_INSTANCE, GenesisServer, free_port
 from helpers import request_body, wait_until
 
 pytestmark = pytest.mark.docker

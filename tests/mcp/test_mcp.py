@@ -1,5 +1,5 @@
 """The MCP server, driven by the MCP SDK's own client against the shared
-real ``genesis serve`` (:mod:`apiserver`): over stdio, ``genesis mcp
+real ``genesis serve`` (:mod:`genesisserver`): over stdio, ``genesis mcp
 --server URL`` as an assistant would start it; over streamable HTTP, the
 API's ``/mcp/`` with each role's token. Experiments run for real.
 """
@@ -20,7 +20,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from apiserver import AGENT_INSTANCE
+from genesisserver import AGENT_INSTANCE
 from helpers import ROOT, request_body
 
 pytestmark = pytest.mark.docker
