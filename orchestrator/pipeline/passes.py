@@ -11,6 +11,7 @@ What a run's evidence is made of, most trusted first (see
 JUnit report, the runner's closing document, the test runner's summary, the
 audit hook's ``GENESIS-AUDIT`` lines), which are only cross-checked. The
 cause wins over the symptom (SPEC §5): cancelled, timeout, oom_killed,
+disk_exceeded (the runtime measured the writable layer at its quota),
 patch_failed and the infrastructure's own doing are decided before any
 report is read.
 """
@@ -22,7 +23,7 @@ import time
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from orchestrator.domain import evidence, results
+from orchestrator.domain import disk, evidence, results
 from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
 from orchestrator.domain.models import Validation
 from orchestrator.domain.scoring import RunFacts
@@ -36,6 +37,7 @@ CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis d
 HEAD_BYTES = 1 << 20  # how much of a log's beginning is read for the runner's first line
 AUDIT_MARKER = "GENESIS-AUDIT "
 LOG_LINES = 5000
+LOG_BYTES = 8 * 2**20  # ... and at most this much of them: a flood on stdout stays out of memory
 
 
 class Failure(Exception):
@@ -77,6 +79,9 @@ def failure_of(run: Run) -> Failure | None:
         return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
     if run.state.oom_killed:
         return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")
+    if run.state.reason == "disk_exceeded" or disk.exceeded(used_bytes=run.output.disk_used_bytes,
+                                                          quota_bytes=run.output.disk_quota_bytes):
+        return Failure("disk_exceeded", _disk_message(run))
     if evidence.applied_marker(run.head) is None and result.status == "patch_failed":
         return Failure("patch_failed", result.message or "the change did not apply")
     return None
@@ -97,6 +102,10 @@ def judge(run: Run, validation: Validation) -> Evidence:
     result = results.parse_runner_result(files, run.output.log_tail)
     applied = evidence.applied_marker(run.head)
     if applied is None or result.status != "completed":
+        if run.output.disk_quota_bytes and disk.full_in_log(run.head + "\n" + run.log):
+            # The runner could not even write its result: the quota is the cause. The log is
+            # the change's word, but it can only make this run a failure, never a verdict.
+            raise Failure("disk_exceeded", _disk_message(run))
         # Killed from outside (daemon restart, host OOM, a node going away), or a
         # runner killed by what it ran: never a verdict, retried up to the backoff limit.
         raise SandboxGone(f"sandbox {run.name} ended without a result ({result.status}, "
@@ -118,6 +127,13 @@ def judge(run: Run, validation: Validation) -> Evidence:
         raise Failure("evidence_inconsistent", f"{run.name}: {why}")
     facts = results.run_facts(result, files)
     return Evidence(report=report, facts=facts, audit=audit)
+
+
+def _disk_message(run: Run) -> str:
+    quota, used = run.output.disk_quota_bytes, run.output.disk_used_bytes
+    figures = f" ({used // 2**20} MiB written of {quota // 2**20} MiB)" if quota and used is not None else ""
+    return (f"the sandbox ran out of its disk quota (resources.disk){figures}: writes failed with ENOSPC"
+            + (f"; {run.state.message}" if run.state.message else ""))
 
 
 class Sandboxes:
@@ -149,7 +165,9 @@ class Sandboxes:
             raise Failure(exc.code, str(exc)) from exc
         await self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
                    details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
-                            "network": spec.network})
+                            "network": spec.network, "disk_bytes": spec.disk_bytes,
+                            "disk_enforced": self.runtime.capabilities.disk_quota,
+                            "disk_storage": self.runtime.capabilities.disk_storage})
         await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
@@ -210,10 +228,19 @@ class Sandboxes:
         return "".join(seen)[:HEAD_BYTES]
 
     async def _log_tail(self, name: str) -> str | None:
+        """The last LOG_LINES lines, at most LOG_BYTES of them, read as a stream."""
+        kept: list[str] = []
+        size = 0
         try:
-            return "".join([chunk async for chunk in self.runtime.logs(name, tail=LOG_LINES)])
+            async with aclosing(self.runtime.logs(name, tail=LOG_LINES)) as chunks:
+                async for chunk in chunks:
+                    kept.append(chunk)
+                    size += len(chunk)
+                    while size - len(kept[0]) >= LOG_BYTES:  # the oldest chunk is no longer needed
+                        size -= len(kept.pop(0))
         except GenesisError:
             return None
+        return "".join(kept)[-LOG_BYTES:]
 
     async def teardown(self, experiment_id: str, name: str, *, reason: str, uid: str | None = None) -> float | None:
         """Delete the sandbox (rollback) by its id: ``uid`` as recorded, or the one this
