@@ -18,6 +18,7 @@ report is read.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import aclosing
@@ -37,6 +38,7 @@ CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis d
 HEAD_BYTES = 1 << 20  # how much of a log's beginning is read for the runner's first line
 AUDIT_MARKER = "GENESIS-AUDIT "
 LOG_LINES = 5000
+HEAD_WAIT_S = 10.0  # how long, after the sandbox ended, its log's beginning may still take
 LOG_BYTES = 8 * 2**20  # ... and at most this much of them: a flood on stdout stays out of memory
 
 
@@ -142,6 +144,7 @@ class Sandboxes:
     def __init__(self, *, runtime: Runtime, store: AsyncStore, actor: str, max_file_bytes: int) -> None:
         self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
         self._uids: dict[str, str] = {}  # name -> the runtime's id of what this process created
+        self._heads: dict[str, asyncio.Task] = {}  # name -> its log's beginning, read while it runs
 
     def uid(self, name: str) -> str | None:
         """The runtime's id of the sandbox this process created as ``name``."""
@@ -171,6 +174,9 @@ class Sandboxes:
         await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
+        # The runner's first line is read as it comes: the engine rotates its log at a
+        # fixed size, so after a flood on stdout the beginning is gone by the end.
+        self._heads[spec.name] = asyncio.create_task(self._log_head(spec.name, follow=True))
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
         await self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
         return created_wall_ms
@@ -189,7 +195,10 @@ class Sandboxes:
     async def collect(self, name: str, state: SandboxState, *, timed_out: bool = False,
                       cancelled: bool = False) -> Run:
         output = await self.runtime.collect(name, max_file_bytes=self.max_file_bytes)
-        head, log = await self._log_head(name), await self._log_tail(name)
+        head = await self._early_head(name)
+        if not head or evidence.APPLIED_MARKER not in head:  # e.g. launched by a former process
+            head = await self._log_head(name)
+        log = await self._log_tail(name)
         return Run(name, state, output, head, log if log is not None else output.log_tail, timed_out, cancelled)
 
     async def _run_to_exit(self, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
@@ -211,12 +220,24 @@ class Sandboxes:
                 await self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True
 
-    async def _log_head(self, name: str) -> str:
-        """The log's beginning: up to the runner's first marker, at most HEAD_BYTES."""
+    async def _early_head(self, name: str) -> str | None:
+        task = self._heads.pop(name, None)
+        if task is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), HEAD_WAIT_S)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            task.cancel()
+
+    async def _log_head(self, name: str, *, follow: bool = False) -> str:
+        """The log's beginning: up to the runner's first marker, at most HEAD_BYTES
+        (``follow``: waiting for it while the sandbox runs)."""
         seen: list[str] = []
         size = 0
         try:
-            async with aclosing(self.runtime.logs(name)) as chunks:
+            async with aclosing(self.runtime.logs(name, follow=follow)) as chunks:
                 async for chunk in chunks:
                     seen.append(chunk)
                     size += len(chunk)
@@ -246,6 +267,9 @@ class Sandboxes:
         """Delete the sandbox (rollback) by its id: ``uid`` as recorded, or the one this
         process created under ``name``. Returns how long it took, in ms."""
         uid = uid or self._uids.get(name)
+        head = self._heads.pop(name, None)
+        if head is not None:
+            head.cancel()
         removed = await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
                                                  uid=uid, actor=self.actor, reason=reason)
         if self._uids.get(name) == uid:
