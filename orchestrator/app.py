@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 
+from orchestrator.domain import disk
 from orchestrator.errors import GenesisError
 
 from orchestrator.pipeline.execute import Executor
@@ -89,6 +90,26 @@ class App:
             self.__dict__["_gpus"] = list(gpus)
         return self.__dict__["_gpus"]
 
+    def check_disk_quota(self) -> None:
+        """Once, at start-up: whether the runtime caps ``resources.disk``. Where it cannot, a
+        WARNING (``disk_quota: warn``: sandboxes run unbounded) or GenesisError(bad_config)
+        (``refuse``: Genesis does not start) — never silently."""
+        if "_disk_checked" in self.__dict__:
+            return
+        runtime = self.runtime
+        if self.settings.runtime == "docker":
+            runtime.detect_disk_quota()
+        capabilities = runtime.capabilities
+        problem = disk.startup_problem(enforced=capabilities.disk_quota, storage=capabilities.disk_storage,
+                                       mode=self.settings.disk_quota, runtime=runtime.name)
+        if problem is not None and problem[0] == "error":
+            raise GenesisError(problem[1], code="bad_config")
+        if problem is not None:
+            log.warning(problem[1], extra={"storage": capabilities.disk_storage})
+        else:
+            log.info("disk quotas enforced", extra={"storage": capabilities.disk_storage})
+        self.__dict__["_disk_checked"] = True
+
     @cached_property
     def intake(self) -> Intake:
         self.resolve_gpus()
@@ -97,6 +118,7 @@ class App:
     @cached_property
     def executor(self) -> Executor:
         self.resolve_gpus()
+        self.check_disk_quota()
         from orchestrator.controller.fenced import FencedRuntime
         # The audit trail names the process that acted: controller:<host>:<pid>:<nonce>,
         # the holder of its lease. Its runtime refuses effects once its term lapsed.

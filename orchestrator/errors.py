@@ -27,7 +27,7 @@ them.
 
 A run's own failures are not exceptions of this tree but outcomes the
 pipeline records (``orchestrator/pipeline/passes.py``): cancelled, timeout,
-oom_killed, patch_failed, baseline_failed, tampering_suspected,
+oom_killed, disk_exceeded, patch_failed, baseline_failed, tampering_suspected,
 evidence_inconsistent.
 """
 

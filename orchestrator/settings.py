@@ -193,7 +193,16 @@ class Settings(BaseModel):
     base_image: str = "genesis/base:bookworm"
     images_dir: Path = PROJECT_ROOT / "images"
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
-    default_resources: Resources = Resources(cpu=1, memory="1Gi", pids=512)
+    # resources.disk of a request that gives none; every sandbox gets a disk size.
+    default_resources: Resources = Resources(cpu=1, memory="1Gi", pids=512, disk="10Gi")
+    max_disk: str = "64Gi"  # the most resources.disk one request may ask for (resources_exceeded)
+    # Where the runtime cannot enforce resources.disk (overlay2 on ext4): "warn" logs it at
+    # start-up, `describe` shows it and sandboxes run unbounded; "refuse": Genesis does not start.
+    disk_quota: Literal["warn", "refuse"] = "warn"
+    # Docker's json-file log of each sandbox: rotated at this size, this many files kept, so
+    # a flood on stdout cannot fill the engine's disk outside any quota (docs/isolation.md).
+    sandbox_log_max_size: str = "16Mi"
+    sandbox_log_max_files: int = Field(default=2, ge=1, le=16)
     max_body_bytes: int = 4 * 2**20
     max_files: int = 1000
     # Controller (SPEC §6): admission limits and retries.
@@ -274,6 +283,8 @@ class Settings(BaseModel):
             max_memory_bytes=capacity.memory_bytes,
             max_gpus=len(capacity.gpus),
             max_timeout_ms=self.max_timeout_ms,
+            default_disk=self.default_resources.disk,
+            max_disk_bytes=parse_memory(self.max_disk),
             capabilities=capabilities,
         )
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import yaml
 
-from orchestrator.domain import resources
+from orchestrator.domain import disk, resources
 from orchestrator.domain.records import ExperimentView, HistoryEntry
 
 def age(since: datetime | None, now: datetime | None = None) -> str:
@@ -108,7 +108,8 @@ def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime
         out += ["Spec:", f"  Description:   {spec.description}",
                 f"  Changes:       patch {patch_lines} lines, {len(changes.files)} file(s)",
                 f"  Resources:     cpu={spec.resources.cpu:g} memory={spec.resources.memory} "
-                f"gpu={spec.resources.gpu} pids={spec.resources.pids} network={spec.network}",
+                f"gpu={spec.resources.gpu} pids={spec.resources.pids} network={spec.network}"
+                + _disk(spec.resources.disk, history),
                 f"  Timeout:       {spec.timeout_ms} ms   Priority: {spec.priority}"]
     elif view.raw_excerpt:
         out += ["Request (as received, truncated):", "  " + view.raw_excerpt[:300].replace("\n", " ")]
@@ -134,6 +135,15 @@ def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime
               for h in history]
     out += ["Events:", _indent(table(events, ["Age", "Action", "By", "Sandbox", "Reason"])) if events else "  <none>"]
     return "\n".join(out)
+
+
+def _disk(value, history: list[HistoryEntry]) -> str:
+    """`` disk=2Gi``, and whether the runtime enforced it, as its sandboxes' creation recorded."""
+    if value is None:
+        return ""
+    created = [h.details for h in history if h.action == "created" and "disk_enforced" in h.details]
+    last = created[-1] if created else {}
+    return f" disk={value}" + disk.note(enforced=last.get("disk_enforced"), storage=last.get("disk_storage"))
 
 
 def _indent(text: str) -> str:

@@ -41,6 +41,7 @@ def start_http(settings, health) -> bool:
 
 async def _serve(app, once: bool, nats_on: bool, api_on: bool) -> None:
     await app.runtime.ping()
+    app.check_disk_quota()  # says so (or refuses to start) where resources.disk cannot be enforced
     controller = app.controller(leader=True)
     if not once:
         start_http(app.settings, controller.health)

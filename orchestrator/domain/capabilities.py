@@ -31,6 +31,10 @@ class Capabilities:
     network: bool = False  # a sandbox may be given a network (a request's ``network: true``)
     gpus: GpuModel = "none"
     disk_usage: bool = False  # measures the disk its sandboxes' writable layers use (``disk_usage()``)
+    # Caps what a sandbox writes at resources.disk (Docker: a storage driver with quotas,
+    # found at start-up; Kubernetes: ephemeral-storage limits). False: it runs unbounded.
+    disk_quota: bool = False
+    disk_storage: str = ""  # what is (or is not) behind it, for people: "btrfs", "overlay2 on extfs"
     events: bool = False  # the platform's events about one sandbox (``events(name)``: why it waits)
     # Where it pulls snapshot images from; None: the image store of the engine that built them.
     image_registry: str | None = None

@@ -32,6 +32,8 @@ class IntakeLimits:
     max_gpus: int = 0
     max_pids: int = 4096
     max_timeout_ms: int = 24 * 3_600_000
+    default_disk: str | int | None = None  # a request's resources.disk when it gives none
+    max_disk_bytes: int | None = None  # None: no bound
     # What the runtime can honour; the default promises nothing optional (no GPUs, no network).
     capabilities: Capabilities = Capabilities()
 
@@ -71,6 +73,9 @@ def parse_request(body: bytes | str | dict, limits: IntakeLimits) -> ExperimentR
         # Validators are written to raise ValueError; anything else still
         # belongs to the client's body, never to a crash of intake.
         raise RequestRejected(f"request does not validate: {str(exc)[:200]}", code="invalid_request") from exc
+    if request.resources.disk is None and limits.default_disk is not None:
+        request = request.model_copy(update={"resources": request.resources.model_copy(
+            update={"disk": limits.default_disk})})
     check_changes(request, limits)
     check_supported(request, limits.capabilities)
     check_resources(request.resources, request.timeout_ms, limits)
@@ -138,6 +143,9 @@ def check_resources(resources: Resources, timeout_ms: int, limits: IntakeLimits)
         )
     if resources.gpu > limits.max_gpus:
         problems.append(f"gpu {resources.gpu} > {limits.max_gpus} GPUs on this host")
+    disk = resources.disk_bytes
+    if disk is not None and limits.max_disk_bytes is not None and disk > limits.max_disk_bytes:
+        problems.append(f"disk {resources.disk} > {limits.max_disk_bytes // 2**20}Mi allowed")
     if resources.pids > limits.max_pids:
         problems.append(f"pids {resources.pids} > {limits.max_pids}")
     if timeout_ms > limits.max_timeout_ms:

@@ -118,6 +118,9 @@ class Resources(_Strict):
     memory: str | int = "1Gi"
     gpu: int = Field(default=0, ge=0, le=64)
     pids: int = Field(default=512, ge=16, le=65536)
+    # What the sandbox itself may write (its workspace, /genesis/out; the image's own
+    # layers are not counted). None: the installation's default (``default_resources``).
+    disk: str | int | None = None
 
     @field_validator("memory")
     @classmethod
@@ -126,9 +129,20 @@ class Resources(_Strict):
             raise ValueError("memory below 16Mi cannot start a sandbox")
         return value
 
+    @field_validator("disk")
+    @classmethod
+    def _disk_parses(cls, value: str | int | None) -> str | int | None:
+        if value is not None and parse_memory(value) < 16 * 2**20:
+            raise ValueError("disk below 16Mi cannot hold a workspace")
+        return value
+
     @property
     def memory_bytes(self) -> int:
         return parse_memory(self.memory)
+
+    @property
+    def disk_bytes(self) -> int | None:
+        return parse_memory(self.disk) if self.disk is not None else None
 
 
 ExperimentId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]

@@ -26,7 +26,8 @@ from orchestrator.domain import evidence, grading, results, tamper
 from orchestrator.domain.environment import REPO_FILE, environment_failure, repo_modules
 from orchestrator.domain.junit import TestReport
 from orchestrator.domain.llm_calls import LlmPatterns, count_file, llm_reduction
-from orchestrator.domain.models import ExperimentRequest, Outcome, Phase, Resources, SandboxInfo, Validation
+from orchestrator.domain.models import (ExperimentRequest, Outcome, Phase, Resources, SandboxInfo, Validation,
+                                        parse_memory)
 from orchestrator.domain.planner import baseline_label
 from orchestrator.domain.policy import capped_for_dependencies, named
 from orchestrator.domain.protected import INSEPARABLE, protected_edits, tests_among
@@ -285,7 +286,12 @@ class Executor:
                            bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,
                                                 test_timeout_s=repo.test_timeout_s),
                            cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
-                           gpus=gpus, timeout_s=spec.timeout_ms / 1000)
+                           gpus=gpus, timeout_s=spec.timeout_ms / 1000, disk_bytes=res.disk_bytes,
+                           **self._log_caps())
+
+    def _log_caps(self) -> dict:
+        return {"log_max_bytes": parse_memory(self.settings.sandbox_log_max_size),
+                "log_max_files": self.settings.sandbox_log_max_files}
 
     async def _extra_run(self, view: ExperimentView, *, suffix: str, writes: list[dict], validation: Validation,
                          repo: RepoConfig) -> passes.Evidence:
@@ -328,6 +334,7 @@ class Executor:
             gpus = list((await self.store.get(view.id)).gpus)
             plan = {"validation": validation.model_dump(mode="json"), "cpu": spec.resources.cpu,
                     "memory_bytes": spec.resources.memory_bytes, "pids": spec.resources.pids,
+                    "disk_bytes": spec.resources.disk_bytes,
                     "network": spec.network, "gpus": gpus, "timeout_ms": spec.timeout_ms,
                     "instance_id": view.instance_id}
             record = await self.store.plan_baseline(key=key, repo=spec.repo, commit=view.commit or "",
@@ -358,7 +365,8 @@ class Executor:
                                                    test_timeout_s=repo.test_timeout_s),
                               cpu=plan["cpu"], memory_bytes=plan["memory_bytes"], pids=plan["pids"],
                               network=plan["network"], gpus=tuple(plan.get("gpus") or ()),
-                              timeout_s=plan["timeout_ms"] / 1000)
+                              timeout_s=plan["timeout_ms"] / 1000, disk_bytes=plan.get("disk_bytes"),
+                              **self._log_caps())
         owner = record.owner or baseline_label(key)
         try:
             await self.sandboxes.launch(sandbox, experiment_id=owner)
@@ -438,12 +446,12 @@ class Executor:
                       commit: str) -> tuple[TestReport, RunFacts, bool]:
         """One repetition's report and figures, and whether it ended the series.
 
-        A baseline that times out or runs out of memory is still the truth
+        A baseline that times out or runs out of memory or disk is still the truth
         about the unmodified tree (no passing tests), so it is cached too.
         """
         failure = passes.failure_of(run)
         files = run.output.files
-        if failure is not None and failure.code in ("timeout", "oom_killed"):
+        if failure is not None and failure.code in ("timeout", "oom_killed", "disk_exceeded"):
             exit_code = run.state.exit_code if run.state.exit_code is not None else -1
             report = results.test_report(files, exit_code) if validation.report == "junit" \
                 else results.test_report({}, exit_code)

@@ -11,18 +11,20 @@ What a run's evidence is made of, most trusted first (see
 JUnit report, the runner's closing document, the test runner's summary, the
 audit hook's ``GENESIS-AUDIT`` lines), which are only cross-checked. The
 cause wins over the symptom (SPEC §5): cancelled, timeout, oom_killed,
+disk_exceeded (the runtime measured the writable layer at its quota),
 patch_failed and the infrastructure's own doing are decided before any
 report is read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from orchestrator.domain import evidence, results
+from orchestrator.domain import disk, evidence, results
 from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
 from orchestrator.domain.models import Validation
 from orchestrator.domain.scoring import RunFacts
@@ -36,6 +38,8 @@ CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis d
 HEAD_BYTES = 1 << 20  # how much of a log's beginning is read for the runner's first line
 AUDIT_MARKER = "GENESIS-AUDIT "
 LOG_LINES = 5000
+HEAD_WAIT_S = 10.0  # how long, after the sandbox ended, its log's beginning may still take
+LOG_BYTES = 8 * 2**20  # ... and at most this much of them: a flood on stdout stays out of memory
 
 
 class Failure(Exception):
@@ -77,6 +81,9 @@ def failure_of(run: Run) -> Failure | None:
         return Failure("timeout", "the sandbox ran past timeout_ms and was killed")
     if run.state.oom_killed:
         return Failure("oom_killed", "the sandbox exceeded its memory limit and was killed by the kernel")
+    if run.state.reason == "disk_exceeded" or disk.exceeded(used_bytes=run.output.disk_used_bytes,
+                                                          quota_bytes=run.output.disk_quota_bytes):
+        return Failure("disk_exceeded", _disk_message(run))
     if evidence.applied_marker(run.head) is None and result.status == "patch_failed":
         return Failure("patch_failed", result.message or "the change did not apply")
     return None
@@ -97,6 +104,10 @@ def judge(run: Run, validation: Validation) -> Evidence:
     result = results.parse_runner_result(files, run.output.log_tail)
     applied = evidence.applied_marker(run.head)
     if applied is None or result.status != "completed":
+        if run.output.disk_quota_bytes and disk.full_in_log(run.head + "\n" + run.log):
+            # The runner could not even write its result: the quota is the cause. The log is
+            # the change's word, but it can only make this run a failure, never a verdict.
+            raise Failure("disk_exceeded", _disk_message(run))
         # Killed from outside (daemon restart, host OOM, a node going away), or a
         # runner killed by what it ran: never a verdict, retried up to the backoff limit.
         raise SandboxGone(f"sandbox {run.name} ended without a result ({result.status}, "
@@ -120,12 +131,20 @@ def judge(run: Run, validation: Validation) -> Evidence:
     return Evidence(report=report, facts=facts, audit=audit)
 
 
+def _disk_message(run: Run) -> str:
+    quota, used = run.output.disk_quota_bytes, run.output.disk_used_bytes
+    figures = f" ({used // 2**20} MiB written of {quota // 2**20} MiB)" if quota and used is not None else ""
+    return (f"the sandbox ran out of its disk quota (resources.disk){figures}: writes failed with ENOSPC"
+            + (f"; {run.state.message}" if run.state.message else ""))
+
+
 class Sandboxes:
     """Creates, waits for, collects and removes the sandboxes of one step."""
 
     def __init__(self, *, runtime: Runtime, store: AsyncStore, actor: str, max_file_bytes: int) -> None:
         self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
         self._uids: dict[str, str] = {}  # name -> the runtime's id of what this process created
+        self._heads: dict[str, asyncio.Task] = {}  # name -> its log's beginning, read while it runs
 
     def uid(self, name: str) -> str | None:
         """The runtime's id of the sandbox this process created as ``name``."""
@@ -149,10 +168,15 @@ class Sandboxes:
             raise Failure(exc.code, str(exc)) from exc
         await self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
                    details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
-                            "network": spec.network})
+                            "network": spec.network, "disk_bytes": spec.disk_bytes,
+                            "disk_enforced": self.runtime.capabilities.disk_quota,
+                            "disk_storage": self.runtime.capabilities.disk_storage})
         await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
+        # The runner's first line is read as it comes: the engine rotates its log at a
+        # fixed size, so after a flood on stdout the beginning is gone by the end.
+        self._heads[spec.name] = asyncio.create_task(self._log_head(spec.name, follow=True))
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
         await self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
         return created_wall_ms
@@ -171,7 +195,10 @@ class Sandboxes:
     async def collect(self, name: str, state: SandboxState, *, timed_out: bool = False,
                       cancelled: bool = False) -> Run:
         output = await self.runtime.collect(name, max_file_bytes=self.max_file_bytes)
-        head, log = await self._log_head(name), await self._log_tail(name)
+        head = await self._early_head(name)
+        if not head or evidence.APPLIED_MARKER not in head:  # e.g. launched by a former process
+            head = await self._log_head(name)
+        log = await self._log_tail(name)
         return Run(name, state, output, head, log if log is not None else output.log_tail, timed_out, cancelled)
 
     async def _run_to_exit(self, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
@@ -193,12 +220,24 @@ class Sandboxes:
                 await self.audit(experiment_id, name, "stopped", "killed: cancelled by request")
                 return await self.runtime.inspect(name), False, True
 
-    async def _log_head(self, name: str) -> str:
-        """The log's beginning: up to the runner's first marker, at most HEAD_BYTES."""
+    async def _early_head(self, name: str) -> str | None:
+        task = self._heads.pop(name, None)
+        if task is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), HEAD_WAIT_S)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            task.cancel()
+
+    async def _log_head(self, name: str, *, follow: bool = False) -> str:
+        """The log's beginning: up to the runner's first marker, at most HEAD_BYTES
+        (``follow``: waiting for it while the sandbox runs)."""
         seen: list[str] = []
         size = 0
         try:
-            async with aclosing(self.runtime.logs(name)) as chunks:
+            async with aclosing(self.runtime.logs(name, follow=follow)) as chunks:
                 async for chunk in chunks:
                     seen.append(chunk)
                     size += len(chunk)
@@ -210,15 +249,27 @@ class Sandboxes:
         return "".join(seen)[:HEAD_BYTES]
 
     async def _log_tail(self, name: str) -> str | None:
+        """The last LOG_LINES lines, at most LOG_BYTES of them, read as a stream."""
+        kept: list[str] = []
+        size = 0
         try:
-            return "".join([chunk async for chunk in self.runtime.logs(name, tail=LOG_LINES)])
+            async with aclosing(self.runtime.logs(name, tail=LOG_LINES)) as chunks:
+                async for chunk in chunks:
+                    kept.append(chunk)
+                    size += len(chunk)
+                    while size - len(kept[0]) >= LOG_BYTES:  # the oldest chunk is no longer needed
+                        size -= len(kept.pop(0))
         except GenesisError:
             return None
+        return "".join(kept)[-LOG_BYTES:]
 
     async def teardown(self, experiment_id: str, name: str, *, reason: str, uid: str | None = None) -> float | None:
         """Delete the sandbox (rollback) by its id: ``uid`` as recorded, or the one this
         process created under ``name``. Returns how long it took, in ms."""
         uid = uid or self._uids.get(name)
+        head = self._heads.pop(name, None)
+        if head is not None:
+            head.cancel()
         removed = await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=experiment_id, name=name,
                                                  uid=uid, actor=self.actor, reason=reason)
         if self._uids.get(name) == uid:

@@ -53,6 +53,9 @@ class SandboxSpec:
     network: bool = False
     gpus: tuple[str, ...] = ()
     tmp_bytes: int = 256 * 2**20  # tmpfs /tmp; counts against the memory limit
+    disk_bytes: int | None = None  # what it may write (workspace, /genesis/out); None: unbounded
+    log_max_bytes: int | None = None  # the engine's log of it: rotated at this size ...
+    log_max_files: int = 2  # ... keeping this many files
     timeout_s: float | None = None  # a runtime-side backstop (Kubernetes activeDeadlineSeconds)
 
 
@@ -97,6 +100,9 @@ class SandboxOutput:
     files: dict[str, bytes]
     log_tail: str
     truncated: tuple[str, ...] = ()
+    # The runtime's own measure of what the sandbox wrote, and the quota it set (None: not known).
+    disk_used_bytes: int | None = None
+    disk_quota_bytes: int | None = None
 
 
 class Runtime(Protocol):

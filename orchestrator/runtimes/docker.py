@@ -8,7 +8,10 @@ zombies, and a size-capped tmpfs on /tmp. The root filesystem is the
 image's, made read-only to the sandbox user by ownership (see
 images/toolchain-python/Dockerfile); the container's own copy-on-write layer
 holds /workspace, so a change costs what it writes, not the size of the
-monorepo.
+monorepo. That layer is capped at ``resources.disk`` (plus the image's own
+size, which btrfs counts too) with ``--storage-opt size=`` where the storage
+driver can (:meth:`DockerRuntime.detect_disk_quota`, at start-up), and the
+engine's json-file log of each sandbox is rotated at a fixed size.
 
 Not here: deciding anything. Every docker / requests exception is
 translated into :mod:`orchestrator.errors` at this boundary.
@@ -24,18 +27,26 @@ import time
 from datetime import datetime
 from typing import AsyncIterator
 
+import dataclasses
+import logging
+
 import docker
 import docker.errors
 import requests.exceptions
 
+from orchestrator.domain import disk
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
 
+log = logging.getLogger(__name__)
+LABEL_DISK = "genesis.disk-bytes"  # the quota a sandbox was created with (what it may write)
 _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
 LOG_TAIL_LINES = 200
+LOG_TAIL_BYTES = 256 * 2**10  # the engine splits long lines at 16 KiB: 200 of them can be 3 MiB
+MANAGED_BY_PROBE = "genesis.probe"
 
 
 def _errors(exc: Exception):
@@ -121,6 +132,9 @@ class DockerRuntime(Runtime):
     capabilities = Capabilities(network=True, gpus="devices", disk_usage=True)
 
     def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
+        # Per instance: whether this engine caps disk is found by detect_disk_quota().
+        self.capabilities = type(self).capabilities
+        self.disk_support: disk.QuotaSupport | None = None
         self._connected = client
         self._base_url = base_url
         self._connecting = threading.Lock()  # methods run on threads: connect once
@@ -150,15 +164,58 @@ class DockerRuntime(Runtime):
         """``docker info`` (runtimes, CDI devices), for GPU detection at start-up."""
         return self._client.info()
 
+    def detect_disk_quota(self) -> disk.QuotaSupport:
+        """Whether this engine's storage driver takes ``--storage-opt size`` (once; start-up).
+        overlay2 on xfs needs the pquota mount option too, which only a try can show."""
+        if self.disk_support is None:
+            try:
+                info = self._client.info()
+            except Exception as exc:
+                mapped = _errors(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            support = disk.quota_support(info.get("Driver") or "", info.get("DriverStatus"))
+            if support.enforced and support.storage.startswith("overlay"):
+                support = self._probe_storage_opt(support)
+            self.disk_support = support
+            self.capabilities = dataclasses.replace(self.capabilities, disk_quota=support.enforced,
+                                                    disk_storage=support.storage)
+        return self.disk_support
+
+    def _probe_storage_opt(self, support: disk.QuotaSupport) -> disk.QuotaSupport:
+        images = self._client.images.list()
+        if not images:
+            return disk.QuotaSupport(False, support.storage + " (no image to probe pquota with)")
+        try:
+            probe = self._client.containers.create(images[0].id, ["true"], storage_opt={"size": "1G"},
+                                                   labels={MANAGED_BY_PROBE: "disk-quota"})
+        except docker.errors.APIError as exc:
+            return disk.QuotaSupport(False, f"{support.storage} without pquota: {exc.explanation or exc}"[:200])
+        probe.remove(force=True)
+        return support
+
+    def _storage_opt(self, spec: SandboxSpec) -> dict[str, str] | None:
+        if spec.disk_bytes is None or not self.capabilities.disk_quota:
+            return None
+        image_bytes = int(self._client.images.get(spec.image).attrs.get("Size") or 0)
+        return {"size": str(disk.storage_size(spec.disk_bytes, image_bytes))}
+
     @_translate
     def create(self, spec: SandboxSpec) -> str:
+        storage_opt = self._storage_opt(spec)
+        labels = {**spec.labels, LABEL_DISK: str(spec.disk_bytes)} if storage_opt else spec.labels
+        log_config = None
+        if spec.log_max_bytes:
+            log_config = docker.types.LogConfig(type="json-file", config={
+                "max-size": str(spec.log_max_bytes), "max-file": str(spec.log_max_files)})
         device_requests = []
         if spec.gpus:
             device_requests = [docker.types.DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
         container = self._client.containers.create(
             spec.image,
             name=spec.name,
-            labels=spec.labels,
+            labels=labels,
             user="1000:1000",
             network_mode="bridge" if spec.network else "none",
             cap_drop=["ALL"],
@@ -171,6 +228,8 @@ class DockerRuntime(Runtime):
             init=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
             device_requests=device_requests,
+            storage_opt=storage_opt,
+            log_config=log_config,
             detach=True,
         )
         try:
@@ -220,7 +279,14 @@ class DockerRuntime(Runtime):
         stream, _ = container.get_archive("/genesis/out")
         files, truncated = read_out_archive(stream, max_file_bytes=max_file_bytes)
         tail = container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES)
-        return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace"), truncated=tuple(truncated))
+        quota = (container.labels or {}).get(LABEL_DISK)
+        used = None
+        if quota:  # the engine's measure of the writable layer (a walk of it: only where capped)
+            listed = self._client.api.containers(all=True, size=True, filters={"id": container.id})
+            used = int(listed[0].get("SizeRw") or 0) if listed else None
+        return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace")[-LOG_TAIL_BYTES:],
+                             truncated=tuple(truncated), disk_used_bytes=used,
+                             disk_quota_bytes=int(quota) if quota else None)
 
     async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
         def produce():

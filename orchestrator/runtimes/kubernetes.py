@@ -278,7 +278,8 @@ class KubernetesRuntime(Runtime):
 
     def __init__(self, api: k8s.ApiClient, options: PodOptions, *, selector: dict[str, str],
                  watch_timeout_s: int = 300, request_timeout_s: float = 30.0) -> None:
-        self.capabilities = Capabilities(gpus="count", events=True, image_registry=options.image_prefix)
+        self.capabilities = Capabilities(gpus="count", events=True, image_registry=options.image_prefix,
+                                         disk_quota=True, disk_storage="ephemeral-storage limits")
         self._api = api
         self._core = k8s.CoreV1Api(api)
         self.options = options

@@ -28,6 +28,7 @@ import base64
 import gzip
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -98,6 +99,10 @@ def pod_manifest(spec: SandboxSpec, options: PodOptions) -> dict:
     limits: dict[str, str] = {"cpu": quantity_cpu(spec.cpu), "memory": str(spec.memory_bytes)}
     if spec.gpus:
         limits[options.gpu_resource] = str(len(spec.gpus))
+    if spec.disk_bytes is not None:
+        # The kubelet evicts a pod past it: its writable layer, its logs and the disk-backed
+        # emptyDirs (the workspace, seeded with a copy of the tree, and /genesis/out).
+        limits["ephemeral-storage"] = str(spec.disk_bytes)
     node_selector = {**options.node_selector, **(options.gpu_node_selector if spec.gpus else {})}
     tolerations = [*options.tolerations, *(options.gpu_tolerations if spec.gpus else ())]
     pod_spec: dict = {
@@ -121,7 +126,7 @@ def pod_manifest(spec: SandboxSpec, options: PodOptions) -> dict:
                 {"name": "GENESIS_OUT_TO_LOG", "value": str(OUT_TO_LOG_BYTES)},
                 {"name": "HOME", "value": "/tmp"},
             ],
-            "resources": {"requests": dict(limits), "limits": limits},
+            "resources": {"requests": dict(limits), "limits": limits},  # ephemeral-storage: resources.disk
             "securityContext": {
                 "allowPrivilegeEscalation": False, "privileged": False, "readOnlyRootFilesystem": True,
                 "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
@@ -190,6 +195,8 @@ def _disruption(pod: dict) -> str | None:
         if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
             return _DISRUPTION_CONDITIONS.get(condition.get("reason") or "", "disrupted")
     reason = status.get("reason") or ""
+    if reason == "Evicted" and _DISK_EVICTION.search(status.get("message") or ""):
+        return "disk_exceeded"  # its own writes past resources.disk: the change's doing, not retried
     if reason == "Evicted":
         return "evicted"
     if reason in {"NodeLost", "Shutdown", "Terminated", "NodeShutdown"}:
@@ -197,6 +204,12 @@ def _disruption(pod: dict) -> str | None:
     if reason.startswith("OutOf") or reason in {"UnexpectedAdmissionError", "NodeAffinity", "Preempting"}:
         return "preempted" if reason == "Preempting" else "admission_rejected"
     return None
+
+
+# The kubelet's words when a pod outgrows its own ephemeral-storage limit or an emptyDir's
+# sizeLimit; not "The node was low on resource: ephemeral-storage" (node pressure: disrupted).
+_DISK_EVICTION = re.compile(r"ephemeral local storage usage exceeds the total limit|"
+                            r"exceeded its local ephemeral storage limit|Usage of EmptyDir volume .* exceeds the limit")
 
 
 def state_of(pod: dict) -> SandboxState:

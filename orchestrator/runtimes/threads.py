@@ -9,6 +9,8 @@ supplies only how its SDK's exceptions map to :mod:`orchestrator.errors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from functools import wraps
 from typing import AsyncIterator, Callable, Iterable
 
@@ -46,15 +48,26 @@ async def stream_in_thread(produce: Callable[[], Iterable[bytes]], translate: Tr
     loop = asyncio.get_running_loop()
     done = object()
 
+    stopped = threading.Event()  # the consumer went away: stop reading (a log flood stays out of memory)
+
     def pump() -> None:
+        stream = None
         try:
-            for chunk in produce():
+            stream = produce()
+            for chunk in stream:
+                if stopped.is_set():
+                    break
                 loop.call_soon_threadsafe(queue.put_nowait, chunk.decode("utf-8", "replace"))
         except Exception as exc:  # translated here, raised on the loop side
             mapped = translate(exc) or RuntimeFailure(f"{what}: {exc}")
             loop.call_soon_threadsafe(queue.put_nowait, mapped)
         finally:
-            loop.call_soon_threadsafe(queue.put_nowait, done)
+            close = getattr(stream, "close", None)
+            if stopped.is_set() and close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, done)
 
     task = asyncio.create_task(asyncio.to_thread(pump))
     try:
@@ -63,5 +76,6 @@ async def stream_in_thread(produce: Callable[[], Iterable[bytes]], translate: Tr
                 raise item
             yield item
     finally:
+        stopped.set()
         if task.done():
             await task

@@ -27,7 +27,7 @@ STATUSES = {"success", "failed"}
 RECOMMENDATIONS = {"merge", "merge_with_adaptations", "rollback"}
 REASONS = {"none", "invalid_request", "invalid_json", "body_too_large", "too_many_files", "invalid_path",
            "empty_change", "resources_exceeded", "unknown_repo", "unknown_commit", "conflict", "build_failed",
-           "patch_failed", "timeout", "oom_killed", "sandbox_lost", "cancelled", "runtime_error"}
+           "patch_failed", "timeout", "oom_killed", "disk_exceeded", "sandbox_lost", "cancelled", "runtime_error"}
 RISKS = {"low", "medium", "high"}
 PHASES = ("queue_wait", "environment_build", "image_build", "sandbox_start", "validation", "teardown")
 

@@ -96,6 +96,16 @@ def test_generated_pods_validate_strictly(gpus, options):
         assert box["imagePullPolicy"] == "Never" and box["image"] == "genesis/snapshot:monorepo-abc-123"
 
 
+def test_resources_disk_becomes_the_pods_ephemeral_storage_request_and_limit():
+    pod = pod_manifest(spec(disk_bytes=2 * 2**30), PodOptions(namespace=NAMESPACE))
+    validate(pod, latest_version(), strict=True)
+    box = pod["spec"]["containers"][0]
+    assert box["resources"]["limits"]["ephemeral-storage"] == str(2 * 2**30)
+    assert box["resources"]["requests"]["ephemeral-storage"] == str(2 * 2**30)
+    unbounded = pod_manifest(spec(), PodOptions(namespace=NAMESPACE))["spec"]["containers"][0]
+    assert "ephemeral-storage" not in unbounded["resources"]["limits"]
+
+
 def test_an_unknown_field_would_fail_validation():
     pod = pod_manifest(spec(), PodOptions(namespace=NAMESPACE))
     pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFS"] = True
@@ -251,6 +261,14 @@ def _terminated(code: int, reason: str) -> dict:
       "specified deadline", "containerStatuses": [_terminated(137, "Error")]},
      dict(status="exited", exit_code=137, oom_killed=False, reason="deadline_exceeded", disrupted=False)),
     ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."},
+     dict(status="exited", exit_code=-1, oom_killed=False, reason="evicted", disrupted=True)),
+    # Past its own resources.disk: the change's doing (disk_exceeded), not the node's.
+    ({"phase": "Failed", "reason": "Evicted", "message": "Pod ephemeral local storage usage exceeds the total "
+      "limit of containers 209715200. "},
+     dict(status="exited", exit_code=-1, oom_killed=False, reason="disk_exceeded", disrupted=False)),
+    ({"phase": "Failed", "reason": "Evicted", "message": 'Usage of EmptyDir volume "work" exceeds the limit "4Gi". '},
+     dict(status="exited", exit_code=-1, oom_killed=False, reason="disk_exceeded", disrupted=False)),
+    ({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: ephemeral-storage. "},
      dict(status="exited", exit_code=-1, oom_killed=False, reason="evicted", disrupted=True)),
     ({"phase": "Failed", "conditions": [{"type": "DisruptionTarget", "status": "True",
                                          "reason": "PreemptionByScheduler"}],

@@ -46,11 +46,12 @@ def test_docker_declares_network_host_gpus_and_disk_use_without_connecting():
     runtime.close()  # nothing was connected, nothing to close
 
 
-def test_kubernetes_declares_no_network_counted_gpus_events_and_its_registry(tmp_path):
+def test_kubernetes_declares_no_network_counted_gpus_events_its_registry_and_disk_quotas(tmp_path):
     runtime = from_settings(kube_settings(tmp_path, registry="registry.example:5000"))
     try:
         assert runtime.capabilities == Capabilities(gpus="count", events=True,
-                                                    image_registry="registry.example:5000")
+                                                    image_registry="registry.example:5000", disk_quota=True,
+                                                    disk_storage="ephemeral-storage limits")
         with pytest.raises(RuntimeFailure) as info:  # the protocol's default for what it does not declare
             asyncio.run(runtime.disk_usage())
         assert info.value.code == "unsupported_by_runtime"
