@@ -281,7 +281,8 @@ def _terminated(code: int, reason: str) -> dict:
      dict(status="exited", reason="image_unavailable", disrupted=True)),
     ({"phase": "Running"}, dict(status="running", reason=None)),
     ({"phase": "Pending"}, dict(status="running", reason=None)),
-], ids=["succeeded", "oom", "deadline", "evicted", "preempted", "admission", "image", "running", "pending"])
+], ids=["succeeded", "oom", "deadline", "evicted", "disk-own-limit", "disk-emptydir", "evicted-node-disk",
+      "preempted", "admission", "image", "running", "pending"])
 def test_phases_and_reasons_map_to_sandbox_states(apiserver, kube_runtime, status, expected):
     run(kube_runtime.create(spec()))
     run(kube_runtime.start("genesis-exp-1-a1"))
