@@ -10,6 +10,11 @@ images/toolchain-python/Dockerfile); the container's own copy-on-write layer
 holds /workspace, so a change costs what it writes, not the size of the
 monorepo.
 
+With ``sandbox_runtime`` (Docker's ``--runtime``, e.g. gVisor's ``runsc``)
+sandboxes run under that runtime, as the engine has it registered; what they
+can then be given is read from that registration (:func:`registered_capabilities`).
+Image builds stay on the engine's default runtime.
+
 Not here: deciding anything. Every docker / requests exception is
 translated into :mod:`orchestrator.errors` at this boundary.
 """
@@ -17,10 +22,12 @@ translated into :mod:`orchestrator.errors` at this boundary.
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import AsyncIterator
 
@@ -29,7 +36,7 @@ import docker.errors
 import requests.exceptions
 
 from orchestrator.domain.capabilities import Capabilities
-from orchestrator.errors import RuntimeFailure, SandboxGone
+from orchestrator.errors import GenesisError, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
@@ -50,6 +57,43 @@ def _errors(exc: Exception):
 
 
 _translate = translated(_errors)
+
+# runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
+DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True)
+_RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
+
+
+def _runsc_flag(args: list[str], name: str) -> str | None:
+    """The value runsc's Go flag parser would read for ``name`` (-x, --x, x=v, x v); None: not given."""
+    value = None
+    for index, arg in enumerate(args):
+        key, sep, given = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or key != name:
+            continue
+        if sep:
+            value = given
+        elif name in _RUNSC_BOOL_FLAGS:
+            value = "true"
+        elif index + 1 < len(args):
+            value = args[index + 1]
+    return value
+
+
+def registered_capabilities(name: str, registration: dict) -> Capabilities:
+    """What a sandbox under the engine's runtime ``name`` can be given, from its entry in
+    ``docker info``'s Runtimes (``path``, ``runtimeArgs``).
+
+    gVisor (``runsc``) answers system calls in its own kernel: it gives no GPUs (this
+    build has no device proxy), a network only when not registered with
+    ``--network=none``, and applies the OCI seccomp profile Docker sends only with
+    ``--oci-seccomp``. Any other runtime is taken to honour what runc does.
+    """
+    if name != "runsc" and os.path.basename(registration.get("path") or "") != "runsc":
+        return replace(DEFAULT_CAPABILITIES, sandbox_runtime=name)
+    args = [str(arg) for arg in registration.get("runtimeArgs") or []]
+    return replace(DEFAULT_CAPABILITIES, sandbox_runtime=name, kernel="gvisor", gpus="none",
+                   network=_runsc_flag(args, "network") != "none",
+                   seccomp=(_runsc_flag(args, "oci-seccomp") or "false").lower() in ("true", "1", "t"))
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -118,12 +162,43 @@ class DockerRuntime(Runtime):
     """
 
     name = "docker"
-    capabilities = Capabilities(network=True, gpus="devices", disk_usage=True)
 
-    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
+    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None,
+                 sandbox_runtime: str | None = None) -> None:
         self._connected = client
         self._base_url = base_url
         self._connecting = threading.Lock()  # methods run on threads: connect once
+        self.sandbox_runtime = sandbox_runtime
+        self._capabilities = (DEFAULT_CAPABILITIES if sandbox_runtime is None
+                              else replace(DEFAULT_CAPABILITIES, sandbox_runtime="runc") if sandbox_runtime == "runc"
+                              else None)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What its sandboxes can be given. Under a runtime other than runc, read once from the
+        engine's registration of it: the first read connects, and raises GenesisError(bad_config)
+        when the engine knows no such runtime."""
+        if self._capabilities is None:
+            self._capabilities = registered_capabilities(self.sandbox_runtime, self._registration())
+        return self._capabilities
+
+    def _registration(self) -> dict:
+        """The engine's entry for ``sandbox_runtime`` in ``docker info``'s Runtimes."""
+        try:
+            runtimes = self._client.info().get("Runtimes") or {}
+        except Exception as exc:
+            mapped = _errors(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if self.sandbox_runtime not in runtimes:
+            raise GenesisError(
+                f"sandbox_runtime: the Docker engine knows no runtime {self.sandbox_runtime!r} (it knows "
+                f"{', '.join(sorted(runtimes)) or 'none'}); register it in /etc/docker/daemon.json, e.g. "
+                '{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", '
+                '"--network=none"]}}}, and send the daemon SIGHUP (scripts/setup.sh does both)',
+                code="bad_config")
+        return runtimes[self.sandbox_runtime]
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -171,6 +246,7 @@ class DockerRuntime(Runtime):
             init=True,
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
             device_requests=device_requests,
+            runtime=self.sandbox_runtime,  # None: the engine's default
             detach=True,
         )
         try:
