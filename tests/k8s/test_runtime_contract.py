@@ -1,6 +1,7 @@
 """One contract, two runtimes: every test here runs against the Docker runtime
-(a real engine) and the kubernetes runtime (the real client, the API
-emulator, and the Docker-backed test kubelet running the Pods it creates).
+(a real engine), under runc and under gVisor's runsc (``sandbox_runtime``),
+and the kubernetes runtime (the real client, the API emulator, and the
+Docker-backed test kubelet running the Pods it creates).
 
 The contract is what the pipeline relies on (orchestrator/runtimes/base.py):
 create delivers the bundle and does not start; start runs the runner; wait
@@ -20,14 +21,17 @@ import pytest
 from helpers import RUN_ID, TEST_LABEL
 from orchestrator.errors import SandboxGone
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, SandboxSpec
+from orchestrator.runtimes.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(params=["docker", "kubernetes"])
-def runtime(request, app):
+@pytest.fixture(params=["docker", "docker-runsc", "kubernetes"])
+def runtime(request, app, docker_client):
     if request.param == "docker":
         return app.docker
+    if request.param == "docker-runsc":  # the engine must have runsc registered (scripts/setup.sh)
+        return DockerRuntime(docker_client, sandbox_runtime="runsc")
     request.getfixturevalue("kubelet")
     return request.getfixturevalue("kube_runtime")
 
