@@ -24,6 +24,9 @@ from orchestrator.runtimes.base import LABEL_EXPERIMENT, SandboxSpec
 from orchestrator.runtimes.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
+# This run's installation (tests/conftest.py): a `genesis serve` of the "default" installation on
+# the same engine would reap sandboxes labelled as its own between create and inspect.
+INSTALLATION = f"test-{RUN_ID}"
 
 
 @pytest.fixture(params=["docker", "docker-runsc", "kubernetes"])
@@ -42,7 +45,7 @@ def make_spec(runtime, image: str, script: str, **overrides) -> SandboxSpec:
               "validation": {"command": ["python3", "probe.py"]}}
     fields = dict(name=name, image=image, bundle=json.dumps(bundle).encode(), cpu=1, memory_bytes=256 * 2**20,
                   pids=128, timeout_s=120,
-                  labels={"genesis.managed-by": "genesis", "genesis.installation": "default", TEST_LABEL: RUN_ID,
+                  labels={"genesis.managed-by": "genesis", "genesis.installation": INSTALLATION, TEST_LABEL: RUN_ID,
                           LABEL_EXPERIMENT: name})
     fields.update(overrides)
     return SandboxSpec(**fields)
@@ -76,7 +79,7 @@ def test_create_start_wait_collect_list_remove(runtime, snapshot_image):
     assert "hello from the sandbox" in logs
     # The runner's first marker precedes anything the validation printed.
     assert logs.index("GENESIS-APPLIED ") < logs.index("hello from the sandbox")
-    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name, "genesis.installation": "default",
+    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name, "genesis.installation": INSTALLATION,
                                "genesis.managed-by": "genesis"}))
     assert [s.name for s in listed] == [spec.name] and listed[0].labels[LABEL_EXPERIMENT] == spec.name
     assert run(runtime.remove(spec.name)) is True
