@@ -158,7 +158,8 @@ class DockerRuntime(Runtime):
     """:class:`orchestrator.runtimes.base.Runtime` over the Docker Engine API.
 
     The engine is connected on first use (the SDK asks it its API version), so
-    reading what it can do, or a CLI verb that only reads the store, needs no engine.
+    reading what it can do under the default runtime, or a CLI verb that only reads
+    the store, needs no engine; another ``sandbox_runtime`` is looked up there once.
     """
 
     name = "docker"
