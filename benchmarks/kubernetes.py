@@ -2,7 +2,7 @@
 
 1. listing sandboxes for a controller pass: the runtime's watch-fed cache
    against a direct LIST with the same label selector, N pods in the API
-   emulator (tests/k8s/apiserver.py: kmock's emulator over localhost HTTP).
+   emulator (tests/k8s/kubeapi.py: kmock's emulator over localhost HTTP).
 2. API requests per sandbox lifecycle (create, start, wait, collect, remove).
 3. the read-only root's price: on Kubernetes the runner copies /workspace
    into an emptyDir before applying the change. The pod's container
@@ -36,7 +36,7 @@ from orchestrator.settings import PROJECT_ROOT, RepoConfig
 from orchestrator.snapshots.builder import SnapshotBuilder
 
 sys.path.insert(0, str(ROOT / "tests" / "k8s"))
-from apiserver import RunningApiServer  # noqa: E402 - the emulator lives with the tests
+from kubeapi import RunningApiServer  # noqa: E402 - the emulator lives with the tests
 
 NAMESPACE = "genesis-sandboxes"
 SELECTOR = {"genesis.managed-by": "genesis", "genesis.installation": "bench"}

@@ -47,7 +47,9 @@ class App:
     def docker(self):
         """The Docker engine: the sandbox runtime, and on Kubernetes the snapshot image builder."""
         from orchestrator.runtimes.docker import DockerRuntime
-        return DockerRuntime(base_url=self.settings.docker_url)
+        # On Kubernetes this engine only builds images: sandbox_runtime is refused there (check_runtime).
+        sandbox_runtime = self.settings.sandbox_runtime if self.settings.runtime == "docker" else None
+        return DockerRuntime(base_url=self.settings.docker_url, sandbox_runtime=sandbox_runtime)
 
     @cached_property
     def snapshots(self):
@@ -65,6 +67,20 @@ class App:
         return SnapshotBuilder(images, images_dir=self.settings.images_dir,
                                base_image=self.settings.base_image, extra_labels=labels,
                                build=self.settings.build, logs_dir=self.settings.build_logs_dir)
+
+    def check_runtime(self) -> None:
+        """Refuse to start (GenesisError bad_config) with a ``sandbox_runtime`` that cannot be
+        used: on Kubernetes (``kubernetes.runtime_class`` is that setting there), or one the
+        Docker engine has not registered. Reading the runtime's capabilities asks the engine."""
+        if self.settings.sandbox_runtime is None:
+            return
+        if self.settings.runtime != "docker":
+            raise GenesisError("sandbox_runtime: a Docker runtime setting; on Kubernetes name the "
+                               "RuntimeClass in kubernetes.runtime_class", code="bad_config")
+        capabilities = self.runtime.capabilities
+        log.info("sandbox runtime", extra={"sandbox_runtime": capabilities.sandbox_runtime,
+                                           "kernel": capabilities.kernel, "seccomp": capabilities.seccomp,
+                                           "network": capabilities.network})
 
     def resolve_gpus(self) -> list[str]:
         """Check the ``gpus`` setting against what the runtime can give, once: host devices
@@ -112,11 +128,13 @@ class App:
 
     @cached_property
     def intake(self) -> Intake:
+        self.check_runtime()
         self.resolve_gpus()
         return Intake(self.settings, self.store, capabilities=self.runtime.capabilities)
 
     @cached_property
     def executor(self) -> Executor:
+        self.check_runtime()
         self.resolve_gpus()
         self.check_disk_quota()
         from orchestrator.controller.fenced import FencedRuntime

@@ -190,6 +190,10 @@ class Settings(BaseModel):
     database_url: str | None = None
     runtime: Literal["docker", "kubernetes"] = "docker"
     docker_url: str | None = None
+    # The Docker runtime sandboxes run under (``--runtime``): e.g. runsc, gVisor's, registered
+    # with the engine (docs/isolation.md "gVisor"). None: the engine's default (runc). Image
+    # builds always use the default. On Kubernetes, kubernetes.runtime_class is the equivalent.
+    sandbox_runtime: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     base_image: str = "genesis/base:bookworm"
     images_dir: Path = PROJECT_ROOT / "images"
     repos: dict[str, RepoConfig] = Field(default_factory=dict)

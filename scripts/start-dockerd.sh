@@ -18,7 +18,10 @@ if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   rm -f "$pidfile"
 fi
 log=${GENESIS_DOCKERD_LOG:-/var/log/genesis-dockerd.log}
-setsid dockerd >"$log" 2>&1 < /dev/null &
+config=${GENESIS_DOCKERD_CONFIG:-/etc/docker/daemon.json}  # runtimes (runsc): scripts/register-runsc.sh
+args=()
+[ -f "$config" ] && args=(--config-file "$config")
+setsid dockerd "${args[@]}" >"$log" 2>&1 < /dev/null &
 for _ in $(seq 1 60); do
   if answers; then exit 0; fi
   sleep 1

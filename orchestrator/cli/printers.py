@@ -115,6 +115,9 @@ def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime
         out += ["Request (as received, truncated):", "  " + view.raw_excerpt[:300].replace("\n", " ")]
     out += ["Sandbox:", f"  Name:          {view.sandbox_name or '<none>'}", f"  Image:         {view.image or '<none>'}",
             f"  Preserved:     {view.preserved_until.isoformat() if view.preserved_until else 'no'}"]
+    if view.outcome and view.outcome.sandbox:
+        ran = view.outcome.sandbox
+        out.append(f"  Runtime:       {ran.runtime}" + (f" ({ran.sandbox_runtime})" if ran.sandbox_runtime else ""))
     if view.outcome and view.outcome.error:
         out += ["Error:", f"  Code:          {view.outcome.error.code}", f"  Message:       {view.outcome.error.message}"]
     out += ["Conditions:", _indent(table([[c.type, c.status, c.reason, c.message[:80]] for c in view.conditions],

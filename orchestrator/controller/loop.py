@@ -334,7 +334,8 @@ class Controller:
             await self.store.set_preserved_until(action.experiment_id, None)
         elif isinstance(action, Fail):
             await lifecycle.fail(self.store, await self.store.get(action.experiment_id), code=action.code,
-                           message=action.message, actor=self.actor, runtime_name=self.runtime.name)
+                           message=action.message, actor=self.actor, runtime_name=self.runtime.name,
+                           sandbox_runtime=self.runtime.capabilities.sandbox_runtime)
         elif isinstance(action, Retry):
             await self.store.requeue(action.experiment_id, reason=action.reason, not_before=action.not_before,
                                actor=self.actor)

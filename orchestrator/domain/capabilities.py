@@ -22,6 +22,9 @@ from typing import Literal
 # that it detects and tracks (Docker device requests); or a count the
 # platform's device plugin fills (Kubernetes ``nvidia.com/gpu``).
 GpuModel = Literal["none", "devices", "count"]
+# Whose kernel a sandbox's system calls reach: the host's (runc, a namespace and
+# cgroup boundary), or gVisor's user-space kernel (runsc), which answers them itself.
+Kernel = Literal["host", "gvisor"]
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,16 @@ class Capabilities:
     events: bool = False  # the platform's events about one sandbox (``events(name)``: why it waits)
     # Where it pulls snapshot images from; None: the image store of the engine that built them.
     image_registry: str | None = None
+    # The low-level runtime its sandboxes run under (Docker's ``--runtime``); None: the platform's default.
+    sandbox_runtime: str | None = None
+    kernel: Kernel = "host"
+    seccomp: bool = False  # a seccomp filter narrows the system calls a sandbox may make
 
     def refusals(self, *, network: bool, gpus: int) -> list[str]:
         """What of a request this runtime cannot honour, one phrase each; empty when it can."""
         problems = []
         if network and not self.network:
-            problems.append("network: true (sandboxes on this runtime get no network)")
+            problems.append(f"network: true (sandboxes on {self.sandbox_runtime or 'this runtime'} get no network)")
         if gpus and self.gpus == "none":
             problems.append(f"gpu {gpus} (this runtime cannot give a sandbox GPUs)")
         return problems

@@ -235,6 +235,8 @@ class Baseline(BaseModel):
 
 class SandboxInfo(BaseModel):
     runtime: str
+    # The low-level runtime it ran under (Docker's --runtime, e.g. runsc); None: the platform's default.
+    sandbox_runtime: str | None = None
     image: str
     name: str | None = None
     preserved: bool = False

@@ -67,13 +67,17 @@ def sandbox_name(experiment_id: str, attempt: int) -> str:
 
 
 def baseline_key(*, repo: str, commit: str, validation: Validation, image: str, resources: Resources,
-                 plugins: list[str], grading_version: int, repetitions: int, test_timeout_s: float | None) -> str:
-    """One baseline per tree, command, image, resources and way of grading:
-    a change is timed against a baseline that ran with its own resources."""
-    doc = json.dumps([repo, commit, validation.command, validation.workdir, validation.report, image,
-                      resources.cpu, resources.memory_bytes, resources.gpu, sorted(plugins), grading_version,
-                      repetitions, test_timeout_s])
-    return hashlib.sha256(doc.encode()).hexdigest()
+                 plugins: list[str], grading_version: int, repetitions: int, test_timeout_s: float | None,
+                 sandbox_runtime: str | None = None) -> str:
+    """One baseline per tree, command, image, resources, sandbox runtime and way of grading:
+    a change is timed against a baseline that ran with its own resources, under the same
+    runtime (gVisor runs a test suite several times slower than runc)."""
+    fields = [repo, commit, validation.command, validation.workdir, validation.report, image,
+              resources.cpu, resources.memory_bytes, resources.gpu, sorted(plugins), grading_version,
+              repetitions, test_timeout_s]
+    if sandbox_runtime is not None:  # absent for the default: baselines kept from before stay valid
+        fields.append(sandbox_runtime)
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 class Executor:
@@ -316,7 +320,8 @@ class Executor:
         return baseline_key(repo=spec.repo, commit=commit, validation=validation, image=image,
                             resources=spec.resources, plugins=repo.pytest_plugins,
                             grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions,
-                            test_timeout_s=repo.test_timeout_s)
+                            test_timeout_s=repo.test_timeout_s,
+                            sandbox_runtime=self.runtime.capabilities.sandbox_runtime)
 
     async def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
                         repo: RepoConfig) -> ExperimentView | None:
@@ -572,6 +577,7 @@ class Executor:
             experiment_id=view.id, instance_id=view.instance_id, status="success", recommendation=recommendation,
             metrics=figures, baseline=baseline, tests=tests, trace_id=view.trace_id,
             sandbox=SandboxInfo(runtime=self.runtime.name, image=view.image or "", name=name,
+                                sandbox_runtime=self.runtime.capabilities.sandbox_runtime,
                                 preserved=preserved_until is not None, preserved_until=preserved_until),
             timestamp=utcnow(),
         )
@@ -583,4 +589,5 @@ class Executor:
 
     async def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
         return await lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
-                              runtime_name=self.runtime.name)
+                              runtime_name=self.runtime.name,
+                              sandbox_runtime=self.runtime.capabilities.sandbox_runtime)

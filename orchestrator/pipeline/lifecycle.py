@@ -39,7 +39,7 @@ async def remove_sandboxes(runtime: Runtime, store: AsyncStore, experiment_id: s
 
 
 async def fail(store: AsyncStore, view: ExperimentView, *, code: str, message: str, actor: str,
-         runtime_name: str) -> ExperimentView:
+         runtime_name: str, sandbox_runtime: str | None = None) -> ExperimentView:
     """Finalize as Failed with ``code``; a no-op on an experiment already finished."""
     if view.phase.finished:
         return view
@@ -47,7 +47,8 @@ async def fail(store: AsyncStore, view: ExperimentView, *, code: str, message: s
         experiment_id=view.id, instance_id=view.instance_id, status="failed",
         recommendation=Recommendation.ROLLBACK, error=ErrorInfo(code=code, message=message),
         trace_id=view.trace_id, timestamp=utcnow(),
-        sandbox=SandboxInfo(runtime=runtime_name, image=view.image or "", name=view.sandbox_name),
+        sandbox=SandboxInfo(runtime=runtime_name, image=view.image or "", name=view.sandbox_name,
+                            sandbox_runtime=sandbox_runtime),
     )
     final = await store.finalize(outcome, phase=Phase.FAILED, reason=code, message=message, actor=actor)
     observe_finished(final)

@@ -13,6 +13,11 @@ size, which btrfs counts too) with ``--storage-opt size=`` where the storage
 driver can (:meth:`DockerRuntime.detect_disk_quota`, at start-up), and the
 engine's json-file log of each sandbox is rotated at a fixed size.
 
+With ``sandbox_runtime`` (Docker's ``--runtime``, e.g. gVisor's ``runsc``)
+sandboxes run under that runtime, as the engine has it registered; what they
+can then be given is read from that registration (:func:`registered_capabilities`).
+Image builds stay on the engine's default runtime.
+
 Not here: deciding anything. Every docker / requests exception is
 translated into :mod:`orchestrator.errors` at this boundary.
 """
@@ -20,14 +25,15 @@ translated into :mod:`orchestrator.errors` at this boundary.
 from __future__ import annotations
 
 import io
+import os
 import re
 import tarfile
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import AsyncIterator
 
-import dataclasses
 import logging
 
 import docker
@@ -36,7 +42,7 @@ import requests.exceptions
 
 from orchestrator.domain import disk
 from orchestrator.domain.capabilities import Capabilities
-from orchestrator.errors import RuntimeFailure, SandboxGone
+from orchestrator.errors import GenesisError, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
@@ -61,6 +67,43 @@ def _errors(exc: Exception):
 
 
 _translate = translated(_errors)
+
+# runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
+DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True)
+_RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
+
+
+def _runsc_flag(args: list[str], name: str) -> str | None:
+    """The value runsc's Go flag parser would read for ``name`` (-x, --x, x=v, x v); None: not given."""
+    value = None
+    for index, arg in enumerate(args):
+        key, sep, given = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or key != name:
+            continue
+        if sep:
+            value = given
+        elif name in _RUNSC_BOOL_FLAGS:
+            value = "true"
+        elif index + 1 < len(args):
+            value = args[index + 1]
+    return value
+
+
+def registered_capabilities(name: str, registration: dict) -> Capabilities:
+    """What a sandbox under the engine's runtime ``name`` can be given, from its entry in
+    ``docker info``'s Runtimes (``path``, ``runtimeArgs``).
+
+    gVisor (``runsc``) answers system calls in its own kernel: it gives no GPUs (this
+    build has no device proxy), a network only when not registered with
+    ``--network=none``, and applies the OCI seccomp profile Docker sends only with
+    ``--oci-seccomp``. Any other runtime is taken to honour what runc does.
+    """
+    if name != "runsc" and os.path.basename(registration.get("path") or "") != "runsc":
+        return replace(DEFAULT_CAPABILITIES, sandbox_runtime=name)
+    args = [str(arg) for arg in registration.get("runtimeArgs") or []]
+    return replace(DEFAULT_CAPABILITIES, sandbox_runtime=name, kernel="gvisor", gpus="none",
+                   network=_runsc_flag(args, "network") != "none",
+                   seccomp=(_runsc_flag(args, "oci-seccomp") or "false").lower() in ("true", "1", "t"))
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -125,19 +168,49 @@ class DockerRuntime(Runtime):
     """:class:`orchestrator.runtimes.base.Runtime` over the Docker Engine API.
 
     The engine is connected on first use (the SDK asks it its API version), so
-    reading what it can do, or a CLI verb that only reads the store, needs no engine.
+    reading what it can do under the default runtime, or a CLI verb that only reads
+    the store, needs no engine; another ``sandbox_runtime`` is looked up there once.
     """
 
     name = "docker"
-    capabilities = Capabilities(network=True, gpus="devices", disk_usage=True)
 
-    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None) -> None:
-        # Per instance: whether this engine caps disk is found by detect_disk_quota().
-        self.capabilities = type(self).capabilities
-        self.disk_support: disk.QuotaSupport | None = None
+    def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None,
+                 sandbox_runtime: str | None = None) -> None:
+        self.disk_support: disk.QuotaSupport | None = None  # found by detect_disk_quota() at start-up
         self._connected = client
         self._base_url = base_url
         self._connecting = threading.Lock()  # methods run on threads: connect once
+        self.sandbox_runtime = sandbox_runtime
+        self._capabilities = (DEFAULT_CAPABILITIES if sandbox_runtime is None
+                              else replace(DEFAULT_CAPABILITIES, sandbox_runtime="runc") if sandbox_runtime == "runc"
+                              else None)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What its sandboxes can be given. Under a runtime other than runc, read once from the
+        engine's registration of it: the first read connects, and raises GenesisError(bad_config)
+        when the engine knows no such runtime."""
+        if self._capabilities is None:
+            self._capabilities = registered_capabilities(self.sandbox_runtime, self._registration())
+        return self._capabilities
+
+    def _registration(self) -> dict:
+        """The engine's entry for ``sandbox_runtime`` in ``docker info``'s Runtimes."""
+        try:
+            runtimes = self._client.info().get("Runtimes") or {}
+        except Exception as exc:
+            mapped = _errors(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if self.sandbox_runtime not in runtimes:
+            raise GenesisError(
+                f"sandbox_runtime: the Docker engine knows no runtime {self.sandbox_runtime!r} (it knows "
+                f"{', '.join(sorted(runtimes)) or 'none'}); register it in /etc/docker/daemon.json, e.g. "
+                '{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", '
+                '"--network=none"]}}}, and send the daemon SIGHUP (scripts/setup.sh does both)',
+                code="bad_config")
+        return runtimes[self.sandbox_runtime]
 
     @property
     def _client(self) -> docker.DockerClient:
@@ -179,8 +252,8 @@ class DockerRuntime(Runtime):
             if support.enforced and support.storage.startswith("overlay"):
                 support = self._probe_storage_opt(support)
             self.disk_support = support
-            self.capabilities = dataclasses.replace(self.capabilities, disk_quota=support.enforced,
-                                                    disk_storage=support.storage)
+            self._capabilities = replace(self.capabilities, disk_quota=support.enforced,
+                                         disk_storage=support.storage)
         return self.disk_support
 
     def _probe_storage_opt(self, support: disk.QuotaSupport) -> disk.QuotaSupport:
@@ -230,6 +303,7 @@ class DockerRuntime(Runtime):
             device_requests=device_requests,
             storage_opt=storage_opt,
             log_config=log_config,
+            runtime=self.sandbox_runtime,  # None: the engine's default
             detach=True,
         )
         try:

@@ -7,6 +7,9 @@ repository's own pytest validation, no request overrides) and is asserted
 never to be ``merge``, with the code it gets. Controls beside them: the
 breakage alone, and an honest fix that updates its own test's expectation,
 which must still merge.
+
+Every case runs once per sandbox runtime: runc, and gVisor's runsc (its own
+kernel answers the techniques' signals, exits, file writes and /proc reads).
 """
 
 from __future__ import annotations
@@ -23,17 +26,18 @@ BREAK = {"path": "sparc/decompose.py", "content": None}  # filled from the sampl
 BROKEN_TEST = "tests.test_decompose::test_complex_plan_splits_on_and"
 
 
-@pytest.fixture(scope="module")
-def corpus_app(tmp_path_factory, docker_client):
+@pytest.fixture(scope="module", params=["runc", "runsc"])
+def corpus_app(request, tmp_path_factory, docker_client):
     from orchestrator.app import App
     from orchestrator.settings import load_settings
 
-    home = tmp_path_factory.mktemp("corpus-home")
+    home = tmp_path_factory.mktemp(f"corpus-home-{request.param}")
     repo = make_repo(home / "monorepo")
     config = home / "genesis.yaml"
     config.write_text(json.dumps({
         "home": str(home), "extra_labels": {TEST_LABEL: RUN_ID}, "pass_interval_s": 0.2,
-        "installation": f"corpus-{RUN_ID}",  # no other app's controller reaps its sandboxes
+        "sandbox_runtime": request.param,
+        "installation": f"corpus-{request.param}-{RUN_ID}",  # no other app's controller reaps its sandboxes
         # The repository's validation, no overrides; a short per-test timeout for the hanging test below.
         "repos": {"monorepo": {"path": str(repo), "test_timeout_s": 5}},
     }))

@@ -1,7 +1,7 @@
 """Fixtures for the kubernetes runtime: the API emulator, a Docker-backed
 test kubelet, and runtimes of both kinds built the way Genesis builds them.
 
-No Kubernetes cluster can run here (see tests/k8s/apiserver.py for what the
+No Kubernetes cluster can run here (see tests/k8s/kubeapi.py for what the
 emulator adds to kmock, and tests/k8s/kubelet.py for what the kubelet
 stand-in honours and what it cannot).
 """
@@ -13,7 +13,7 @@ import asyncio
 import pytest
 from kubernetes import client as k8s
 
-from apiserver import RunningApiServer
+from kubeapi import RunningApiServer
 from helpers import RUN_ID, TEST_LABEL
 from kubelet import DockerKubelet
 from orchestrator.settings import RepoConfig

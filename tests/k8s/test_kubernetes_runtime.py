@@ -15,7 +15,7 @@ import time
 import pytest
 from kubernetes_validate.utils import latest_version, validate
 
-from apiserver import PODS
+from kubeapi import PODS
 from conftest import NAMESPACE, kube_runtime_for
 from helpers import wait_until
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone

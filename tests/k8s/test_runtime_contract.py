@@ -1,6 +1,7 @@
 """One contract, two runtimes: every test here runs against the Docker runtime
-(a real engine) and the kubernetes runtime (the real client, the API
-emulator, and the Docker-backed test kubelet running the Pods it creates).
+(a real engine), under runc and under gVisor's runsc (``sandbox_runtime``),
+and the kubernetes runtime (the real client, the API emulator, and the
+Docker-backed test kubelet running the Pods it creates).
 
 The contract is what the pipeline relies on (orchestrator/runtimes/base.py):
 create delivers the bundle and does not start; start runs the runner; wait
@@ -20,14 +21,20 @@ import pytest
 from helpers import RUN_ID, TEST_LABEL
 from orchestrator.errors import SandboxGone
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, SandboxSpec
+from orchestrator.runtimes.docker import DockerRuntime
 
 pytestmark = pytest.mark.docker
+# This run's installation (tests/conftest.py): a `genesis serve` of the "default" installation on
+# the same engine would reap sandboxes labelled as its own between create and inspect.
+INSTALLATION = f"test-{RUN_ID}"
 
 
-@pytest.fixture(params=["docker", "kubernetes"])
-def runtime(request, app):
+@pytest.fixture(params=["docker", "docker-runsc", "kubernetes"])
+def runtime(request, app, docker_client):
     if request.param == "docker":
         return app.docker
+    if request.param == "docker-runsc":  # the engine must have runsc registered (scripts/setup.sh)
+        return DockerRuntime(docker_client, sandbox_runtime="runsc")
     request.getfixturevalue("kubelet")
     return request.getfixturevalue("kube_runtime")
 
@@ -38,7 +45,7 @@ def make_spec(runtime, image: str, script: str, **overrides) -> SandboxSpec:
               "validation": {"command": ["python3", "probe.py"]}}
     fields = dict(name=name, image=image, bundle=json.dumps(bundle).encode(), cpu=1, memory_bytes=256 * 2**20,
                   pids=128, timeout_s=120,
-                  labels={"genesis.managed-by": "genesis", "genesis.installation": "default", TEST_LABEL: RUN_ID,
+                  labels={"genesis.managed-by": "genesis", "genesis.installation": INSTALLATION, TEST_LABEL: RUN_ID,
                           LABEL_EXPERIMENT: name})
     fields.update(overrides)
     return SandboxSpec(**fields)
@@ -72,7 +79,7 @@ def test_create_start_wait_collect_list_remove(runtime, snapshot_image):
     assert "hello from the sandbox" in logs
     # The runner's first marker precedes anything the validation printed.
     assert logs.index("GENESIS-APPLIED ") < logs.index("hello from the sandbox")
-    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name, "genesis.installation": "default",
+    listed = run(runtime.list({LABEL_EXPERIMENT: spec.name, "genesis.installation": INSTALLATION,
                                "genesis.managed-by": "genesis"}))
     assert [s.name for s in listed] == [spec.name] and listed[0].labels[LABEL_EXPERIMENT] == spec.name
     assert run(runtime.remove(spec.name)) is True

@@ -17,7 +17,7 @@ import yaml
 from orchestrator.app import App
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import GenesisError, RuntimeFailure
-from orchestrator.runtimes.docker import DockerRuntime
+from orchestrator.runtimes.docker import DockerRuntime, registered_capabilities
 from orchestrator.runtimes.kubernetes import from_settings
 from orchestrator.settings import Settings
 
@@ -40,9 +40,9 @@ def kube_settings(tmp_path, **kubernetes) -> Settings:
                     kubernetes={"kubeconfig": kubeconfig(tmp_path), **kubernetes})
 
 
-def test_docker_declares_network_host_gpus_and_disk_use_without_connecting():
+def test_docker_declares_network_host_gpus_disk_use_and_seccomp_without_connecting():
     runtime = DockerRuntime(base_url=NOWHERE)
-    assert runtime.capabilities == Capabilities(network=True, gpus="devices", disk_usage=True)
+    assert runtime.capabilities == Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True)
     runtime.close()  # nothing was connected, nothing to close
 
 
@@ -90,5 +90,77 @@ def test_gpus_a_runtime_cannot_give_are_refused_at_start(tmp_path):
         with pytest.raises(GenesisError) as info:
             app.resolve_gpus()
         assert info.value.code == "bad_config" and "auto" in str(info.value)
+    finally:
+        app.close()
+
+
+RUNSC = {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}
+
+
+class EngineInfo:
+    """A Docker client that answers only ``info()``, with the runtimes given."""
+
+    def __init__(self, runtimes: dict) -> None:
+        self.runtimes, self.asked = runtimes, 0
+
+    def info(self) -> dict:
+        self.asked += 1
+        return {"Runtimes": self.runtimes, "DefaultRuntime": "runc"}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("args, network, seccomp", [
+    (["--platform=ptrace", "--network=none"], False, False),
+    (["--network", "none", "--oci-seccomp"], False, True),
+    (["-network=host", "--oci-seccomp=true"], True, True),
+    (["--oci-seccomp=false"], True, False),  # runsc's default network ("sandbox"): Docker's bridge
+])
+def test_runsc_capabilities_are_read_from_its_registration(args, network, seccomp):
+    declared = registered_capabilities("runsc", {"path": "/usr/bin/runsc", "runtimeArgs": args})
+    assert (declared.network, declared.seccomp, declared.kernel, declared.gpus) == (network, seccomp, "gvisor", "none")
+    assert declared.sandbox_runtime == "runsc" and declared.disk_usage
+
+
+def test_any_other_registered_runtime_is_taken_as_runc():
+    assert registered_capabilities("crun", {"path": "/usr/bin/crun"}) == Capabilities(
+        network=True, gpus="devices", disk_usage=True, seccomp=True, sandbox_runtime="crun")
+    # gVisor under another name is still gVisor.
+    assert registered_capabilities("gvisor", RUNSC).kernel == "gvisor"
+
+
+def test_docker_under_runsc_asks_the_engine_once_and_refuses_network():
+    engine = EngineInfo({"runc": {"path": "runc"}, "runsc": RUNSC})
+    runtime = DockerRuntime(engine, sandbox_runtime="runsc")
+    assert runtime.capabilities.refusals(network=True, gpus=0) == [
+        "network: true (sandboxes on runsc get no network)"]
+    assert runtime.capabilities.kernel == "gvisor" and not runtime.capabilities.seccomp
+    assert engine.asked == 1
+
+
+def test_runc_named_needs_no_engine():
+    runtime = DockerRuntime(base_url=NOWHERE, sandbox_runtime="runc")
+    assert runtime.capabilities.sandbox_runtime == "runc" and runtime.capabilities.network
+
+
+def test_start_refuses_a_runtime_the_engine_has_not_registered(tmp_path):
+    app = App(Settings(home=tmp_path / "home", docker_url=NOWHERE, sandbox_runtime="runsc"))
+    app.__dict__["docker"] = DockerRuntime(EngineInfo({"runc": {"path": "runc"}}), sandbox_runtime="runsc")
+    try:
+        with pytest.raises(GenesisError) as info:
+            app.intake
+        assert info.value.code == "bad_config"
+        assert "knows no runtime 'runsc' (it knows runc)" in str(info.value) and "daemon.json" in str(info.value)
+    finally:
+        app.close()
+
+
+def test_sandbox_runtime_is_a_docker_setting(tmp_path):
+    app = App(kube_settings(tmp_path).model_copy(update={"sandbox_runtime": "runsc"}))
+    try:
+        with pytest.raises(GenesisError) as info:
+            app.executor
+        assert info.value.code == "bad_config" and "kubernetes.runtime_class" in str(info.value)
     finally:
         app.close()
