@@ -247,10 +247,24 @@ def print_out_files(budget):
     print("%s-END" % OUT_MARKER, flush=True)
 
 
+def not_traceable():
+    """Make this process non-dumpable: the validation runs as the same user, and a
+    dumpable runner could be attached with ptrace (Docker's default seccomp profile
+    allows it) and have its memory and file descriptors rewritten. The flag is not
+    inherited across execve, so the validation's own processes stay traceable by it
+    (debuggers, pytest's faulthandler)."""
+    import ctypes
+    pr_set_dumpable = 4
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
 def main():
     result = {"runner_started_ms": now_ms(), "status": "runner_failed"}
     code = EXIT_RUNNER_FAILED
     try:
+        not_traceable()
         bundle = read_bundle()
         seeded_ms = seed_workspace()
         if seeded_ms is not None:
