@@ -222,8 +222,8 @@ class Sandboxes:
 
     async def _early_head(self, name: str) -> str | None:
         task = self._heads.pop(name, None)
-        if task is None:
-            return None
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            return None  # launched under another event loop (a controller before this one): read anew
         try:
             return await asyncio.wait_for(asyncio.shield(task), HEAD_WAIT_S)
         except asyncio.TimeoutError:
