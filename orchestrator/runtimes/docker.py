@@ -298,7 +298,7 @@ class DockerRuntime(Runtime):
             nano_cpus=int(spec.cpu * 1e9),
             pids_limit=spec.pids,
             ipc_mode="private",
-            init=True,
+            init=False,  # the runner is the sandbox's init: not traceable, not killable from inside
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
             device_requests=device_requests,
             storage_opt=storage_opt,

@@ -208,7 +208,7 @@ class DockerKubelet:
             security_opt=["no-new-privileges"] if sc.get("allowPrivilegeEscalation") is False else None,
             mem_limit=memory, memswap_limit=memory,
             nano_cpus=int(parse_quantity(limits["cpu"]) * 1e9) if "cpu" in limits else None,
-            pids_limit=1024, network_mode="none", init=True, volumes=volumes, tmpfs=tmpfs, detach=True)
+            pids_limit=1024, network_mode="none", init=False, volumes=volumes, tmpfs=tmpfs, detach=True)
         self._mine.add(container.id)
         container.start()
         self._started[name] = time.time()
