@@ -211,3 +211,41 @@ def test_sandbox_runtime_is_a_docker_setting(tmp_path):
         assert info.value.code == "bad_config" and "kubernetes.runtime_class" in str(info.value)
     finally:
         app.close()
+
+
+def test_a_host_without_iptables_gives_no_network_and_says_why(monkeypatch):
+    from orchestrator.runtimes import docker_egress
+    monkeypatch.setattr(docker_egress.shutil, "which", lambda name: None)
+    runtime = DockerRuntime(base_url="unix:///var/run/docker.sock", egress_installation="default")
+    assert runtime.prepare_egress() == "egress filtering unavailable: no iptables command on this host"
+    assert not runtime.capabilities.network
+    runtime.close()
+
+
+class Networks:
+    """A Docker client's ``networks`` holding one network with the attributes given."""
+
+    def __init__(self, attrs: dict) -> None:
+        self.network = type("Network", (), {"attrs": attrs})()
+
+    def get(self, name):
+        return self.network
+
+
+def test_a_network_of_that_name_that_is_not_genesiss_bridge_is_refused():
+    from orchestrator.runtimes import docker_egress
+    client = type("Client", (), {})()
+    client.networks = Networks({"Driver": "bridge", "Options": {docker_egress.ICC_OPTION: "true"}})
+    with pytest.raises(docker_egress.EgressUnavailable, match="not Genesis's filtered bridge"):
+        docker_egress.ensure_network(client, installation="default", labels={})
+
+
+def test_a_sandbox_with_network_is_not_created_without_the_filtered_network():
+    from orchestrator.errors import RequestRejected
+    from orchestrator.runtimes.base import SandboxSpec
+    runtime = DockerRuntime(base_url=NOWHERE)
+    spec = SandboxSpec(name="genesis-x-a1", image="img", labels={}, bundle=b"{}", cpu=1, memory_bytes=2**28,
+                       pids=64, network=True)
+    with pytest.raises(RequestRejected) as info:
+        asyncio.run(runtime.create(spec))
+    assert info.value.code == "unsupported_by_runtime" and "sandbox_egress is off" in str(info.value)
