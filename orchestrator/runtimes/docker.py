@@ -4,7 +4,7 @@ Isolation set on every container (SPEC §5): no network (``network_mode=none``)
 unless asked and allowed (``sandbox_egress``): then the installation's filtered
 egress network (:mod:`orchestrator.runtimes.docker_egress`), made ready at
 start-up by :meth:`DockerRuntime.prepare_egress`, or no network is declared at
-all. The unprivileged sandbox user, all capabilities
+all. And: the unprivileged sandbox user, all capabilities
 dropped, ``no-new-privileges``, memory limit with swap equal to it (no
 swap), CPU quota, pids limit, a private IPC namespace, ``init`` to reap
 zombies, and a size-capped tmpfs on /tmp. The root filesystem is the
@@ -45,8 +45,7 @@ import requests.exceptions
 
 from orchestrator.domain import disk
 from orchestrator.domain.capabilities import Capabilities
-from orchestrator.errors import GenesisError, RuntimeFailure, SandboxGone
-from orchestrator.errors import RequestRejected
+from orchestrator.errors import GenesisError, RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
@@ -318,14 +317,14 @@ class DockerRuntime(Runtime):
 
     @_translate
     def create(self, spec: SandboxSpec) -> str:
+        if spec.network and self.egress_network is None:  # a request accepted under other settings
+            raise RequestRejected(f"network: true ({self._network_note})", code="unsupported_by_runtime")
         storage_opt = self._storage_opt(spec)
         labels = {**spec.labels, LABEL_DISK: str(spec.disk_bytes)} if storage_opt else spec.labels
         log_config = None
         if spec.log_max_bytes:
             log_config = docker.types.LogConfig(type="json-file", config={
                 "max-size": str(spec.log_max_bytes), "max-file": str(spec.log_max_files)})
-        if spec.network and self.egress_network is None:  # a request accepted under other settings
-            raise RequestRejected(f"network: true ({self._network_note})", code="unsupported_by_runtime")
         device_requests = []
         if spec.gpus:
             device_requests = [docker.types.DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
