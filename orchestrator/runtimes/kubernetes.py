@@ -453,7 +453,9 @@ class KubernetesRuntime(Runtime):
             name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 
     def _delete(self, name: str, uid: str | None) -> bool:
-        """Delete, with a UID precondition when ``uid`` is known: 409 means another pod now has the name."""
+        """Delete, with a UID precondition when ``uid`` is known: 409 means another pod now has the name.
+        Its NetworkPolicy goes too, where pods may have one (the garbage collector would delete it
+        through its owner reference; this does not wait for that)."""
         options = k8s.V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background",
                                       preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
         try:
@@ -466,16 +468,13 @@ class KubernetesRuntime(Runtime):
                 return False
             raise
         self.informer.drop(name)
+        if self.egress:
+            self._delete_policy(name)
         return True
 
     @_translate
     def remove(self, name: str, *, uid: str | None = None) -> bool:
-        """Delete the pod, and its NetworkPolicy where it may have one (the garbage collector
-        would too, through its owner reference; this does not wait for it)."""
-        removed = self._delete(name, uid)
-        if self.egress and removed:
-            self._delete_policy(name)
-        return removed
+        return self._delete(name, uid)
 
     # -- output ---------------------------------------------------------------
 
