@@ -66,7 +66,8 @@ def test_egress_except_takes_ipv4_cidrs_only():
 
 def test_network_refusal_says_why():
     off = Capabilities(network_note="sandbox_egress is off: no sandbox is given a network")
-    assert off.refusals(network=True, gpus=0) == ["network: true (sandbox_egress is off: no sandbox is given a network)"]
+    assert off.refusals(network=True, gpus=0) == [
+        "network: true (sandbox_egress is off: no sandbox is given a network)"]
     assert Capabilities(sandbox_runtime="runsc").refusals(network=True, gpus=0) == [
         "network: true (sandboxes on runsc get no network)"]
     assert Capabilities(network=True).refusals(network=True, gpus=0) == []
