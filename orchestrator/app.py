@@ -7,6 +7,7 @@ import logging
 from functools import cached_property
 
 from orchestrator.domain import disk
+from orchestrator.domain.capabilities import pids_startup_warning
 from orchestrator.errors import GenesisError
 
 from orchestrator.pipeline.execute import Executor
@@ -49,7 +50,10 @@ class App:
         from orchestrator.runtimes.docker import DockerRuntime
         # On Kubernetes this engine only builds images: sandbox_runtime is refused there (check_runtime).
         sandbox_runtime = self.settings.sandbox_runtime if self.settings.runtime == "docker" else None
-        return DockerRuntime(base_url=self.settings.docker_url, sandbox_runtime=sandbox_runtime)
+        egress = self.settings.sandbox_egress and self.settings.runtime == "docker"
+        return DockerRuntime(base_url=self.settings.docker_url, sandbox_runtime=sandbox_runtime,
+                             egress_installation=self.settings.installation if egress else None,
+                             egress_labels={**self.settings.extra_labels, **self.settings.sandbox_selector()})
 
     @cached_property
     def snapshots(self):
@@ -81,6 +85,24 @@ class App:
         log.info("sandbox runtime", extra={"sandbox_runtime": capabilities.sandbox_runtime,
                                            "kernel": capabilities.kernel, "seccomp": capabilities.seccomp,
                                            "network": capabilities.network})
+
+    def check_network(self) -> None:
+        """Once, at start-up: whether sandboxes may have a network (``sandbox_egress``, and on
+        Docker the filtered egress network, made ready here), and whether a pids limit can be
+        promised; what cannot be given is logged with why, and refused at intake."""
+        if "_network_checked" in self.__dict__:
+            return
+        runtime = self.runtime
+        prepare = getattr(runtime, "prepare_egress", None)
+        why = prepare() if prepare is not None else runtime.capabilities.network_note or None
+        if why and self.settings.sandbox_egress:
+            log.warning("sandboxes get no network; network: true is refused", extra={"why": why})
+        else:
+            log.info("sandbox network", extra={"network": why is None, "why": why})
+        warning = pids_startup_warning(runtime.capabilities, runtime=runtime.name)
+        if warning:
+            log.warning(warning)
+        self.__dict__["_network_checked"] = True
 
     def resolve_gpus(self) -> list[str]:
         """Check the ``gpus`` setting against what the runtime can give, once: host devices
@@ -129,12 +151,14 @@ class App:
     @cached_property
     def intake(self) -> Intake:
         self.check_runtime()
+        self.check_network()
         self.resolve_gpus()
         return Intake(self.settings, self.store, capabilities=self.runtime.capabilities)
 
     @cached_property
     def executor(self) -> Executor:
         self.check_runtime()
+        self.check_network()
         self.resolve_gpus()
         self.check_disk_quota()
         from orchestrator.controller.fenced import FencedRuntime

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from orchestrator.domain import egress
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.environment import EnvironmentConfig, RepoFile
 from orchestrator.domain.intake import IntakeLimits
@@ -163,6 +164,24 @@ class KubernetesSettings(BaseModel):
     deadline_slack_s: int = Field(default=60, ge=1)  # activeDeadlineSeconds = timeout + slack: a backstop
     watch_timeout_s: int = Field(default=300, ge=1)  # server-side timeout of one watch request
     request_timeout_s: float = 30.0
+    # The kubelet's podPidsLimit on the nodes sandboxes run on (KubeletConfiguration), as the
+    # operator knows it: the Pod API cannot set a pids limit, so every pod gets the node's.
+    # Requests for more are refused (resources_exceeded); None: not known, and start-up and
+    # `describe` say that no pids limit is promised (docs/kubernetes.md).
+    pod_pids_limit: int | None = Field(default=None, ge=1)
+    # With sandbox_egress: CIDRs sandbox pods may not reach on top of the private, link-local
+    # and CGNAT ranges always excepted (orchestrator/domain/egress.py), e.g. the API server's
+    # public endpoint, or pod and service CIDRs outside those ranges.
+    egress_except: list[str] = Field(default_factory=list)
+    # Where the cluster DNS pods run: a pod with network may reach them on port 53 (they sit
+    # in the excepted pod CIDR). None: no DNS rule; sandboxes resolve nothing.
+    dns_namespace: str | None = "kube-system"
+    dns_pod_labels: dict[str, str] = Field(default_factory=lambda: {"k8s-app": "kube-dns"})
+
+    @field_validator("egress_except")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return egress.check_cidrs(value)
 
 
 class ApiSettings(BaseModel):
@@ -195,6 +214,12 @@ class Settings(BaseModel):
     # builds always use the default. On Kubernetes, kubernetes.runtime_class is the equivalent.
     sandbox_runtime: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     base_image: str = "genesis/base:bookworm"
+    # May a sandbox have a network at all (a request's `network: true`)? Off: every runtime
+    # declares none and intake refuses it (unsupported_by_runtime). On: Docker gives it the
+    # filtered egress network (iptables; refused if that cannot be set up), Kubernetes a
+    # NetworkPolicy of its own; neither reaches private, link-local or CGNAT addresses, the
+    # host, or other sandboxes (docs/isolation.md "Network").
+    sandbox_egress: bool = False
     images_dir: Path = PROJECT_ROOT / "images"
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
     # resources.disk of a request that gives none; every sandbox gets a disk size.

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import yaml
 
 from orchestrator.domain import disk, resources
+from orchestrator.domain.capabilities import pids_note
 from orchestrator.domain.records import ExperimentView, HistoryEntry
 
 def age(since: datetime | None, now: datetime | None = None) -> str:
@@ -108,7 +109,8 @@ def describe(view: ExperimentView, history: list[HistoryEntry], *, now: datetime
         out += ["Spec:", f"  Description:   {spec.description}",
                 f"  Changes:       patch {patch_lines} lines, {len(changes.files)} file(s)",
                 f"  Resources:     cpu={spec.resources.cpu:g} memory={spec.resources.memory} "
-                f"gpu={spec.resources.gpu} pids={spec.resources.pids} network={spec.network}"
+                f"gpu={spec.resources.gpu} pids={spec.resources.pids}{_pids(spec.resources.pids, history)} "
+                f"network={spec.network}"
                 + _disk(spec.resources.disk, history),
                 f"  Timeout:       {spec.timeout_ms} ms   Priority: {spec.priority}"]
     elif view.raw_excerpt:
@@ -147,6 +149,13 @@ def _disk(value, history: list[HistoryEntry]) -> str:
     created = [h.details for h in history if h.action == "created" and "disk_enforced" in h.details]
     last = created[-1] if created else {}
     return f" disk={value}" + disk.note(enforced=last.get("disk_enforced"), storage=last.get("disk_storage"))
+
+
+def _pids(value: int, history: list[HistoryEntry]) -> str:
+    """How ``pids=`` was enforced, as its sandboxes' creation recorded (nothing on Docker: exactly)."""
+    created = [h.details for h in history if h.action == "created" and "pids_enforced" in h.details]
+    last = created[-1] if created else {}
+    return pids_note(model=last.get("pids_enforced"), node_limit=last.get("pids_node_limit"), requested=value)
 
 
 def _indent(text: str) -> str:

@@ -148,6 +148,9 @@ def check_resources(resources: Resources, timeout_ms: int, limits: IntakeLimits)
         problems.append(f"disk {resources.disk} > {limits.max_disk_bytes // 2**20}Mi allowed")
     if resources.pids > limits.max_pids:
         problems.append(f"pids {resources.pids} > {limits.max_pids}")
+    elif (beyond_node := limits.capabilities.pids_refusal(resources.pids)) is not None:
+        # A count, like cpu or GPUs past what there is: resources_exceeded, not unsupported_by_runtime.
+        problems.append(beyond_node)
     if timeout_ms > limits.max_timeout_ms:
         problems.append(f"timeout_ms {timeout_ms} > {limits.max_timeout_ms}")
     if problems:

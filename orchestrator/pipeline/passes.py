@@ -170,7 +170,9 @@ class Sandboxes:
                    details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
                             "network": spec.network, "disk_bytes": spec.disk_bytes,
                             "disk_enforced": self.runtime.capabilities.disk_quota,
-                            "disk_storage": self.runtime.capabilities.disk_storage})
+                            "disk_storage": self.runtime.capabilities.disk_storage,
+                            "pids_enforced": self.runtime.capabilities.pids,
+                            "pids_node_limit": self.runtime.capabilities.max_pids})
         await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
                    details={"bundle_bytes": len(spec.bundle)})
         await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours

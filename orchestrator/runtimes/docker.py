@@ -1,7 +1,10 @@
 """The Docker runtime: one container per sandbox, through the docker SDK.
 
-Isolation set on every container (SPEC §5): no network unless asked
-(``network_mode=none``), the unprivileged sandbox user, all capabilities
+Isolation set on every container (SPEC §5): no network (``network_mode=none``)
+unless asked and allowed (``sandbox_egress``): then the installation's filtered
+egress network (:mod:`orchestrator.runtimes.docker_egress`), made ready at
+start-up by :meth:`DockerRuntime.prepare_egress`, or no network is declared at
+all. And: the unprivileged sandbox user, all capabilities
 dropped, ``no-new-privileges``, memory limit with swap equal to it (no
 swap), CPU quota, pids limit, a private IPC namespace, ``init`` to reap
 zombies, and a size-capped tmpfs on /tmp. The root filesystem is the
@@ -42,7 +45,7 @@ import requests.exceptions
 
 from orchestrator.domain import disk
 from orchestrator.domain.capabilities import Capabilities
-from orchestrator.errors import GenesisError, RuntimeFailure, SandboxGone
+from orchestrator.errors import GenesisError, RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
@@ -69,7 +72,9 @@ def _errors(exc: Exception):
 _translate = translated(_errors)
 
 # runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
-DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True)
+# The network is there to give; whether it is given is prepare_egress()'s to find (DockerRuntime.capabilities).
+DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact")
+EGRESS_OFF = "sandbox_egress is off: no sandbox is given a network"
 _RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
 
 
@@ -175,7 +180,8 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, client: docker.DockerClient | None = None, *, base_url: str | None = None,
-                 sandbox_runtime: str | None = None) -> None:
+                 sandbox_runtime: str | None = None, egress_installation: str | None = None,
+                 egress_labels: dict[str, str] | None = None) -> None:
         self.disk_support: disk.QuotaSupport | None = None  # found by detect_disk_quota() at start-up
         self._connected = client
         self._base_url = base_url
@@ -184,15 +190,50 @@ class DockerRuntime(Runtime):
         self._capabilities = (DEFAULT_CAPABILITIES if sandbox_runtime is None
                               else replace(DEFAULT_CAPABILITIES, sandbox_runtime="runc") if sandbox_runtime == "runc"
                               else None)
+        # Egress: None when not allowed (sandbox_egress off); else the installation whose
+        # filtered network prepare_egress() readies, and its name once it is ready.
+        self.egress_installation = egress_installation
+        self._egress_labels = dict(egress_labels or {})
+        self.egress_network: str | None = None
+        self._network_note = EGRESS_OFF if egress_installation is None else \
+            "egress filtering is not set up (start-up did not prepare it)"
 
     @property
     def capabilities(self) -> Capabilities:
         """What its sandboxes can be given. Under a runtime other than runc, read once from the
         engine's registration of it: the first read connects, and raises GenesisError(bad_config)
-        when the engine knows no such runtime."""
+        when the engine knows no such runtime. A network only once the filtered egress network
+        is ready (:meth:`prepare_egress`), whatever the runtime could otherwise do."""
+        registered = self._registered()
+        if registered.network and self.egress_network is None:
+            return replace(registered, network=False, network_note=self._network_note)
+        return registered
+
+    def _registered(self) -> Capabilities:
         if self._capabilities is None:
             self._capabilities = registered_capabilities(self.sandbox_runtime, self._registration())
         return self._capabilities
+
+    def prepare_egress(self) -> str | None:
+        """Once, at start-up, where ``sandbox_egress`` allows a network: the filtered egress
+        network and its host rules (idempotent). Returns why sandboxes get no network (None:
+        they can have one); it never raises for a host that cannot filter, it declines."""
+        if self.egress_installation is None or not self._registered().network:
+            return self.capabilities.network_note or None
+        if self.egress_network is None:
+            from orchestrator.runtimes import docker_egress
+            try:
+                self.egress_network = docker_egress.prepare(
+                    lambda: self._client, base_url=self._base_url, installation=self.egress_installation,
+                    labels=self._egress_labels)
+            except docker_egress.EgressUnavailable as exc:
+                self._network_note = f"egress filtering unavailable: {exc}"
+            except Exception as exc:
+                mapped = _errors(exc)
+                if mapped is None:
+                    raise
+                self._network_note = f"egress filtering unavailable: {mapped}"
+        return None if self.egress_network else self._network_note
 
     def _registration(self) -> dict:
         """The engine's entry for ``sandbox_runtime`` in ``docker info``'s Runtimes."""
@@ -252,7 +293,7 @@ class DockerRuntime(Runtime):
             if support.enforced and support.storage.startswith("overlay"):
                 support = self._probe_storage_opt(support)
             self.disk_support = support
-            self._capabilities = replace(self.capabilities, disk_quota=support.enforced,
+            self._capabilities = replace(self._registered(), disk_quota=support.enforced,
                                          disk_storage=support.storage)
         return self.disk_support
 
@@ -276,6 +317,8 @@ class DockerRuntime(Runtime):
 
     @_translate
     def create(self, spec: SandboxSpec) -> str:
+        if spec.network and self.egress_network is None:  # a request accepted under other settings
+            raise RequestRejected(f"network: true ({self._network_note})", code="unsupported_by_runtime")
         storage_opt = self._storage_opt(spec)
         labels = {**spec.labels, LABEL_DISK: str(spec.disk_bytes)} if storage_opt else spec.labels
         log_config = None
@@ -290,7 +333,7 @@ class DockerRuntime(Runtime):
             name=spec.name,
             labels=labels,
             user="1000:1000",
-            network_mode="bridge" if spec.network else "none",
+            network_mode=self.egress_network if spec.network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             mem_limit=spec.memory_bytes,

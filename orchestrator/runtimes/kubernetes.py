@@ -4,9 +4,10 @@ The Pod itself is made in :mod:`orchestrator.runtimes.kubernetes_pods`
 (pure); this module only talks to the API server, with exactly these calls
 (the orchestrator's Role grants them and nothing else):
 
-    pods       create, get, list, watch, patch, delete
-    pods/log   get
-    events     list      (why a pod failed or waits: FailedScheduling, ...)
+    pods             create, get, list, watch, patch, delete
+    pods/log         get
+    events           list      (why a pod failed or waits: FailedScheduling, ...)
+    networkpolicies  create, delete   (networking.k8s.io; a pod's own egress, with sandbox_egress)
 
 Lifecycle on the API: ``create`` POSTs the Pod behind a scheduling gate;
 ``start`` removes the gate with a patch carrying the resourceVersion it read
@@ -40,7 +41,7 @@ from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
 from orchestrator.runtimes.kubernetes_pods import (BUNDLE_DIGEST_ANNOTATION, BundleTooLarge, PodOptions,
-                                                   label_selector, pod_manifest, state_of)
+                                                   egress_policy, label_selector, pod_manifest, state_of)
 from orchestrator.runtimes.outputs import files_from_log, split_log
 from orchestrator.runtimes.threads import stream_in_thread, translated
 
@@ -269,19 +270,26 @@ def _terminal(pod: dict | None) -> bool:
 class KubernetesRuntime(Runtime):
     """:class:`orchestrator.runtimes.base.Runtime` over the Kubernetes API.
 
-    What it cannot honour it declares: no network (the sandbox namespace's
-    default-deny NetworkPolicy), GPUs only as a count the device plugin fills,
-    no disk measurement; pods pull snapshots from ``options.image_prefix``.
+    What it cannot honour it declares: a network only with ``egress`` (else the
+    sandbox namespace's default-deny NetworkPolicy holds), GPUs only as a count
+    the device plugin fills, pids only as the node's limit (``pod_pids_limit``,
+    when stated), no disk measurement; pods pull snapshots from ``options.image_prefix``.
     """
 
     name = "kubernetes"
 
     def __init__(self, api: k8s.ApiClient, options: PodOptions, *, selector: dict[str, str],
-                 watch_timeout_s: int = 300, request_timeout_s: float = 30.0) -> None:
-        self.capabilities = Capabilities(gpus="count", events=True, image_registry=options.image_prefix,
-                                         disk_quota=True, disk_storage="ephemeral-storage limits")
+                 watch_timeout_s: int = 300, request_timeout_s: float = 30.0, egress: bool = False,
+                 pod_pids_limit: int | None = None) -> None:
+        self.egress = egress
+        self.capabilities = Capabilities(
+            gpus="count", events=True, image_registry=options.image_prefix, disk_quota=True,
+            disk_storage="ephemeral-storage limits", network=egress,
+            network_note="" if egress else "sandbox_egress is off: the namespace's default-deny policy holds",
+            pids="node" if pod_pids_limit else "none", max_pids=pod_pids_limit)
         self._api = api
         self._core = k8s.CoreV1Api(api)
+        self._networking = k8s.NetworkingV1Api(api)
         self.options = options
         self.namespace = options.namespace
         self._timeout = request_timeout_s
@@ -354,6 +362,8 @@ class KubernetesRuntime(Runtime):
 
     @_translate
     def create(self, spec: SandboxSpec) -> str:
+        if spec.network and not self.egress:  # a request accepted under other settings
+            raise RequestRejected("network: true (sandbox_egress is off)", code="unsupported_by_runtime")
         try:
             body = pod_manifest(spec, self.options)
         except BundleTooLarge as exc:
@@ -370,9 +380,35 @@ class KubernetesRuntime(Runtime):
             if existing is None or (existing["metadata"].get("annotations") or {}).get(digest) != \
                     body["metadata"]["annotations"][digest]:
                 raise RuntimeFailure(f"kubernetes: a different pod named {spec.name} already exists") from exc
-            return existing["metadata"].get("uid", "")
-        self.informer.put(created)
+            created = existing
+        else:
+            self.informer.put(created)
+        if spec.network:
+            self._give_egress(created)
         return created["metadata"].get("uid", "")
+
+    def _give_egress(self, pod: dict) -> None:
+        """The pod's own NetworkPolicy, made while the pod is still gated (before it runs: until the
+        policy is in place, default-deny holds). One left by an earlier pod of the same name (its
+        owner not yet collected) is replaced."""
+        body = egress_policy(pod, self.options)
+        try:
+            self._networking.create_namespaced_network_policy(self.namespace, body, _preload_content=False,
+                                                              _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status != CONFLICT:
+                raise
+            self._delete_policy(pod["metadata"]["name"])
+            self._networking.create_namespaced_network_policy(self.namespace, body, _preload_content=False,
+                                                              _request_timeout=self._timeout)
+
+    def _delete_policy(self, name: str) -> None:
+        try:
+            self._networking.delete_namespaced_network_policy(name, self.namespace, _preload_content=False,
+                                                              _request_timeout=self._timeout)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     @_translate
     def start(self, name: str) -> None:
@@ -417,7 +453,9 @@ class KubernetesRuntime(Runtime):
             name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 
     def _delete(self, name: str, uid: str | None) -> bool:
-        """Delete, with a UID precondition when ``uid`` is known: 409 means another pod now has the name."""
+        """Delete, with a UID precondition when ``uid`` is known: 409 means another pod now has the name.
+        Its NetworkPolicy goes too, where pods may have one (the garbage collector would delete it
+        through its owner reference; this does not wait for that)."""
         options = k8s.V1DeleteOptions(grace_period_seconds=0, propagation_policy="Background",
                                       preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
         try:
@@ -430,6 +468,8 @@ class KubernetesRuntime(Runtime):
                 return False
             raise
         self.informer.drop(name)
+        if self.egress:
+            self._delete_policy(name)
         return True
 
     @_translate
@@ -487,7 +527,10 @@ def from_settings(settings) -> KubernetesRuntime:
         node_selector=dict(kube.node_selector), gpu_node_selector=dict(kube.gpu_node_selector),
         tolerations=tuple(kube.tolerations), gpu_tolerations=tuple(kube.gpu_tolerations),
         gpu_resource=kube.gpu_resource, workspace_size=kube.workspace_size, deadline_slack_s=kube.deadline_slack_s,
+        egress_except=tuple(kube.egress_except), dns_namespace=kube.dns_namespace,
+        dns_pod_labels=dict(kube.dns_pod_labels),
     )
     api = api_client(kubeconfig=str(kube.kubeconfig) if kube.kubeconfig else None, context=kube.context)
     return KubernetesRuntime(api, options, selector=settings.sandbox_selector(),
-                             watch_timeout_s=kube.watch_timeout_s, request_timeout_s=kube.request_timeout_s)
+                             watch_timeout_s=kube.watch_timeout_s, request_timeout_s=kube.request_timeout_s,
+                             egress=settings.sandbox_egress, pod_pids_limit=kube.pod_pids_limit)

@@ -19,7 +19,15 @@ How the pod keeps Docker's contract with a read-only root filesystem:
   stay two steps: ``start`` removes the gate.
 
 Kubernetes has no per-pod pids limit in the Pod API (it is the kubelet's
-``podPidsLimit``); ``SandboxSpec.pids`` is therefore not enforced here.
+``podPidsLimit``); ``SandboxSpec.pids`` is therefore not set here: the runtime
+declares the node's limit (``kubernetes.pod_pids_limit``) and intake refuses
+requests past it.
+
+A sandbox with ``network: true`` carries the label ``genesis.sandbox`` and gets
+its own NetworkPolicy (:func:`egress_policy`), owned by the pod: egress to any
+IPv4 address but the ranges of :mod:`orchestrator.domain.egress` (and
+``egress_except``), plus DNS to the cluster's DNS pods. The namespace's
+default-deny policy still holds everything else; policies only ever add.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from orchestrator.domain.egress import BLOCKED_RANGES
 from orchestrator.runtimes.base import SandboxSpec, SandboxState
 
 CONTAINER = "sandbox"
@@ -42,6 +51,9 @@ BUNDLE_DIGEST_ANNOTATION = "genesis/bundle-sha256"
 MAX_BUNDLE_ANNOTATION_BYTES = 240 * 1024
 OUT_TO_LOG_BYTES = 8 * 2**20  # what the runner may print of /genesis/out (kubelet rotates at 10 MiB)
 WORK_DIR = "/genesis/work"
+SANDBOX_LABEL = "genesis.sandbox"  # on pods with network: what their own NetworkPolicy selects
+LABEL_VALUE_MAX = 63
+DNS_PORT = 53
 
 # Pod and container reasons that mean the infrastructure ended the sandbox,
 # not the change (base.DISRUPTED_REASONS): the attempt is retried.
@@ -74,6 +86,9 @@ class PodOptions:
     gpu_resource: str = "nvidia.com/gpu"
     workspace_size: str = "4Gi"
     deadline_slack_s: int = 60
+    egress_except: tuple[str, ...] = ()  # beyond BLOCKED_RANGES
+    dns_namespace: str | None = "kube-system"
+    dns_pod_labels: dict[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
 
 
 def encode_bundle(bundle: bytes) -> str:
@@ -164,11 +179,48 @@ def pod_manifest(spec: SandboxSpec, options: PodOptions) -> dict:
         "metadata": {
             "name": spec.name,
             "namespace": options.namespace,
-            "labels": dict(spec.labels),
+            "labels": {**spec.labels, SANDBOX_LABEL: sandbox_label(spec.name)} if spec.network else dict(spec.labels),
             "annotations": {BUNDLE_ANNOTATION: bundle,
                             BUNDLE_DIGEST_ANNOTATION: hashlib.sha256(spec.bundle).hexdigest()},
         },
         "spec": pod_spec,
+    }
+
+
+def sandbox_label(name: str) -> str:
+    """A label value for one sandbox: its name, or (past 63 characters) a prefix and a digest."""
+    if len(name) <= LABEL_VALUE_MAX:
+        return name
+    return f"{name[:LABEL_VALUE_MAX - 17].rstrip('-.')}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+def egress_policy(pod: dict, options: PodOptions) -> dict:
+    """The NetworkPolicy that gives one pod (as created: it has a UID) its egress.
+
+    Owned by the pod, so the garbage collector deletes it with the pod even if Genesis
+    does not. Egress only: nothing may connect to the sandbox (default-deny stays).
+    """
+    meta = pod["metadata"]
+    name = meta["name"]
+    rules: list[dict] = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0",
+                                              "except": list(dict.fromkeys((*BLOCKED_RANGES,
+                                                                            *options.egress_except)))}}]}]
+    if options.dns_namespace:
+        rules.append({
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": options.dns_namespace}},
+                    "podSelector": {"matchLabels": dict(options.dns_pod_labels)}}],
+            "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],
+        })
+    labels = {key: value for key, value in (meta.get("labels") or {}).items()}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name, "namespace": options.namespace, "labels": labels,
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name, "uid": meta["uid"]}],
+        },
+        "spec": {"podSelector": {"matchLabels": {SANDBOX_LABEL: labels[SANDBOX_LABEL]}},
+                 "policyTypes": ["Egress"], "egress": rules},
     }
 
 

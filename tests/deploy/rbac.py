@@ -15,6 +15,7 @@ EXPECTED_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset({"create", "delete", "get", "list", "patch", "watch"}),
     ("", "pods/log"): frozenset({"get"}),
     ("", "events"): frozenset({"list"}),
+    ("networking.k8s.io", "networkpolicies"): frozenset({"create", "delete"}),
 }
 
 

@@ -200,6 +200,16 @@ def test_registry_and_pull_policy_reach_the_config():
     assert settings.kubernetes.image_pull_secrets == ["regcred"]
 
 
+def test_egress_and_the_nodes_pids_limit_reach_the_config(default_objects):
+    settings = _settings(default_objects)
+    assert settings.sandbox_egress is False and settings.kubernetes.pod_pids_limit is None
+    objects = render_chart(merged(WITH_TOKENS, {"sandboxes": {
+        "egress": True, "egressExcept": ["203.0.113.10/32"], "podPidsLimit": 4096}}))
+    settings = _settings(objects)
+    assert settings.sandbox_egress is True and settings.kubernetes.egress_except == ["203.0.113.10/32"]
+    assert settings.kubernetes.pod_pids_limit == 4096
+
+
 def test_nats_off_switches_nats_off_in_config_and_env():
     objects = render_chart(merged(WITH_TOKENS, {"nats": {"enabled": False}}))
     assert _settings(objects).nats.url is None

@@ -27,19 +27,29 @@ def apiserver():
         yield server
 
 
-def kube_runtime_for(server: RunningApiServer, settings, **options):
+def kube_runtime_for(server: RunningApiServer, settings, *, egress: bool = False,
+                     pod_pids_limit: int | None = None, **options):
     from orchestrator.runtimes.kubernetes import KubernetesRuntime
     from orchestrator.runtimes.kubernetes_pods import PodOptions
 
     configuration = k8s.Configuration()
     configuration.host = server.url
     return KubernetesRuntime(k8s.ApiClient(configuration), PodOptions(namespace=NAMESPACE, **options),
-                             selector=settings.sandbox_selector(), watch_timeout_s=5, request_timeout_s=10)
+                             selector=settings.sandbox_selector(), watch_timeout_s=5, request_timeout_s=10,
+                             egress=egress, pod_pids_limit=pod_pids_limit)
 
 
 @pytest.fixture
 def kube_runtime(apiserver, settings):
     runtime = kube_runtime_for(apiserver, settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def egress_runtime(apiserver, settings):
+    """A runtime that may give pods a network (sandbox_egress), each by a NetworkPolicy of its own."""
+    runtime = kube_runtime_for(apiserver, settings, egress=True, egress_except=("203.0.113.10/32",))
     yield runtime
     runtime.close()
 

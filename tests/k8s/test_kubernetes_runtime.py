@@ -17,14 +17,19 @@ from kubernetes_validate.utils import latest_version, validate
 
 from kubeapi import PODS
 from conftest import NAMESPACE, kube_runtime_for
-from helpers import wait_until
+from helpers import RUN_ID, wait_until
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import SandboxSpec
-from orchestrator.runtimes.kubernetes_pods import (START_GATE, PodOptions, pod_manifest, state_of)
+from orchestrator.domain.egress import BLOCKED_RANGES
+from orchestrator.runtimes.kubernetes_pods import (SANDBOX_LABEL, START_GATE, PodOptions, egress_policy,
+                                                   pod_manifest, sandbox_label, state_of)
 
-LABELS = {"genesis.managed-by": "genesis", "genesis.installation": "default", "genesis.experiment-id": "exp-1",
+# The session's installation (tests/conftest.py): the runtime's pod cache selects on it.
+INSTALLATION = f"test-{RUN_ID}"
+LABELS = {"genesis.managed-by": "genesis", "genesis.installation": INSTALLATION, "genesis.experiment-id": "exp-1",
           "genesis.instance-id": "agent-7", "genesis.role": "experiment", "genesis.attempt": "1"}
 PODS_URL = f"/api/v1/namespaces/{NAMESPACE}/pods"
+POLICIES_URL = f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies"
 
 
 def spec(name: str = "genesis-exp-1-a1", **overrides) -> SandboxSpec:
@@ -212,7 +217,7 @@ def test_watch_resumes_from_its_version_and_relists_on_410(apiserver, settings):
         version = informer.resource_version
         wait_until(lambda: len(_watches(apiserver)) >= 2, timeout_s=10, what="a resumed watch")
         assert all(w.params.get("resourceVersion") == version for w in _watches(apiserver)[:2])
-        assert all(w.params["labelSelector"] == "genesis.installation=default,genesis.managed-by=genesis"
+        assert all(w.params["labelSelector"] == f"genesis.installation={INSTALLATION},genesis.managed-by=genesis"
                    for w in _watches(apiserver))
         assert informer.relists == 1
         # etcd compacts: the version the watch holds is gone; the next watch gets 410 and relists.
@@ -302,6 +307,77 @@ def test_gated_pod_is_created_not_running():
     assert state_of(pod).status == "created"
 
 
+# -- network: a pod's own egress policy ----------------------------------------------------
+
+def test_the_egress_policy_validates_selects_its_pod_only_and_is_owned_by_it():
+    options = PodOptions(namespace=NAMESPACE, egress_except=("203.0.113.10/32", "10.0.0.0/8"))
+    pod = pod_manifest(spec(network=True), options)
+    validate(pod, latest_version(), strict=True)
+    assert pod["metadata"]["labels"] == {**LABELS, SANDBOX_LABEL: "genesis-exp-1-a1"}
+    pod["metadata"]["uid"] = "uid-1"
+    policy = egress_policy(pod, options)
+    validate(policy, latest_version(), strict=True)
+    assert policy["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "genesis-exp-1-a1",
+                                                      "uid": "uid-1"}]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {SANDBOX_LABEL: "genesis-exp-1-a1"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]  # nothing may connect in: default-deny stays
+    anywhere, dns = policy["spec"]["egress"]
+    assert anywhere == {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": [*BLOCKED_RANGES, "203.0.113.10/32"]}}]}
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert len(egress_policy(pod, PodOptions(namespace=NAMESPACE, dns_namespace=None))["spec"]["egress"]) == 1
+    assert "genesis.sandbox" not in pod_manifest(spec(), options)["metadata"]["labels"]  # no network, no label
+
+
+def test_a_long_sandbox_name_still_makes_a_valid_unique_label():
+    long_a, long_b = "genesis-" + "a" * 70 + "-a1", "genesis-" + "a" * 70 + "-a2"
+    assert len(sandbox_label(long_a)) <= 63 and sandbox_label(long_a) != sandbox_label(long_b)
+    validate(pod_manifest(spec(long_a[:63], network=True), PodOptions(namespace=NAMESPACE)), latest_version(),
+             strict=True)
+
+
+def test_a_network_pod_gets_its_policy_before_it_runs_and_loses_it_with_the_pod(apiserver, egress_runtime):
+    start = len(apiserver.requests())
+    uid = run(egress_runtime.create(spec(network=True)))
+    seen = requests_after(apiserver, start)
+    assert [(r.method.value, r.url.path) for r in seen] == [("POST", PODS_URL), ("POST", POLICIES_URL)]
+    policy = sent(seen[1])
+    assert policy["metadata"]["name"] == "genesis-exp-1-a1" and policy["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert "203.0.113.10/32" in policy["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
+    run(egress_runtime.start("genesis-exp-1-a1"))
+    start = len(apiserver.requests())
+    assert run(egress_runtime.remove("genesis-exp-1-a1", uid=uid)) is True
+    assert [(r.method.value, r.url.path) for r in requests_after(apiserver, start)] == [
+        ("DELETE", f"{PODS_URL}/genesis-exp-1-a1"), ("DELETE", f"{POLICIES_URL}/genesis-exp-1-a1")]
+
+
+def test_a_policy_left_by_an_earlier_pod_of_the_name_is_replaced(apiserver, egress_runtime):
+    import requests
+    stale = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+             "metadata": {"name": "genesis-exp-1-a1", "ownerReferences": [
+                 {"apiVersion": "v1", "kind": "Pod", "name": "genesis-exp-1-a1", "uid": "gone"}]},
+             "spec": {"podSelector": {}}}
+    requests.post(f"{apiserver.url}{POLICIES_URL}", json=stale, timeout=5).raise_for_status()
+    start = len(apiserver.requests())
+    uid = run(egress_runtime.create(spec(network=True)))
+    assert [(r.method.value, r.url.path.rsplit("/", 1)[-1]) for r in requests_after(apiserver, start)] == [
+        ("POST", "pods"), ("POST", "networkpolicies"), ("DELETE", "genesis-exp-1-a1"), ("POST", "networkpolicies")]
+    now = requests.get(f"{apiserver.url}{POLICIES_URL}/genesis-exp-1-a1", timeout=5).json()
+    assert now["metadata"]["ownerReferences"][0]["uid"] == uid
+
+
+def test_pods_without_network_get_no_policy_and_a_runtime_without_egress_refuses_network(
+        apiserver, egress_runtime, kube_runtime):
+    start = len(apiserver.requests())
+    run(egress_runtime.create(spec("genesis-quiet-a1")))
+    assert [r.url.path for r in requests_after(apiserver, start)] == [PODS_URL]
+    start = len(apiserver.requests())
+    with pytest.raises(RequestRejected) as refused:
+        run(kube_runtime.create(spec("genesis-net-a1", network=True)))
+    assert refused.value.code == "unsupported_by_runtime" and requests_after(apiserver, start) == []
+
+
 def test_kill_lowers_the_deadline_of_a_running_pod_and_deletes_a_gated_one(apiserver, kube_runtime):
     run(kube_runtime.create(spec("genesis-run-a1")))
     run(kube_runtime.start("genesis-run-a1"))
@@ -382,18 +458,21 @@ def _verb(request) -> str:
     return {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[request.method.value]
 
 
-def test_the_role_grants_exactly_what_the_runtime_calls(apiserver, kube_runtime, kubelet, snapshot_image):
+def test_the_role_grants_exactly_what_the_runtime_calls(apiserver, egress_runtime, kubelet, snapshot_image):
     """Drive every runtime method, collect the (resource, verb) pairs the emulator saw
-    from the runtime (not from the test kubelet), and compare with the Role's rules."""
+    from the runtime (not from the test kubelet), and compare with the Role's rules.
+    The runtime may give pods a network (sandbox_egress): the most it ever calls."""
     from deploy.rbac import EXPECTED_RULES
+
+    kube_runtime = egress_runtime
 
     agent = "genesis-runtime-under-test"
     kube_runtime._api.user_agent = agent
-    selector = {"genesis.managed-by": "genesis", "genesis.installation": "default"}
+    selector = {"genesis.managed-by": "genesis", "genesis.installation": INSTALLATION}
     quick = json.dumps({"changes": {}, "validation": {"command": ["true"]}}).encode()
     slow = json.dumps({"changes": {}, "validation": {"command": ["sleep", "600"]}}).encode()
     run(kube_runtime.ping())
-    run(kube_runtime.create(spec("genesis-rbac-a1", image=snapshot_image, bundle=quick)))
+    run(kube_runtime.create(spec("genesis-rbac-a1", image=snapshot_image, bundle=quick, network=True)))
     run(kube_runtime.start("genesis-rbac-a1"))
     assert run(kube_runtime.wait("genesis-rbac-a1", timeout_s=60)) is not None
     run(kube_runtime.inspect("genesis-rbac-a1"))

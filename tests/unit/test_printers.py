@@ -254,3 +254,14 @@ def test_describe_of_a_rejected_request() -> None:
     assert "  Code:          invalid_path" in text
     assert "Metrics:" not in text
     assert text.endswith("Events:\n  <none>")
+
+
+def test_describe_says_a_pids_limit_was_the_nodes_or_not_enforced() -> None:
+    def created(**details) -> HistoryEntry:
+        return HistoryEntry(experiment_id=EXP_ID, sandbox_name="genesis-exp-0b6f2c9e-1", action="created",
+                            actor="controller", reason="image x", details=details, at=NOW)
+
+    node = describe(view(), [created(pids_enforced="node", pids_node_limit=4096)], now=NOW)
+    assert "pids=1024 (enforced as the node's podPidsLimit: 4096) network=False" in node
+    unknown = describe(view(), [created(pids_enforced="none", pids_node_limit=None)], now=NOW)
+    assert "pids=1024 (not enforced: podPidsLimit unknown) network=False" in unknown

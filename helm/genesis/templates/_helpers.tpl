@@ -145,6 +145,8 @@ the Secrets, never here.
 {{- with .Values.kubernetes.registry }}{{ $_ := set $k8s "registry" . }}{{ end -}}
 {{- with .Values.kubernetes.imagePullPolicy }}{{ $_ := set $k8s "image_pull_policy" . }}{{ end -}}
 {{- with .Values.kubernetes.imagePullSecrets }}{{ $_ := set $k8s "image_pull_secrets" . }}{{ end -}}
+{{- with .Values.sandboxes.podPidsLimit }}{{ $_ := set $k8s "pod_pids_limit" (int .) }}{{ end -}}
+{{- with .Values.sandboxes.egressExcept }}{{ $_ := set $k8s "egress_except" . }}{{ end -}}
 {{- $gpus := list -}}
 {{- if .Values.gpu.enabled -}}
 {{- range $i := until (int .Values.gpu.count) }}{{ $gpus = append $gpus (toString $i) }}{{ end -}}
@@ -163,6 +165,7 @@ the Secrets, never here.
   "memory_budget" (toString .Values.sandboxes.quota.memory)
   "installation" .Values.genesis.installation
   "gpus" $gpus
+  "sandbox_egress" (.Values.sandboxes.egress | default false)
   "repos" .Values.genesis.repos
   "kubernetes" $k8s
 -}}
