@@ -220,6 +220,11 @@ class Settings(BaseModel):
     # NetworkPolicy of its own; neither reaches private, link-local or CGNAT addresses, the
     # host, or other sandboxes (docs/isolation.md "Network").
     sandbox_egress: bool = False
+    # "strict": on top of the engine's profile (Docker's default under runc), the runner
+    # stacks a seccomp filter of Genesis's own on the validation that refuses (EPERM) ptrace,
+    # process_vm_*, io_uring, bpf, perf_event_open, userfaultfd, keyrings, namespaces and
+    # mounts (docs/isolation.md "Seccomp"). Part of the baseline's sandbox too.
+    sandbox_seccomp: Literal["default", "strict"] = "default"
     images_dir: Path = PROJECT_ROOT / "images"
     repos: dict[str, RepoConfig] = Field(default_factory=dict)
     # resources.disk of a request that gives none; every sandbox gets a disk size.

@@ -68,7 +68,7 @@ def sandbox_name(experiment_id: str, attempt: int) -> str:
 
 def baseline_key(*, repo: str, commit: str, validation: Validation, image: str, resources: Resources,
                  plugins: list[str], grading_version: int, repetitions: int, test_timeout_s: float | None,
-                 sandbox_runtime: str | None = None) -> str:
+                 sandbox_runtime: str | None = None, seccomp: str = "default") -> str:
     """One baseline per tree, command, image, resources, sandbox runtime and way of grading:
     a change is timed against a baseline that ran with its own resources, under the same
     runtime (gVisor runs a test suite several times slower than runc)."""
@@ -77,6 +77,8 @@ def baseline_key(*, repo: str, commit: str, validation: Validation, image: str, 
               repetitions, test_timeout_s]
     if sandbox_runtime is not None:  # absent for the default: baselines kept from before stay valid
         fields.append(sandbox_runtime)
+    if seccomp != "default":  # a stricter filter may fail tests the default lets pass
+        fields.append(f"seccomp={seccomp}")
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
@@ -288,7 +290,8 @@ class Executor:
         labels = self._labels(experiment=view.id, instance=view.instance_id, role=role, attempt=view.attempt)
         return SandboxSpec(name=name, image=image, labels=labels,
                            bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,
-                                                test_timeout_s=repo.test_timeout_s),
+                                                test_timeout_s=repo.test_timeout_s,
+                                                seccomp=self.settings.sandbox_seccomp),
                            cpu=res.cpu, memory_bytes=res.memory_bytes, pids=res.pids, network=spec.network,
                            gpus=gpus, timeout_s=spec.timeout_ms / 1000, disk_bytes=res.disk_bytes,
                            **self._log_caps())
@@ -321,7 +324,8 @@ class Executor:
                             resources=spec.resources, plugins=repo.pytest_plugins,
                             grading_version=verdict.grading_version, repetitions=verdict.baseline_repetitions,
                             test_timeout_s=repo.test_timeout_s,
-                            sandbox_runtime=self.runtime.capabilities.sandbox_runtime)
+                            sandbox_runtime=self.runtime.capabilities.sandbox_runtime,
+                            seccomp=self.settings.sandbox_seccomp)
 
     async def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
                         repo: RepoConfig) -> ExperimentView | None:
@@ -367,7 +371,8 @@ class Executor:
                               role="baseline", attempt=record.attempts)
         sandbox = SandboxSpec(name=name, image=record.image, labels=labels,
                               bundle=passes.bundle([], validation, pytest_plugins=repo.pytest_plugins,
-                                                   test_timeout_s=repo.test_timeout_s),
+                                                   test_timeout_s=repo.test_timeout_s,
+                                                   seccomp=self.settings.sandbox_seccomp),
                               cpu=plan["cpu"], memory_bytes=plan["memory_bytes"], pids=plan["pids"],
                               network=plan["network"], gpus=tuple(plan.get("gpus") or ()),
                               timeout_s=plan["timeout_ms"] / 1000, disk_bytes=plan.get("disk_bytes"),
@@ -590,4 +595,5 @@ class Executor:
     async def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
         return await lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
                               runtime_name=self.runtime.name,
-                              sandbox_runtime=self.runtime.capabilities.sandbox_runtime)
+                              sandbox_runtime=self.runtime.capabilities.sandbox_runtime,
+                            seccomp=self.settings.sandbox_seccomp)

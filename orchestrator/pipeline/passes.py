@@ -284,7 +284,9 @@ class Sandboxes:
 
 
 def bundle(writes: list[dict], validation: Validation, *, pytest_plugins: list[str],
-           test_timeout_s: float | None) -> bytes:
-    """What the runner reads from /genesis/in/bundle.json."""
+           test_timeout_s: float | None, seccomp: str = "default") -> bytes:
+    """What the runner reads from /genesis/in/bundle.json (``seccomp``: "strict" stacks
+    Genesis's own filter on the validation)."""
     return json.dumps({"changes": {"files": writes}, "validation": validation.model_dump(mode="json"),
-                       "pytest_plugins": pytest_plugins, "test_timeout_s": test_timeout_s}).encode()
+                       "pytest_plugins": pytest_plugins, "test_timeout_s": test_timeout_s,
+                       "seccomp": seccomp}).encode()

@@ -177,7 +177,7 @@ def exit_status(returncode):
     return 128 - returncode if returncode < 0 else min(returncode, 255)
 
 
-def run_validation(validation, result, env, written):
+def run_validation(validation, result, env, written, strict=False):
     workdir = safe_target(validation.get("workdir", ".")) if validation.get("workdir", ".") != "." else WORKSPACE
     before = cgroup_usage()
     result["validation_started_ms"] = now_ms()
@@ -187,7 +187,8 @@ def run_validation(validation, result, env, written):
     print("genesis-runner: validation %s" % json.dumps(validation["command"]), flush=True)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(validation["command"], cwd=workdir, env=env)
+        proc = subprocess.Popen(validation["command"], cwd=workdir, env=env,
+                                preexec_fn=install_strict_seccomp if strict else None)
         result["exit_code"] = exit_status(wait_reaping(proc.pid) if os.getpid() == 1 else proc.wait())
     except OSError as exc:  # command not found, not executable
         print("genesis-runner: cannot run validation: %s" % exc, flush=True)
@@ -272,6 +273,71 @@ def not_traceable():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
+# Genesis's stricter seccomp layer (bundle "seccomp": "strict"): system calls the validation
+# is refused (EPERM) on top of the engine's own profile. Filters stack: the kernel applies
+# every one installed, so this can only take away. Numbers per architecture (audit arch).
+STRICT_DENIED = {
+    0xC000003E: {  # x86_64
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "personality": 135,
+        "userfaultfd": 323, "perf_event_open": 298, "bpf": 321, "keyctl": 250, "add_key": 248,
+        "request_key": 249, "unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155,
+        "chroot": 161, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_by_handle_at": 304, "name_to_handle_at": 303, "kexec_load": 246, "init_module": 175,
+        "finit_module": 313, "delete_module": 176, "iopl": 172, "ioperm": 173, "syslog": 103, "acct": 163,
+        "swapon": 167, "swapoff": 168, "quotactl": 179, "lookup_dcookie": 212, "vhangup": 153,
+    },
+    0xC00000B7: {  # aarch64 (the generic table)
+        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "personality": 92,
+        "userfaultfd": 282, "perf_event_open": 241, "bpf": 280, "keyctl": 219, "add_key": 217,
+        "request_key": 218, "unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41,
+        "chroot": 51, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "open_by_handle_at": 265, "name_to_handle_at": 264, "kexec_load": 104, "init_module": 105,
+        "finit_module": 273, "delete_module": 106, "syslog": 116, "acct": 89, "swapon": 224, "swapoff": 225,
+        "quotactl": 60, "lookup_dcookie": 18, "vhangup": 58,
+    },
+}
+X32_SYSCALL_BIT = 0x40000000
+
+
+def strict_filter(arch):
+    """The BPF program of the strict layer for ``arch``: another architecture's calls (i386
+    on x86_64) and x32 calls are refused whole, the listed ones refused, the rest allowed."""
+    import struct
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    denied = sorted(STRICT_DENIED[arch].values())
+    # [0] load arch; [1] arch ok: skip; [2] deny; [3] load nr; [4] x32: jump to deny; [5..] each nr
+    prog = [(ld_abs, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny), (ld_abs, 0, 0, 0)]
+    last = 4 + 1 + len(denied)  # index of the final "allow"; "deny" follows it
+    prog.append((jge, last + 1 - 5, 0, X32_SYSCALL_BIT))
+    for i, number in enumerate(denied):
+        here = 5 + i
+        prog.append((jeq, last + 1 - here - 1, 0, number))
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, deny)]
+    return b"".join(struct.pack("HBBI", *instruction) for instruction in prog), len(prog)
+
+
+def install_strict_seccomp():
+    """Stack the strict layer on this process (the validation, between fork and exec)."""
+    import ctypes
+    import platform
+    arch = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(platform.machine())
+    if arch is None:
+        raise OSError("the strict seccomp layer knows no system call table for %s" % platform.machine())
+    code, length = strict_filter(arch)
+    program = ctypes.create_string_buffer(code, len(code))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(length, ctypes.cast(program, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or \
+            libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "installing the strict seccomp layer failed")
+
+
 def main():
     result = {"runner_started_ms": now_ms(), "status": "runner_failed"}
     code = EXIT_RUNNER_FAILED
@@ -289,7 +355,7 @@ def main():
         else:
             result["applied_ms"] = now_ms()
             run_validation(bundle["validation"], result, validation_env(bundle, result["touched"]),
-                           result["touched"])
+                           result["touched"], strict=bundle.get("seccomp") == "strict")
             result["status"] = "completed"
             code = result["exit_code"]
     except Exception as exc:  # the runner must always leave a result behind

@@ -285,3 +285,27 @@ while True:
     deleted = [h for h in app.store.history(experiment_id) if h.action == "deleted"]
     assert deleted and all(h.duration_ms < 1000 for h in deleted), [(h.sandbox_name, h.duration_ms) for h in deleted]
     assert sandboxes_of(docker_client, experiment_id) == []
+
+
+@pytest.fixture(scope="module")
+def strict_app(settings, docker_client):
+    from orchestrator.app import App
+
+    application = App(settings.model_copy(update={"sandbox_seccomp": "strict", "installation": f"strict-{RUN_ID}"}))
+    yield application
+    application.close()
+
+
+def test_the_strict_seccomp_layer_refuses_what_the_default_profile_allows(strict_app):
+    figures = figures_of(strict_app, """
+PTRACE_TRACEME, SYS_io_uring_setup, SYS_personality = 0, 425, 135
+tried("ptrace_traceme", libc.ptrace(PTRACE_TRACEME, 0, None, None) == 0)
+params = ctypes.create_string_buffer(120)
+tried("io_uring", libc.syscall(SYS_io_uring_setup, 8, params) >= 0)
+tried("personality", libc.syscall(SYS_personality, 0xFFFFFFFF) >= 0)  # a query: allowed by Docker's default
+tried("still_works", subprocess.run(["python3", "-c", "print(1)"], capture_output=True).stdout == b"1\\n")
+""")
+    assert figures == {"ptrace_traceme": 0, "io_uring": 0, "personality": 0, "still_works": 1}, figures
+    # An ordinary change still runs its suite and merges under it.
+    view = run_experiment(strict_app, request_body())
+    assert view.recommendation.value == "merge", (view.reason, view.message)
