@@ -52,6 +52,9 @@ def main() -> None:
             fencing.run(report, runs=args.runs)
         if "api" in only:
             api.run(report, runs=args.runs)
+        if "isolation" in only:  # opt-in (--only isolation): needs root, loop devices and btrfs-progs
+            from benchmarks import isolation
+            isolation.run(report, runs=args.runs)
         if "gvisor" in only:  # opt-in (--only gvisor): needs runsc registered, scripts/register-runsc.sh
             from benchmarks import gvisor
             asyncio.run(gvisor.run(report, runs=args.runs))
