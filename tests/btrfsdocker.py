@@ -17,6 +17,7 @@ at /var/run/docker.sock is never touched. Needs root and ``btrfs-progs``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -83,7 +84,9 @@ def _stop_daemon(pidfile: Path, process: subprocess.Popen) -> None:
 def btrfs_docker(*, load: tuple[str, ...] = ()) -> Iterator[str]:
     """A dockerd on a fresh btrfs with quotas; yields its ``unix://`` URL.
 
-    ``load``: images copied from the main daemon (``docker save | docker load``)."""
+    ``load``: images copied from the main daemon (``docker save | docker load``).
+    gVisor's runsc is registered with it where it is installed, as setup registers
+    it with the main daemon (scripts/register-runsc.sh)."""
     why = available()
     if why:
         raise RuntimeError(f"cannot start a btrfs dockerd: {why}")
@@ -107,10 +110,15 @@ def btrfs_docker(*, load: tuple[str, ...] = ()) -> Iterator[str]:
         _run("ip", "link", "add", bridge, "type", "bridge")
         undo.callback(subprocess.run, ["ip", "link", "del", bridge], check=False)
         _run("ip", "link", "set", bridge, "up")
+        config = root / "daemon.json"
+        config.write_text(json.dumps({"runtimes": {"runsc": {
+            "path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=none"]}}}
+            if Path("/usr/bin/runsc").exists() else {}))
         log = open(root / "dockerd.log", "wb")  # noqa: SIM115 - closed by the ExitStack
         undo.callback(log.close)
         process = subprocess.Popen(
-            ["dockerd", "--data-root", str(mount / "docker"), "--storage-driver", "btrfs",
+            ["dockerd", "--config-file", str(config), "--data-root", str(mount / "docker"),
+             "--storage-driver", "btrfs",
              "-H", url, "--pidfile", str(pidfile), "--exec-root", str(exec_root),
              "--bridge", bridge, "--iptables=false", "--ip6tables=false",
              # Its own containerd namespaces: the main daemon's containers are in "moby".

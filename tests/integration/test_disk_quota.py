@@ -30,23 +30,42 @@ QUOTA = "200Mi"  # ... against this resources.disk
 
 
 @pytest.fixture(scope="module")
-def btrfs_app(app, settings, tmp_path_factory):
+def btrfs_url(app):
     why = btrfsdocker.available()
     if why:
         pytest.fail(f"the disk quota tests need a btrfs dockerd: {why}")
-    from orchestrator.app import App
-
     toolchain = asyncio.run(app.snapshots.toolchain("python"))  # built or found on the main daemon
     with btrfsdocker.btrfs_docker(load=(toolchain,)) as url:
-        home = tmp_path_factory.mktemp("genesis-btrfs-home")
-        quota_app = App(settings.model_copy(update={
-            "docker_url": url, "home": home, "installation": f"{settings.installation}-btrfs"[:63],
-            "verdict": settings.verdict.model_copy(update={"baseline_repetitions": 1, "reruns": 0})}))
-        try:
-            quota_app.check_disk_quota()
-            yield quota_app
-        finally:
-            quota_app.close()
+        yield url
+
+
+@pytest.fixture(scope="module", params=["runc", "runsc"])
+def btrfs_app(request, btrfs_url, settings, tmp_path_factory):
+    """A Genesis of its own on the btrfs daemon, its sandboxes under runc or gVisor."""
+    from orchestrator.app import App
+
+    home = tmp_path_factory.mktemp(f"genesis-btrfs-home-{request.param}")
+    quota_app = App(settings.model_copy(update={
+        "docker_url": btrfs_url, "home": home, "installation": f"btrfs-{request.param}-{settings.installation}"[:63],
+        "sandbox_runtime": None if request.param == "runc" else request.param,
+        "verdict": settings.verdict.model_copy(update={"baseline_repetitions": 1, "reruns": 0})}))
+    try:
+        quota_app.check_disk_quota()
+        yield quota_app
+    finally:
+        quota_app.close()
+
+
+@pytest.fixture(scope="module", params=["runc", "runsc"])
+def flood_app(request, settings, docker_client):
+    """A Genesis on the main daemon, its sandboxes under runc or gVisor."""
+    from orchestrator.app import App
+
+    application = App(settings.model_copy(update={
+        "sandbox_runtime": None if request.param == "runc" else request.param,
+        "installation": f"flood-{request.param}-{settings.installation}"[:63]}))
+    yield application
+    application.close()
 
 
 def test_a_sandbox_writing_past_its_quota_fails_disk_exceeded_and_the_host_keeps_its_space(btrfs_app):
@@ -101,7 +120,7 @@ def _log_files_bytes(client, experiment_id: str) -> int:
     return total
 
 
-def test_a_flood_on_stdout_is_capped_on_the_engine_and_in_the_stored_log(app, docker_client):
+def test_a_flood_on_stdout_is_capped_on_the_engine_and_in_the_stored_log(flood_app, docker_client):
     from orchestrator.pipeline import artifacts
     from orchestrator.pipeline.passes import LOG_BYTES
     from orchestrator.domain.models import parse_memory
@@ -127,18 +146,18 @@ sys.stdout.flush()
             stop.wait(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
-    run_experiment(app, request_body())  # warm: imports, snapshot and baseline before the peak is read
+    run_experiment(flood_app, request_body())  # warm: imports, snapshot and baseline before the peak is read
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     watcher.start()
     try:
-        view = run_experiment(app, body)
+        view = run_experiment(flood_app, body)
     finally:
         stop.set()
         watcher.join()
     rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
-    engine_cap = parse_memory(app.settings.sandbox_log_max_size) * app.settings.sandbox_log_max_files
+    engine_cap = parse_memory(flood_app.settings.sandbox_log_max_size) * flood_app.settings.sandbox_log_max_files
     assert view.phase.value == "Succeeded", view.message
     assert 0 < peak[0] <= engine_cap + 2**20, f"engine log files reached {peak[0]} bytes"
-    stored = (app.settings.artifacts_dir / view.id / artifacts.LOG_FILE).stat().st_size
+    stored = (flood_app.settings.artifacts_dir / view.id / artifacts.LOG_FILE).stat().st_size
     assert stored <= LOG_BYTES
     assert rss_growth < 256 * MB, f"the orchestrator grew by {rss_growth / MB:.0f} MB reading a {flood_mb} MB flood"
