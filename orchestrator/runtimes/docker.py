@@ -342,6 +342,9 @@ class DockerRuntime(Runtime):
             pids_limit=spec.pids,
             ipc_mode="private",
             init=False,  # the runner is the sandbox's init: not traceable, not killable from inside
+            # ... so it takes no SIGTERM: a daemon shutting down (or `docker stop`) kills at once
+            # rather than wait out a grace period the run would spend finishing unobserved.
+            stop_signal="SIGKILL",
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
             device_requests=device_requests,
             storage_opt=storage_opt,
