@@ -595,5 +595,4 @@ class Executor:
     async def fail(self, view: ExperimentView, code: str, message: str) -> ExperimentView:
         return await lifecycle.fail(self.store, view, code=code, message=message, actor=self.actor,
                               runtime_name=self.runtime.name,
-                              sandbox_runtime=self.runtime.capabilities.sandbox_runtime,
-                            seccomp=self.settings.sandbox_seccomp)
+                              sandbox_runtime=self.runtime.capabilities.sandbox_runtime)
