@@ -39,7 +39,7 @@ def main() -> None:
         if "throughput" in only:
             controller.throughput(report, count=args.count, levels=(2, 4, 8))
         if "intake" in only:
-            intake.run(report, count=1000)
+            intake.run(report)
         if "observability" in only:
             observability.run(report, runs=args.runs)
         if "kubernetes" in only:

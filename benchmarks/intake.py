@@ -1,14 +1,23 @@
-"""Intake over NATS: requests durably recorded per second, and publish → ack latency.
+"""Intake over NATS: requests durably recorded per second, publish → ack
+latency, and memory under a backlog.
 
-Genesis's intake (decode, validate, resolve the commit, insert the record in
-SQLite, then ack) beside a bare JetStream consumer that only acks (the
-floor set by NATS itself), on the same server and the same 1,000 messages.
+Genesis's intake (decode, validate, resolve the commit, record the fetch's
+batch in one transaction, then ack) beside a bare JetStream consumer that
+only acks (the floor set by NATS itself), on the same server:
+
+1. a burst of ``count`` (10,000) requests queued before either consumer
+   starts, drained on SQLite and on PostgreSQL (goal ≥ 2,000 a second);
+2. publish → ack latency at a steady 500 requests a second (goal p99 < 50 ms);
+3. the intake's resident memory while it drains a backlog of 100,000, beside
+   the same for 10,000 (goal: flat).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -19,6 +28,9 @@ from pathlib import Path
 import nats
 
 from benchmarks.common import ROOT, Report
+
+STEADY_RATE, STEADY_S = 500, 6
+BACKLOG = 100_000
 
 
 def _nats(scratch: Path) -> tuple[subprocess.Popen, str]:
@@ -39,37 +51,54 @@ def _body(commit: str) -> bytes:
                        "base_ref": commit, "changes": {"files": [{"path": "x.txt", "content": "x"}]}}).encode()
 
 
-async def _publish(url: str, bodies: list[bytes]) -> dict[str, float]:
+async def _queue(url: str, bodies: list[bytes], *, first: int = 0) -> dict[str, float]:
+    """Publish ``bodies`` as fast as JetStream acks them (many in flight); send times by index."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    sent = {}
-    for index, body in enumerate(bodies):
+    sent: dict[str, float] = {}
+
+    async def one(index: int, body: bytes) -> None:
         sent[str(index)] = time.perf_counter()
         await js.publish("genesis.experiment.request.bench", body, headers={"Bench-Index": str(index)})
+
+    for start in range(0, len(bodies), 500):
+        await asyncio.gather(*(one(first + start + i, b) for i, b in enumerate(bodies[start:start + 500])))
     await nc.close()
     return sent
 
 
-async def _measure(url: str, bodies: list[bytes], handle) -> tuple[float, list[float]]:
-    """Burst-publish while a consumer runs; (seconds to ack all, latencies in ms)."""
-    acked: dict[str, float] = {}
-    done = asyncio.Event()
-
-    async def on_acked(index: str) -> None:
-        acked[index] = time.perf_counter()
-        if len(acked) == len(bodies):
-            done.set()
-
-    consumer = asyncio.create_task(handle(on_acked))
-    await asyncio.sleep(0.3)
+async def _steady(url: str, bodies: list[bytes], rate: int) -> dict[str, float]:
+    """Publish at ``rate`` a second, each on time whatever the last one's ack took."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sent: dict[str, float] = {}
     started = time.perf_counter()
-    sent = await _publish(url, bodies)
-    await asyncio.wait_for(done.wait(), timeout=600)
-    consumer.cancel()
-    return max(acked.values()) - started, [(acked[i] - sent[i]) * 1000 for i in sent]
+    pending = []
+    for index, body in enumerate(bodies):
+        delay = started + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent[str(index)] = time.perf_counter()
+        pending.append(asyncio.create_task(js.publish("genesis.experiment.request.bench", body,
+                                                      headers={"Bench-Index": str(index)})))
+    await asyncio.gather(*pending)
+    await nc.close()
+    return sent
 
 
-async def _bare(url: str, on_acked) -> None:
+class _Acks:
+    def __init__(self, expected: int) -> None:
+        self.at: dict[str, float] = {}
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    def __call__(self, index: str) -> None:
+        self.at[index] = time.perf_counter()
+        if len(self.at) >= self.expected:
+            self.done.set()
+
+
+async def _bare(url: str, acks: _Acks) -> None:
     nc = await nats.connect(url)
     sub = await nc.jetstream().pull_subscribe_bind("genesis-intake", "GENESIS_REQUESTS")
     try:
@@ -77,14 +106,14 @@ async def _bare(url: str, on_acked) -> None:
             try:
                 for message in await sub.fetch(64, timeout=1):
                     await message.ack()
-                    await on_acked(message.headers["Bench-Index"])
+                    acks(message.headers["Bench-Index"])
             except nats.errors.TimeoutError:
                 continue
     finally:
         await nc.close()
 
 
-async def _genesis(app, url: str, on_acked) -> None:
+async def _genesis(app, acks: _Acks) -> None:
     from orchestrator.messaging.connection import connect
     from orchestrator.messaging.intake import NatsIntake
 
@@ -92,15 +121,45 @@ async def _genesis(app, url: str, on_acked) -> None:
     intake = NatsIntake(nc.jetstream(), app.intake, app.settings.nats)
     original = intake.handle
 
-    async def handle(message):
-        await original(message)  # records, then acks
-        await on_acked(message.headers["Bench-Index"])
+    async def handle(messages):
+        recorded = await original(messages)  # records the batch, then acks each
+        for message in messages:
+            acks(message.headers["Bench-Index"])
+        return recorded
 
     intake.handle = handle
     try:
         await intake.run()
     finally:
         await nc.close()
+
+
+async def _drain(consume, acks: _Acks, *, timeout_s: float = 900) -> float:
+    """Start ``consume`` on a queued backlog; seconds until every message is acked."""
+    started = time.perf_counter()
+    task = asyncio.create_task(consume(acks))
+    try:
+        await asyncio.wait_for(acks.done.wait(), timeout=timeout_s)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return time.perf_counter() - started
+
+
+async def _while_publishing(consume, url: str, bodies: list[bytes]) -> list[float]:
+    """Publish at a steady rate while ``consume`` runs; publish → ack in ms."""
+    acks = _Acks(len(bodies))
+    task = asyncio.create_task(consume(acks))
+    await asyncio.sleep(0.3)
+    try:
+        sent = await _steady(url, bodies, STEADY_RATE)
+        await asyncio.wait_for(acks.done.wait(), timeout=120)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return [(acks.at[i] - sent[i]) * 1000 for i in sent]
 
 
 async def _setup_streams(app) -> None:
@@ -110,39 +169,96 @@ async def _setup_streams(app) -> None:
     await nc.close()
 
 
-def run(report: Report, *, count: int) -> None:
+def _app(scratch: Path, url: str, name: str, database_url: str | None):
     from orchestrator.app import App
     from orchestrator.settings import load_settings
+
+    config = scratch / f"{name}.yaml"
+    config.write_text(json.dumps({"home": str(scratch / name), "repos": {"monorepo": {"path": str(scratch / "repo")}},
+                                  "nats": {"url": url}, **({"database_url": database_url} if database_url else {})}))
+    app = App(load_settings(config))
+    asyncio.run(_setup_streams(app))
+    return app
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (not the peak), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+async def _drain_sampling(app, url: str, count: int, commit: str) -> tuple[float, float, float]:
+    """Queue ``count``, drain them through Genesis; (seconds, RSS before, highest RSS sampled) in MiB."""
+    await _queue(url, [_body(commit) for _ in range(count)])
+    before, peak = _rss_mib(), 0.0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss_mib())
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample())
+    seconds = await _drain(lambda acks: _genesis(app, acks), _Acks(count))
+    stop.set()
+    await sampler
+    return seconds, before, peak
+
+
+def run(report: Report, *, count: int = 10_000, backlog: int = BACKLOG) -> None:
+    from tests.pgserver import _start_owned_server
+    from benchmarks.fencing import fresh_database
 
     with tempfile.TemporaryDirectory(prefix="genesis-bench-intake-") as scratch_dir:
         scratch = Path(scratch_dir)
         proc, url = _nats(scratch)
         try:
-            subprocess.run([str(ROOT / "scripts" / "make-sample-repo.sh"), str(scratch / "repo")], check=True)
+            subprocess.run([str(ROOT / "scripts" / "make-sample-repo.sh"), str(scratch / "repo")], check=True,
+                           capture_output=True)
             commit = subprocess.run(["git", "-C", str(scratch / "repo"), "rev-parse", "HEAD"], check=True,
                                     capture_output=True, text=True).stdout.strip()
-            config = scratch / "genesis.yaml"
-            config.write_text(json.dumps({"home": str(scratch / "home"),
-                                          "repos": {"monorepo": {"path": str(scratch / "repo")}},
-                                          "nats": {"url": url}}))
-            app = App(load_settings(config))
-            asyncio.run(_setup_streams(app))
-            bare_s, bare_lat = asyncio.run(_measure(url, [_body(commit) for _ in range(count)],
-                                                    lambda cb: _bare(url, cb)))
-            ours_s, ours_lat = asyncio.run(_measure(url, [_body(commit) for _ in range(count)],
-                                                    lambda cb: _genesis(app, url, cb)))
-            recorded = app.store.count()
-            app.close()
+            sqlite = _app(scratch, url, "sqlite", None)
+            asyncio.run(_queue(url, [_body(commit) for _ in range(count)]))
+            bare_s = asyncio.run(_drain(lambda acks: _bare(url, acks), _Acks(count)))
+            burst = {}
+            asyncio.run(_queue(url, [_body(commit) for _ in range(count)]))
+            burst["SQLite"] = asyncio.run(_drain(lambda acks: _genesis(sqlite, acks), _Acks(count)))
+            with contextlib.contextmanager(_start_owned_server)() as server, fresh_database(server.url) as db:
+                postgres = _app(scratch, url, "postgres", db)
+                asyncio.run(_queue(url, [_body(commit) for _ in range(count)]))
+                burst["PostgreSQL"] = asyncio.run(_drain(lambda acks: _genesis(postgres, acks), _Acks(count)))
+                pg_recorded = postgres.store.count()
+                postgres.close()
+            steady = STEADY_RATE * STEADY_S
+            bare_lat = asyncio.run(_while_publishing(lambda acks: _bare(url, acks), url,
+                                                     [_body(commit) for _ in range(steady)]))
+            ours_lat = asyncio.run(_while_publishing(lambda acks: _genesis(sqlite, acks), url,
+                                                     [_body(commit) for _ in range(steady)]))
+            small = asyncio.run(_drain_sampling(sqlite, url, count, commit))
+            big = asyncio.run(_drain_sampling(sqlite, url, backlog, commit))
+            recorded = sqlite.store.count()
+            sqlite.close()
         finally:
             proc.terminate()
             proc.wait()
-    assert recorded == count, f"{recorded} of {count} recorded"
+    assert recorded == 2 * count + steady + backlog, f"{recorded} recorded on SQLite"
+    assert pg_recorded == count, f"{pg_recorded} of {count} recorded on PostgreSQL"
     p99 = lambda xs: sorted(xs)[int(0.99 * (len(xs) - 1))]  # noqa: E731
-    report.data["intake"] = {"count": count, "genesis_s": ours_s, "bare_s": bare_s,
-                             "genesis_latency_ms": {"median": statistics.median(ours_lat), "p99": p99(ours_lat)},
-                             "bare_latency_ms": {"median": statistics.median(bare_lat), "p99": p99(bare_lat)}}
-    report.add(f"intake, burst of {count}: recorded+acked per second", f"{count / ours_s:.0f}",
-               f"{count / bare_s:.0f} (ack only)", f"{bare_s / ours_s:.2f}x")
-    report.add("  publish → ack latency, median / p99 (ms)",
-               f"{statistics.median(ours_lat):.0f} / {p99(ours_lat):.0f}",
-               f"{statistics.median(bare_lat):.0f} / {p99(bare_lat):.0f}", "")
+    report.data["intake"] = {
+        "count": count, "bare_s": bare_s, "genesis_s": burst,
+        "steady_rate": STEADY_RATE, "genesis_latency_ms": {"median": statistics.median(ours_lat), "p99": p99(ours_lat)},
+        "bare_latency_ms": {"median": statistics.median(bare_lat), "p99": p99(bare_lat)},
+        "memory_mib": {str(count): {"s": small[0], "before": small[1], "peak": small[2]},
+                       str(backlog): {"s": big[0], "before": big[1], "peak": big[2]}}}
+    for backend, seconds in burst.items():
+        report.add(f"intake, burst of {count:,} queued, {backend}: recorded+acked per second",
+                   f"{count / seconds:.0f}", f"{count / bare_s:.0f} (ack only)", f"{bare_s / seconds:.2f}x")
+    report.add(f"  publish → ack at a steady {STEADY_RATE}/s, median / p99 (ms)",
+               f"{statistics.median(ours_lat):.1f} / {p99(ours_lat):.1f}",
+               f"{statistics.median(bare_lat):.1f} / {p99(bare_lat):.1f} (ack only)", "")
+    report.add(f"  intake RSS draining {backlog:,} queued: growth over the drain (MiB)",
+               f"{big[2] - big[1]:.1f} ({backlog / big[0]:.0f}/s)",
+               f"{small[2] - small[1]:.1f} ({count:,}: {count / small[0]:.0f}/s)", "")

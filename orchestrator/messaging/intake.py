@@ -2,9 +2,12 @@
 
 A message is acked only after the request is recorded (accepted, duplicate,
 or rejected with its code), so a crash before that redelivers it and
-idempotency by ``experiment_id`` makes the redelivery harmless. When the
-store itself fails, the message is nak'ed with a growing delay; on its last
-allowed delivery it is copied to the dead-letter stream and terminated.
+idempotency by ``experiment_id`` makes the redelivery harmless. Each fetch
+(up to ``nats.fetch_batch`` messages) is recorded as one batch, its valid
+requests in one transaction, and acked once that committed. When the
+store itself fails, the batch's messages are nak'ed with a growing delay; on
+a message's last allowed delivery it is copied to the dead-letter stream and
+terminated.
 Bodies that are not even UTF-8 JSON are recorded as rejections *and* copied
 to the dead-letter stream for inspection.
 """
@@ -21,7 +24,7 @@ from nats.js import JetStreamContext
 
 from orchestrator.domain.subjects import DLQ, REPLY_HEADER, instance_from_subject
 from orchestrator.errors import GenesisError
-from orchestrator.pipeline.intake import Intake
+from orchestrator.pipeline.intake import Intake, Received, Recorded
 from orchestrator.settings import NatsSettings
 from orchestrator.telemetry import metrics
 
@@ -60,38 +63,40 @@ class NatsIntake:
                 log.warning("fetch failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(1.0)
                 continue
-            for message in messages:
-                await self.handle(message)
+            await self.handle(messages)
 
     def shutdown(self) -> None:
         self._stopping.set()
 
-    async def handle(self, message: Msg) -> None:
-        """Record one request, then ack; never raises."""
-        self.stats.received += 1
-        headers = message.headers or {}
+    async def handle(self, messages: list[Msg]) -> list[Recorded]:
+        """Record one fetch's requests, then ack each; never raises. Returns what was
+        recorded (nothing when the store failed and the messages were nak'ed)."""
+        self.stats.received += len(messages)
+        batch = [Received(m.data, traceparent=(m.headers or {}).get("traceparent"), actor="nats",
+                          reply_to=(m.headers or {}).get(REPLY_HEADER),
+                          # "" when the subject's instance token is not a valid one: nothing matches it.
+                          subject_instance=instance_from_subject(m.subject) or "") for m in messages]
         try:
-            result = await asyncio.to_thread(
-                self._intake.submit, message.data, traceparent=headers.get("traceparent"), actor="nats",
-                reply_to=headers.get(REPLY_HEADER),
-                # "" when the subject's instance token is not a valid one: nothing matches it.
-                subject_instance=instance_from_subject(message.subject) or "")
-        except GenesisError as exc:  # the store is down: not the request's fault
-            await self._retry_later(message, exc)
-            return
-        if result.error is None:
-            outcome = "accepted" if result.created else "duplicate"
-            if result.created:
-                self.stats.accepted += 1
+            recorded = await asyncio.to_thread(self._intake.submit_many, batch)
+        except GenesisError as exc:  # the store is down: not the requests' fault
+            for message in messages:
+                await self._retry_later(message, exc)
+            return []
+        for message, result in zip(messages, recorded):
+            if result.error is None:
+                outcome = "accepted" if result.created else "duplicate"
+                if result.created:
+                    self.stats.accepted += 1
+                else:
+                    self.stats.duplicates += 1
             else:
-                self.stats.duplicates += 1
-        else:
-            outcome = "rejected"
-            self.stats.rejected += 1
-            if result.error.code in UNDECODABLE:
-                await self._dead_letter(message, f"{result.error.code}: recorded as {result.view.id}")
-        await message.ack()
-        metrics.NATS_MESSAGES.labels(direction="in", family="request", result=outcome).inc()
+                outcome = "rejected"
+                self.stats.rejected += 1
+                if result.error.code in UNDECODABLE:
+                    await self._dead_letter(message, f"{result.error.code}: recorded as {result.experiment_id}")
+            await message.ack()
+            metrics.NATS_MESSAGES.labels(direction="in", family="request", result=outcome).inc()
+        return recorded
 
     async def _retry_later(self, message: Msg, exc: GenesisError) -> None:
         delivered = message.metadata.num_delivered if message.metadata else 1

@@ -1,6 +1,12 @@
 """Intake: turn a raw request into a recorded Pending experiment, or a
 recorded rejection with a specific error code. Never raises on bad input
 from the client; every path ends in a stored record.
+
+Requests come one at a time (the API, the CLI) or as a batch (a NATS fetch):
+a batch's valid requests are recorded in one transaction and its refs
+resolved once, in the order they arrived (a rejection between two valid
+requests is recorded between them), which is what lets one intake keep up
+with thousands of requests a second.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import json
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.environment import REPO_FILE, input_paths
@@ -23,7 +29,7 @@ from orchestrator.errors import GenesisError, RequestRejected
 from orchestrator.pipeline import lifecycle
 from orchestrator.settings import RepoConfig, Settings
 from orchestrator.snapshots import git, repofile
-from orchestrator.store.repository import Store
+from orchestrator.store.repository import Store, Submission
 
 log = logging.getLogger(__name__)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -34,6 +40,45 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 class IntakeResult:
     view: ExperimentView
     created: bool  # False for a duplicate of an existing request
+    error: RequestRejected | None = None
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as it arrived: its body and what the transport said about it.
+
+    ``reply_to``: the ``Genesis-Reply-To`` header, which also receives the
+    outcome. ``subject_instance``: the instance id of the request subject
+    (None where the request came another way): a body that names another
+    instance is refused (``instance_mismatch``), so no agent submits, or
+    receives replies, as another; a body that names none is recorded under it.
+    """
+
+    body: bytes | str | dict
+    traceparent: str | None = None
+    actor: str = "intake"
+    reply_to: str | None = None
+    subject_instance: str | None = None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What became of one received request: the record it is (or was refused as)."""
+
+    experiment_id: str
+    created: bool
+    error: RequestRejected | None = None
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    item: Received
+    raw: bytes
+    trace_id: str
+    reply_to: str | None
+    data: object
+    request: ExperimentRequest | None = None
+    commit: str | None = None
     error: RequestRejected | None = None
 
 
@@ -76,40 +121,81 @@ class Intake:
     def submit(self, body: bytes | str | dict, *, traceparent: str | None = None, actor: str = "intake",
                reply_to: str | None = None, subject_instance: str | None = None) -> IntakeResult:
         """Record ``body`` as an experiment or as a rejection; never raises on bad input.
+        The arguments are :class:`Received`'s."""
+        (recorded,) = self.submit_many([Received(body, traceparent=traceparent, actor=actor, reply_to=reply_to,
+                                                 subject_instance=subject_instance)])
+        return IntakeResult(view=self._store.get(recorded.experiment_id), created=recorded.created,
+                            error=recorded.error)
 
-        ``reply_to`` (the ``Genesis-Reply-To`` header) also receives the outcome;
-        ``subject_instance`` is the instance id of the request subject (None
-        where the request came another way): a body that names another
-        instance is refused (``instance_mismatch``), so no agent submits, or
-        receives replies, as another; a body that names none is recorded
-        under it.
-        """
+    def submit_many(self, batch: list[Received]) -> list[Recorded]:
+        """Record each request of ``batch``, in order, as :meth:`submit` would; the valid
+        ones between two rejections in one transaction. Raises only when the store
+        fails (nothing of the batch's valid requests is recorded then)."""
+        refs: dict[tuple[str, str], str | RequestRejected] = {}
+        recorded: list[Recorded] = []
+        valid: list[_Parsed] = []
+        for item in batch:
+            parsed = self._parse(item, refs)
+            if parsed.error is None:
+                valid.append(parsed)
+                continue
+            recorded += self._record(valid)
+            valid = []
+            recorded.append(self._reject(parsed.error, parsed))
+        return recorded + self._record(valid)
+
+    def _parse(self, item: Received, refs: dict) -> _Parsed:
+        """Decode, validate and resolve one request; its error instead where it fails."""
+        body = item.body
         raw = json.dumps(body).encode() if isinstance(body, dict) else as_bytes(body)
-        trace_id = trace_id_from(traceparent)
-        reply_to = valid_reply_subject(reply_to)
-        data: object = body if isinstance(body, dict) else None
-        request: ExperimentRequest | None = None
+        parsed = _Parsed(item=item, raw=raw, trace_id=trace_id_from(item.traceparent),
+                         reply_to=valid_reply_subject(item.reply_to), data=body if isinstance(body, dict) else None)
+        request = None
         try:
-            if data is None:
-                data = decode_body(raw, self._limits)
+            data = parsed.data if parsed.data is not None else decode_body(raw, self._limits)
+            parsed = replace(parsed, data=data)
             request = parse_request(data, self._limits)
-            if subject_instance is not None and request.instance_id != subject_instance:
+            if item.subject_instance is not None and request.instance_id != item.subject_instance:
                 raise RequestRejected(
                     f"the request names instance {request.instance_id!r} but was sent on the subject of "
-                    f"{subject_instance or 'no valid instance'!r}: an agent submits as itself",
+                    f"{item.subject_instance or 'no valid instance'!r}: an agent submits as itself",
                     code="instance_mismatch")
-            commit = self._resolve(request)
+            commit = self._resolve(request, refs)
             self._check_environment(request, commit)
-            view, created = self._store.submit(request, commit=commit, trace_id=trace_id, actor=actor,
-                                               reply_to=reply_to)
-            log.info("experiment accepted" if created else "duplicate request",
-                     extra={"experiment_id": view.id, "instance_id": view.instance_id, "trace_id": trace_id})
-            return IntakeResult(view=view, created=created)
+            return replace(parsed, request=request, commit=commit)
         except RequestRejected as exc:
-            return self._reject(exc, data=data, raw=raw, request=request, trace_id=trace_id, actor=actor,
-                                reply_to=reply_to, subject_instance=subject_instance)
+            return replace(parsed, request=request, error=exc)
 
-    def _resolve(self, request: ExperimentRequest) -> str:
+    def _record(self, valid: list[_Parsed]) -> list[Recorded]:
+        if not valid:
+            return []
+        outcomes = self._store.submit_many([
+            Submission(p.request, commit=p.commit, trace_id=p.trace_id, actor=p.item.actor, reply_to=p.reply_to)
+            for p in valid])
+        recorded = []
+        for parsed, outcome in zip(valid, outcomes):
+            if isinstance(outcome, RequestRejected):
+                recorded.append(self._reject(outcome, parsed))
+                continue
+            log.info("experiment accepted" if outcome else "duplicate request",
+                     extra={"experiment_id": parsed.request.experiment_id,
+                            "instance_id": parsed.request.instance_id, "trace_id": parsed.trace_id})
+            recorded.append(Recorded(parsed.request.experiment_id, created=outcome))
+        return recorded
+
+    def _resolve(self, request: ExperimentRequest, refs: dict) -> str:
+        """The commit of the request's base_ref, each (repo, ref) resolved once per batch."""
+        key = (request.repo, request.base_ref)
+        if key not in refs:
+            try:
+                refs[key] = self._resolve_ref(request)
+            except RequestRejected as exc:
+                refs[key] = exc
+        if isinstance(refs[key], RequestRejected):
+            raise refs[key]
+        return refs[key]
+
+    def _resolve_ref(self, request: ExperimentRequest) -> str:
         repo = self._settings.repos.get(request.repo)
         if repo is None:
             known = ", ".join(sorted(self._settings.repos)) or "none configured"
@@ -140,8 +226,9 @@ class Intake:
                 f"{request.repo!r} does not allow dependency changes (allow_dependency_changes: false)",
                 code="dependency_change_refused")
 
-    def _reject(self, exc: RequestRejected, *, data, raw: bytes, request, trace_id: str, actor: str,
-                reply_to: str | None, subject_instance: str | None) -> IntakeResult:
+    def _reject(self, exc: RequestRejected, parsed: _Parsed) -> Recorded:
+        raw, request, trace_id, reply_to = parsed.raw, parsed.request, parsed.trace_id, parsed.reply_to
+        actor, subject_instance = parsed.item.actor, parsed.item.subject_instance
         if exc.code == "instance_mismatch":
             # Recorded as the sender's, under an id of its own: a forged request must not
             # squat the experiment id (or instance) it names, which belong to another agent.
@@ -149,14 +236,14 @@ class Intake:
         elif request is not None:
             exp_id, inst_id, usable = request.experiment_id, request.instance_id, True
         else:
-            exp_id, inst_id, usable = _identity(data, raw, subject_instance)
+            exp_id, inst_id, usable = _identity(parsed.data, raw, subject_instance)
         log.warning("request rejected", extra={"experiment_id": exp_id, "instance_id": inst_id,
                                                "trace_id": trace_id, "code": exc.code})
         if exc.code == "conflict":
             self._store.record_conflict(experiment_id=exp_id, instance_id=inst_id, message=str(exc),
                                         body_sha256=hashlib.sha256(raw).hexdigest(), trace_id=trace_id,
                                         reply_to=reply_to, actor=actor)
-            return IntakeResult(view=self._store.get(exp_id), created=False, error=exc)
+            return Recorded(exp_id, created=False, error=exc)
         excerpt = raw[:4000].decode("utf-8", "replace")
         known = self._store.exists(exp_id)
         view = self._store.record_rejected(experiment_id=exp_id, instance_id=inst_id, code=exc.code,
@@ -164,4 +251,4 @@ class Intake:
                                            trace_id=trace_id, actor=actor, reply_to=reply_to, usable_id=usable)
         if not known:
             lifecycle.observe_finished(view)
-        return IntakeResult(view=view, created=False, error=exc)
+        return Recorded(view.id, created=False, error=exc)

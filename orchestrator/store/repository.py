@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select
@@ -87,6 +88,36 @@ def _desired(row) -> Desired:
     )
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A valid request the intake resolved, to be recorded as Pending."""
+
+    request: ExperimentRequest
+    commit: str
+    trace_id: str | None = None
+    actor: str = "intake"
+    reply_to: str | None = None
+
+
+def _pending_row(submission: Submission, digest: str, now: datetime) -> dict:
+    """The columns of a new Pending record."""
+    request = submission.request
+    return dict(
+        id=request.experiment_id, instance_id=request.instance_id, experiment_type=request.experiment_type,
+        risk_level=request.risk_level, repo=request.repo, base_ref=request.base_ref, commit=submission.commit,
+        spec=request.model_dump(mode="json"), body_sha256=digest, phase=Phase.PENDING.value,
+        conditions=[{"type": "Accepted", "status": "True", "reason": "Queued",
+                     "message": f"queued at priority {request.priority}", "last_transition_time": now.isoformat()}],
+        priority=request.priority, attempt=0, cancel_requested=False, trace_id=submission.trace_id,
+        created_at=now, updated_at=now, phase_since=now, cpu=request.resources.cpu,
+        memory_bytes=request.resources.memory_bytes, gpus_requested=request.resources.gpu,
+        reply_to=submission.reply_to)
+
+
+def _submitted(submission: Submission) -> str:
+    return f"request for {submission.request.repo}@{submission.commit[:12]}"
+
+
 class Store(CachesMixin, OutboxMixin, JobsMixin):
     """Experiments, their lifecycle and the controller's view of them."""
 
@@ -104,17 +135,16 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
         Two submits racing on one id: the loser's insert fails on the primary
         key and it answers from the winner's row, as a duplicate or conflict.
         """
-        kwargs = dict(commit=commit, trace_id=trace_id, actor=actor, reply_to=reply_to)
+        submission = Submission(request, commit=commit, trace_id=trace_id, actor=actor, reply_to=reply_to)
         try:
-            return self._submit(request, **kwargs)
+            return self._submit(submission)
         except IntegrityError:
-            return self._submit(request, **kwargs)
+            return self._submit(submission)
 
     @transient
-    def _submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None,
-                actor: str, reply_to: str | None) -> tuple[ExperimentView, bool]:
+    def _submit(self, submission: Submission) -> tuple[ExperimentView, bool]:
+        request = submission.request
         digest = body_digest(request)
-        now = utcnow()
         with self._tx() as session:
             existing = session.get(ExperimentRow, request.experiment_id)
             if existing is not None:
@@ -123,23 +153,51 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
                         f"experiment {request.experiment_id} already exists with a different body",
                         code="conflict")
                 return _view(existing), False
-            row = ExperimentRow(
-                id=request.experiment_id, instance_id=request.instance_id,
-                experiment_type=request.experiment_type, risk_level=request.risk_level,
-                repo=request.repo, base_ref=request.base_ref, commit=commit,
-                spec=request.model_dump(mode="json"), body_sha256=digest, phase=Phase.PENDING.value,
-                conditions=[], priority=request.priority, attempt=0, cancel_requested=False,
-                trace_id=trace_id, created_at=now, updated_at=now, phase_since=now,
-                cpu=request.resources.cpu, memory_bytes=request.resources.memory_bytes,
-                gpus_requested=request.resources.gpu, reply_to=reply_to,
-            )
-            _set_condition(row, type_="Accepted", status="True", reason="Queued",
-                           message=f"queued at priority {request.priority}", now=now)
+            row = ExperimentRow(**_pending_row(submission, digest, utcnow()))
             session.add(row)
             self._history(session, experiment_id=row.id, sandbox_name="", action="submitted",
-                          actor=actor, reason=f"request for {request.repo}@{commit[:12]}")
+                          actor=submission.actor, reason=_submitted(submission))
             session.flush()
             return _view(row), True
+
+    def submit_many(self, submissions: list[Submission]) -> list[bool | RequestRejected]:
+        """Record valid requests as Pending in one transaction (the intake's batch of a
+        fetch): per submission True (created), False (a duplicate, also of one earlier in
+        the batch) or ``RequestRejected(conflict)``, which the caller records as
+        :meth:`submit`'s would be. An insert race lost to another replica runs the batch
+        again: the rows that won are duplicates or conflicts then."""
+        try:
+            return self._submit_many(submissions)
+        except IntegrityError:
+            return self._submit_many(submissions)
+
+    @transient
+    def _submit_many(self, submissions: list[Submission]) -> list[bool | RequestRejected]:
+        now = utcnow()
+        digests = [body_digest(s.request) for s in submissions]
+        ids = list({s.request.experiment_id for s in submissions})
+        with self._tx() as session:
+            known = dict(session.execute(select(ExperimentRow.id, ExperimentRow.body_sha256)
+                                         .where(ExperimentRow.id.in_(ids))).all()) if ids else {}
+            results: list[bool | RequestRejected] = []
+            rows, history = [], []
+            for submission, digest in zip(submissions, digests):
+                request = submission.request
+                if request.experiment_id in known:
+                    results.append(False if known[request.experiment_id] == digest else RequestRejected(
+                        f"experiment {request.experiment_id} already exists with a different body",
+                        code="conflict"))
+                    continue
+                known[request.experiment_id] = digest
+                rows.append(_pending_row(submission, digest, now))
+                history.append(dict(experiment_id=request.experiment_id, sandbox_name="", action="submitted",
+                                    actor=submission.actor, reason=_submitted(submission), details={}, at=now))
+                results.append(True)
+            if rows:
+                session.execute(ExperimentRow.__table__.insert(), rows)
+                session.execute(SandboxHistoryRow.__table__.insert(), history)
+                session.info["wrote"] = True
+            return results
 
     def record_rejected(self, **kwargs) -> ExperimentView:
         """Record a request that failed intake, as Failed, with its error and outcome.

@@ -117,6 +117,36 @@ def test_submit_of_the_same_id_with_a_different_body_is_a_conflict(store, make_r
     assert store.get(request.experiment_id).spec == request  # the first body stands
 
 
+def test_submit_many_records_a_batch_in_one_transaction_as_submit_would(store, make_request):
+    from orchestrator.store.repository import Submission
+
+    known = make_request()
+    store.submit(known, commit=COMMIT)
+    fresh, other = make_request(priority=3), make_request()
+    changed = make_request(known.experiment_id, description="another body for a known id")
+    batch = [Submission(fresh, commit=COMMIT, trace_id="t-1", actor="nats", reply_to="_INBOX.a"),
+             Submission(known, commit=COMMIT), Submission(changed, commit=COMMIT),
+             Submission(other, commit=COMMIT), Submission(fresh, commit=COMMIT)]  # the batch's own duplicate
+
+    results = store.submit_many(batch)
+
+    assert results[:2] == [True, False] and results[3:] == [True, False]
+    assert isinstance(results[2], RequestRejected) and results[2].code == "conflict"
+    assert store.count() == 3
+    view = store.get(fresh.experiment_id)
+    assert view.phase is Phase.PENDING and view.spec == fresh and view.priority == 3 and view.trace_id == "t-1"
+    assert [(c.type, c.status, c.reason) for c in view.conditions] == [("Accepted", "True", "Queued")]
+    assert store.get(known.experiment_id).spec == known  # the first body stands
+    [entry] = store.history(fresh.experiment_id)
+    assert (entry.action, entry.actor) == ("submitted", "nats") and COMMIT[:12] in entry.reason
+    # What the controller reads: the batch's records are admitted like any other.
+    assert {d.id for d in store.desired()} == {known.experiment_id, fresh.experiment_id, other.experiment_id}
+
+
+def test_submit_many_of_nothing_writes_nothing(store):
+    assert store.submit_many([]) == [] and store.count() == 0
+
+
 def test_get_of_an_unknown_id_is_not_found(store):
     with pytest.raises(NotFound) as excinfo:
         store.get("no-such-experiment")
