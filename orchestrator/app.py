@@ -64,10 +64,10 @@ class App:
         if registry:  # the runtime pulls from there: every snapshot is pushed once built
             from orchestrator.runtimes.docker_images import RegistryMirror
             images = RegistryMirror(images, registry)
-        from orchestrator.runtimes.base import LABEL_INSTALLATION
-        # Environment and snapshot images carry the installation, so the cleanup job
-        # removes only its own from an engine several installations may share.
-        labels = {**self.settings.extra_labels, LABEL_INSTALLATION: self.settings.installation}
+        from orchestrator.runtimes.base import LABEL_BUILT_BY
+        # Environment and snapshot images carry the installation that built them, so the
+        # cleanup job removes only its own from an engine several installations may share.
+        labels = {**self.settings.extra_labels, LABEL_BUILT_BY: self.settings.installation}
         return SnapshotBuilder(images, images_dir=self.settings.images_dir,
                                base_image=self.settings.base_image, extra_labels=labels,
                                build=self.settings.build, logs_dir=self.settings.build_logs_dir)

@@ -30,7 +30,7 @@ fi
 if ! .venv/bin/python -c "import orchestrator, pytest, hypothesis" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.genesis-installed ]; then
   echo "genesis-setup: installing the package into .venv" >&2
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
   touch .venv/.genesis-installed
 fi
 

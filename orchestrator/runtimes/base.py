@@ -32,6 +32,11 @@ LABEL_INSTANCE = "genesis.instance-id"
 LABEL_ROLE = "genesis.role"  # "experiment" or "baseline"
 LABEL_ATTEMPT = "genesis.attempt"
 LABEL_INSTALLATION = "genesis.installation"  # several Genesis installations may share one engine
+# On images, the installation that built them (what its cleanup job may remove). Never
+# LABEL_INSTALLATION: a container inherits its image's labels, and any container started
+# from a snapshot (a debugging `docker run`, a kubelet's) would pass for that
+# installation's orphaned sandbox and be reaped.
+LABEL_BUILT_BY = "genesis.built-by"
 
 DISRUPTED_REASONS = frozenset({"evicted", "preempted", "node_lost", "admission_rejected",
                                "image_unavailable", "disrupted"})

@@ -38,7 +38,7 @@ from typing import Callable, NamedTuple
 
 from orchestrator.domain.environment import environment_key, is_pinned, should_rebuild
 from orchestrator.errors import ImageBuildError
-from orchestrator.runtimes.base import LABEL_INSTALLATION, MANAGED_BY, MANAGED_BY_VALUE, BuildRun, ImageInfo, ImageStore
+from orchestrator.runtimes.base import MANAGED_BY, MANAGED_BY_VALUE, BuildRun, ImageInfo, ImageStore
 from orchestrator.settings import BuildSettings, RepoConfig
 from orchestrator.snapshots import git, repofile, steps
 from orchestrator.telemetry import metrics
@@ -323,10 +323,10 @@ class SnapshotBuilder:
         return info
 
     def _build_labels(self) -> dict[str, str]:
-        """Labels of a build container: never the installation's, which would make the
-        controller take it for an orphaned sandbox and remove it mid-build."""
-        labels = {k: v for k, v in self._extra_labels.items() if k != LABEL_INSTALLATION}
-        return {**labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "build"}
+        """Labels of a build container. Never an installation's (nor does it inherit one:
+        images carry ``genesis.built-by``), which would make the controller take it for an
+        orphaned sandbox and remove it mid-build."""
+        return {**self._extra_labels, MANAGED_BY: MANAGED_BY_VALUE, "genesis.kind": "build"}
 
     async def _tree(self, *, tag: str, base: str, repo_path: Path, commit: str, labels: dict[str, str]) -> ImageInfo:
         dockerfile = f"FROM {base}\nADD repo.tar /workspace/\n".encode()

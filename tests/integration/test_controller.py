@@ -143,6 +143,10 @@ def test_orphans_are_reaped_and_audited(app, docker_client):
     other = docker_client.containers.create(image, entrypoint="true", labels={  # another installation's: left alone
         TEST_LABEL: RUN_ID, "genesis.managed-by": "genesis", "genesis.installation": "elsewhere",
         "genesis.experiment-id": "not-ours"})
+    # Someone's own container from this installation's snapshot image: it inherits the image's
+    # labels, which must not make it pass for one of this installation's sandboxes.
+    looking = docker_client.containers.create(image, entrypoint="true", labels={TEST_LABEL: RUN_ID})
+    assert "genesis.installation" not in looking.labels
     finished = run_experiment(app, request_body(changes={"files": [{"path": "x.py", "content": "x = 1\n"}]},
                                                 validation={"command": ["false"], "report": "exit_code"}))
     assert finished.recommendation.value == "rollback"
@@ -154,7 +158,7 @@ def test_orphans_are_reaped_and_audited(app, docker_client):
 
     remaining = {c.id for c in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={RUN_ID}"})}
     assert orphan.id not in remaining and stray.id not in remaining
-    assert other.id in remaining
+    assert other.id in remaining and looking.id in remaining
     assert any(h.action == "deleted" and h.sandbox_name == stray.name and "no live record" in h.reason
                for h in app.store.history(finished.id))
 
