@@ -66,20 +66,27 @@ def parse_request(body: bytes | str | dict, limits: IntakeLimits) -> ExperimentR
     """Validate a request body completely, short of repository look-ups."""
     data = body if isinstance(body, dict) else decode_body(body, limits)
     try:
-        request = ExperimentRequest.model_validate(data)
+        request = ExperimentRequest.model_validate(_with_default_disk(data, limits.default_disk))
     except ValidationError as exc:
         raise RequestRejected(_first_error(exc), code="invalid_request") from exc
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         # Validators are written to raise ValueError; anything else still
         # belongs to the client's body, never to a crash of intake.
         raise RequestRejected(f"request does not validate: {str(exc)[:200]}", code="invalid_request") from exc
-    if request.resources.disk is None and limits.default_disk is not None:
-        request = request.model_copy(update={"resources": request.resources.model_copy(
-            update={"disk": limits.default_disk})})
     check_changes(request, limits)
     check_supported(request, limits.capabilities)
     check_resources(request.resources, request.timeout_ms, limits)
     return request
+
+
+def _with_default_disk(data: dict, default: str | int | None) -> dict:
+    """``data`` with ``resources.disk`` set to ``default`` where it gives none (a copy: the
+    caller's dict is left alone). Before validation, since copying a validated request
+    costs more than validating it."""
+    resources = data.get("resources", {})
+    if default is None or not isinstance(resources, dict) or resources.get("disk") is not None:
+        return data
+    return {**data, "resources": {**resources, "disk": default}}
 
 
 def _first_error(exc: ValidationError) -> str:

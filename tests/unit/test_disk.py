@@ -83,6 +83,14 @@ def test_a_request_without_disk_gets_the_default_and_one_past_the_max_is_refused
     assert parse_request(body(), IntakeLimits(max_memory_bytes=2**30)).resources.disk is None
 
 
+def test_the_default_disk_reaches_a_request_with_no_resources_and_leaves_its_dict_alone():
+    limits = IntakeLimits(max_memory_bytes=2**30, default_disk="10Gi", max_disk_bytes=64 * 2**30)
+    data = json.loads(body())
+    del data["resources"]
+    assert parse_request(data, limits).resources.disk_bytes == 10 * 2**30
+    assert "resources" not in data
+
+
 # -- a run out of disk ----------------------------------------------------------------
 
 APPLIED = 'GENESIS-APPLIED {"validation_started_ms": 1}\n'
