@@ -130,7 +130,8 @@ class Intake:
     def submit_many(self, batch: list[Received]) -> list[Recorded]:
         """Record each request of ``batch``, in order, as :meth:`submit` would; the valid
         ones between two rejections in one transaction. Raises only when the store
-        fails (nothing of the batch's valid requests is recorded then)."""
+        fails: what it recorded before stays, and a redelivery of the batch finds those
+        requests duplicates."""
         refs: dict[tuple[str, str], str | RequestRejected] = {}
         recorded: list[Recorded] = []
         valid: list[_Parsed] = []
