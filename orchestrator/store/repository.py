@@ -119,10 +119,6 @@ def _pending_row(submission: Submission, digest: str, now: datetime) -> dict:
         reply_to=submission.reply_to)
 
 
-def _submitted(submission: Submission) -> str:
-    return f"request for {submission.request.repo}@{submission.commit[:12]}"
-
-
 class Store(CachesMixin, OutboxMixin, JobsMixin):
     """Experiments, their lifecycle and the controller's view of them."""
 
@@ -135,42 +131,21 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
     def submit(self, request: ExperimentRequest, *, commit: str, trace_id: str | None = None,
                actor: str = "intake", reply_to: str | None = None) -> tuple[ExperimentView, bool]:
         """Record a valid request as Pending; ``(view, False)`` for a duplicate.
-
         The same id with a different body raises ``RequestRejected(conflict)``.
-        Two submits racing on one id: the loser's insert fails on the primary
-        key and it answers from the winner's row, as a duplicate or conflict.
-        """
-        submission = Submission(request, commit=commit, trace_id=trace_id, actor=actor, reply_to=reply_to)
-        try:
-            return self._submit(submission)
-        except IntegrityError:
-            return self._submit(submission)
-
-    @transient
-    def _submit(self, submission: Submission) -> tuple[ExperimentView, bool]:
-        request = submission.request
-        digest = body_digest(request)
-        with self._tx() as session:
-            existing = session.get(ExperimentRow, request.experiment_id)
-            if existing is not None:
-                if existing.body_sha256 != digest:
-                    raise RequestRejected(
-                        f"experiment {request.experiment_id} already exists with a different body",
-                        code="conflict")
-                return _view(existing), False
-            row = ExperimentRow(**_pending_row(submission, digest, utcnow()))
-            session.add(row)
-            self._history(session, experiment_id=row.id, sandbox_name="", action="submitted",
-                          actor=submission.actor, reason=_submitted(submission))
-            session.flush()
-            return _view(row), True
+        A batch of one: see :meth:`submit_many`."""
+        (outcome,) = self.submit_many([Submission(request, commit=commit, trace_id=trace_id, actor=actor,
+                                                  reply_to=reply_to)])
+        if isinstance(outcome, RequestRejected):
+            raise outcome
+        return self.get(request.experiment_id), outcome
 
     def submit_many(self, submissions: list[Submission]) -> list[bool | RequestRejected]:
         """Record valid requests as Pending in one transaction (the intake's batch of a
         fetch): per submission True (created), False (a duplicate, also of one earlier in
         the batch) or ``RequestRejected(conflict)``, which the caller records as
         :meth:`submit`'s would be. An insert race lost to another replica runs the batch
-        again: the rows that won are duplicates or conflicts then."""
+        again: the rows that won are duplicates or conflicts then (two intake workers, or
+        `genesis apply` and a worker, given the same request at once)."""
         try:
             return self._submit_many(submissions)
         except IntegrityError:
@@ -196,7 +171,8 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
                 known[request.experiment_id] = digest
                 rows.append(_pending_row(submission, digest, now))
                 history.append(dict(experiment_id=request.experiment_id, sandbox_name="", action="submitted",
-                                    actor=submission.actor, reason=_submitted(submission), details={}, at=now))
+                                    actor=submission.actor, reason=f"request for {request.repo}@{submission.commit[:12]}", details={},
+                                    at=now))
                 results.append(True)
             if rows:
                 session.execute(ExperimentRow.__table__.insert(), rows)

@@ -510,18 +510,19 @@ def test_a_duplicate_submitted_concurrently_is_still_a_duplicate(store, make_req
 
     from orchestrator.store.repository import Store
 
+    from sqlalchemy import event
+
+    from orchestrator.store.db import make_engine
+
     inserted, release = threading.Event(), threading.Event()
+    paused_engine = make_engine(store.engine.url.render_as_string(hide_password=False))
 
-    class PausedStore(Store):
+    @event.listens_for(paused_engine, "after_cursor_execute")
+    def pause(conn, cursor, statement, parameters, context, executemany):
         """A replica paused inside its submit transaction, after its INSERT."""
-
-        @staticmethod
-        def _history(session, **kwargs):
-            Store._history(session, **kwargs)
-            if kwargs.get("action") == "submitted":
-                session.flush()
-                inserted.set()
-                assert release.wait(30)
+        if statement.lstrip().upper().startswith("INSERT INTO SANDBOX_HISTORY"):
+            inserted.set()
+            assert release.wait(30)
 
     request = make_request()
     results: dict[str, object] = {}
@@ -532,7 +533,7 @@ def test_a_duplicate_submitted_concurrently_is_still_a_duplicate(store, make_req
         except Exception as exc:  # noqa: BLE001 - recorded for the assertion below
             results[name] = exc
 
-    first = threading.Thread(target=run, args=("first", PausedStore(store.engine)))
+    first = threading.Thread(target=run, args=("first", Store(paused_engine)))
     first.start()
     assert inserted.wait(30)
     second = threading.Thread(target=run, args=("second", store))
@@ -548,3 +549,4 @@ def test_a_duplicate_submitted_concurrently_is_still_a_duplicate(store, make_req
     view, created = results["second"]
     assert created is False and view.id == request.experiment_id
     assert store.count() == 1
+    paused_engine.dispose()
