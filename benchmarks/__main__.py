@@ -63,8 +63,8 @@ def main() -> None:
             asyncio.run(gvisor.run(report, runs=args.runs))
     finally:
         cleanup(client)
-    report.print()
-    report.save(ROOT / "benchmarks" / "results" / "latest.json")
+        report.print()  # what was measured before a failure is still worth seeing
+        report.save(ROOT / "benchmarks" / "results" / "latest.json")
 
 
 if __name__ == "__main__":

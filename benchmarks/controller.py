@@ -170,22 +170,27 @@ def throughput(report: Report, *, count: int, levels: tuple[int, ...]) -> None:
         for level in levels:
             config = home / f"g{level}.yaml"
             config.write_text(json.dumps({
-                "home": str(home / f"h{level}"), "repos": {"monorepo": {"path": str(home / "repo")}},
+                "home": str(home / f"h{level}"),
+                "repos": {"monorepo": {"path": str(home / "repo"), "allow_validation_override": True}},
                 "extra_labels": {BENCH_LABEL: RUN_ID}, "max_concurrent": level, "pass_interval_s": 0.1,
                 "preserve_ttl_s": 0}))
             app = App(load_settings(config))
             body = {"instance_id": "bench", "repo": "monorepo", "base_ref": "main",
                     "changes": {"files": [{"path": "x.txt", "content": "x"}]},
-                    "validation": {"command": ["true"]},
+                    "validation": {"command": ["true"], "report": "exit_code"},
                     "resources": {"cpu": 0.25, "memory": "128Mi", "pids": 64}}
             # Warm: snapshot image and baseline exist before timing.
             app.intake.submit(json.dumps(dict(body, experiment_id=str(uuid.uuid4()))).encode())
             asyncio.run(app.controller(leader=False).run_until_idle())
-            for _ in range(count):
-                app.intake.submit(json.dumps(dict(body, experiment_id=str(uuid.uuid4()))).encode())
+            ids = [app.intake.submit(json.dumps(dict(body, experiment_id=str(uuid.uuid4()))).encode()).view.id
+                   for _ in range(count)]
             cpu0, started = time.process_time(), time.perf_counter()
             asyncio.run(app.controller(leader=False).run_until_idle())
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+            # A rate of refused or failed experiments would measure nothing of interest.
+            failed = [v.message for v in map(app.store.get, ids) if v.recommendation is None or
+                      v.recommendation.value != "merge"]
+            assert not failed, f"{len(failed)} of {count} not merged: {failed[:3]}"
             image = app.store.images()[-1]["tag"]
             app.close()
             raw = raw_docker_loop(image, count)
