@@ -174,7 +174,9 @@ class DockerKubelet:
         name, spec = pod["metadata"]["name"], pod["spec"]
         (box,) = spec["containers"]
         pod_sc, sc = spec.get("securityContext") or {}, box.get("securityContext") or {}
-        workdir = self._dirs.setdefault(name, tempfile.mkdtemp(prefix="genesis-kubelet-"))
+        if name not in self._dirs:  # not setdefault: its default would make (and leak) a folder every call
+            self._dirs[name] = tempfile.mkdtemp(prefix="genesis-kubelet-")
+        workdir = self._dirs[name]
         volumes, tmpfs = {}, {}
         mounts = {m["name"]: m for m in box.get("volumeMounts") or []}
         for volume in spec.get("volumes") or []:
