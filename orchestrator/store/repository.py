@@ -66,9 +66,12 @@ def _set_condition(row: ExperimentRow, *, type_: str, status: str, reason: str, 
     conditions = [c for c in (row.conditions or []) if c["type"] != type_]
     previous = next((c for c in row.conditions or [] if c["type"] == type_), None)
     when = previous["last_transition_time"] if previous and previous["status"] == status else now.isoformat()
-    conditions.append({"type": type_, "status": status, "reason": reason, "message": message[:2000],
-                       "last_transition_time": when})
-    row.conditions = conditions
+    row.conditions = conditions + [_condition(type_=type_, status=status, reason=reason, message=message, when=when)]
+
+
+def _condition(*, type_: str, status: str, reason: str, message: str, when: str) -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message[:2000],
+            "last_transition_time": when}
 
 
 _DESIRED_COLUMNS = ("id", "instance_id", "phase", "priority", "created_at", "attempt", "cancel_requested",
@@ -111,8 +114,8 @@ def _pending_row(submission: Submission, digest: str, now: datetime) -> dict:
         id=request.experiment_id, instance_id=request.instance_id, experiment_type=request.experiment_type,
         risk_level=request.risk_level, repo=request.repo, base_ref=request.base_ref, commit=submission.commit,
         spec=request.model_dump(mode="json"), body_sha256=digest, phase=Phase.PENDING.value,
-        conditions=[{"type": "Accepted", "status": "True", "reason": "Queued",
-                     "message": f"queued at priority {request.priority}", "last_transition_time": now.isoformat()}],
+        conditions=[_condition(type_="Accepted", status="True", reason="Queued",
+                               message=f"queued at priority {request.priority}", when=now.isoformat())],
         priority=request.priority, attempt=0, cancel_requested=False, trace_id=submission.trace_id,
         created_at=now, updated_at=now, phase_since=now, cpu=request.resources.cpu,
         memory_bytes=request.resources.memory_bytes, gpus_requested=request.resources.gpu,
@@ -177,7 +180,6 @@ class Store(CachesMixin, OutboxMixin, JobsMixin):
             if rows:
                 session.execute(ExperimentRow.__table__.insert(), rows)
                 session.execute(SandboxHistoryRow.__table__.insert(), history)
-                session.info["wrote"] = True
             return results
 
     def record_rejected(self, **kwargs) -> ExperimentView:
