@@ -86,6 +86,21 @@ class VerdictSettings(BaseModel):
     grading_version: int = 2  # part of every baseline key: older baselines are never reused
 
 
+class PoolSettings(BaseModel):
+    """Warm pools (docs/pools.md): sandboxes made before they are asked for, per snapshot
+    image and resource profile, sized by recent demand within a global budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # off: every sandbox is made when its experiment starts
+    max_sandboxes: int = Field(default=8, ge=0)  # ready sandboxes across all pools
+    max_memory: str = "8Gi"  # the sum of their memory limits
+    max_per_pool: int = Field(default=8, ge=1)  # no pool holds more (nor more than max_concurrent)
+    max_hot_per_pool: int = Field(default=4, ge=0)  # started, the runner waiting; the rest only created
+    window_s: float = Field(default=60.0, gt=0)  # demand is the launches of the last window
+    idle_s: float = Field(default=300.0, gt=0)  # a pool nobody asked of for this long is emptied
+
+
 class BuildSettings(BaseModel):
     """What environment and snapshot builds (and nothing else) are given.
 
@@ -265,6 +280,7 @@ class Settings(BaseModel):
     policy: Policy = DEFAULT_POLICY
     verdict: VerdictSettings = Field(default_factory=VerdictSettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
+    pools: PoolSettings = Field(default_factory=PoolSettings)
     # Genesis's images (toolchain, environment, snapshot) may use this much disk;
     # the cleanup job removes the least recently used past it. None: no budget.
     image_disk_budget: str | None = None  # checked every 6 h on the wall clock (SPEC §11)

@@ -62,8 +62,9 @@ echo; echo "== genesis get experiments -o wide"
 "$genesis" get experiments -o wide | grep -E "^NAME|$good_id|$bad_id"
 echo; echo "== genesis get sandboxes (the merged one is kept, the rolled-back one is gone)"
 "$genesis" get sandboxes | grep -E "^NAME|$good_id|$bad_id" || true
-kept=$("$genesis" get sandboxes -o name | grep -c "$good_id" || true)
-gone=$("$genesis" get sandboxes -o name | grep -c "$bad_id" || true)
+# By the EXPERIMENT column: a sandbox claimed from a warm pool has the pool's name.
+kept=$("$genesis" get sandboxes | grep -c "$good_id" || true)
+gone=$("$genesis" get sandboxes | grep -c "$bad_id" || true)
 echo
 echo "good change: $good_rec (sandbox kept: $kept)   bad change: $bad_rec (sandboxes left: $gone)"
 echo "details: $genesis describe experiment $good_id   (GENESIS_CONFIG=$GENESIS_CONFIG)"

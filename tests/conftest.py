@@ -84,6 +84,9 @@ def config_file(tmp_path_factory, sample_repo) -> Path:
         # An installation of this run's own: a controller of another run, or a developer's
         # `genesis serve`, on the same engine reaps only its own installation's sandboxes.
         "installation": f"test-{RUN_ID}",
+        # Cold sandboxes, one per experiment, labelled with it: what these tests look for.
+        # Warm pools have tests of their own (tests/integration/test_pools.py).
+        "pools": {"enabled": False},
     }))
     return path
 

@@ -378,6 +378,12 @@ def create_app(backend, *, settings, tokens: Tokens, limits: RateLimits, health=
         return resources.as_list(resources.sandbox(s) for s in await backend.sandboxes()
                                  if who.sees(s.labels.get(LABEL_INSTANCE, "")))
 
+    @app.get(f"{PREFIX}/pools", tags=["sandboxes"])
+    async def pools(who: Principal = Depends(principal)) -> dict:
+        """The warm pools: ready sandboxes by tier, claims by tier over the last hour."""
+        who.require(Action.READ)
+        return resources.as_list(resources.pool(p) for p in await backend.pools())
+
     @app.get(f"{PREFIX}/images", tags=["images"])
     async def images(who: Principal = Depends(principal)) -> dict:
         who.require(Action.READ)

@@ -124,8 +124,15 @@ class LocalBackend:
     # -- sandboxes, images, reports ----------------------------------------------
 
     async def sandboxes(self) -> list:
-        """The runtime's sandboxes of this installation (``SandboxState``)."""
-        return await self.app.runtime.list(self.app.settings.sandbox_selector())
+        """The runtime's sandboxes of this installation (``SandboxState``), a claimed pooled
+        one shown as its experiment's."""
+        from orchestrator.pipeline.pools import claimed_view
+        return await claimed_view(self.app.runtime, self.store, self.app.settings.sandbox_selector())
+
+    async def pools(self) -> list:
+        """The warm pools of this installation (``PoolRow``)."""
+        from orchestrator.pipeline.pools import pool_rows
+        return await pool_rows(self.app.runtime, self.store, self.app.settings.sandbox_selector())
 
     async def images(self) -> list:
         """Every image of Genesis's on the engine (``ImageRow``)."""

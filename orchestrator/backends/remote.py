@@ -167,6 +167,13 @@ class RemoteBackend:
                              started_at=_when(i["startedAt"]))
                 for i in (await self._json("/sandboxes"))["items"]]
 
+    async def pools(self) -> list:
+        from orchestrator.pipeline.pools import PoolRow
+        return [PoolRow(pool=i["name"], image=i["image"], hot=i["ready"]["hot"], warm=i["ready"]["warm"],
+                        claimed_hot=i["claimedLastHour"]["hot"], claimed_warm=i["claimedLastHour"]["warm"],
+                        last_claim=_when(i["lastClaim"]))
+                for i in (await self._json("/pools"))["items"]]
+
     async def images(self) -> list:
         from orchestrator.snapshots.catalog import ImageRow
         return [ImageRow(tier=i["tier"], tag=i["tag"], repo=i["repo"], size_bytes=i["size_bytes"],

@@ -1,4 +1,4 @@
-"""``genesis get experiments|sandboxes|images|reports``.
+"""``genesis get experiments|sandboxes|pools|images|reports``.
 
 Experiments are selected, ordered and paged in the database (``-l``,
 ``--field-selector``, ``--limit``, ``--continue``; see
@@ -27,12 +27,13 @@ from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 
 KINDS = {"experiments": "experiments", "experiment": "experiments", "exp": "experiments",
          "sandboxes": "sandboxes", "sandbox": "sandboxes", "sb": "sandboxes",
+         "pools": "pools", "pool": "pools",
          "images": "images", "image": "images", "reports": "reports", "report": "reports"}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("get", help="list experiments, sandboxes, images or reports")
-    p.add_argument("kind", help="experiments | sandboxes | images | reports")
+    p = sub.add_parser("get", help="list experiments, sandboxes, pools, images or reports")
+    p.add_argument("kind", help="experiments | sandboxes | pools | images | reports")
     p.add_argument("name", nargs="?", help="one experiment id")
     p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"])
     p.add_argument("-l", "--selector", help="label selector: k=v, k==v, k!=v, k in (a,b), k notin (a,b), "
@@ -69,6 +70,8 @@ async def run(backend, args) -> int:
         raise GenesisError(f'the server doesn\'t have a resource type "{args.kind}"', code="bad_input")
     if kind == "sandboxes":
         return _sandboxes(await backend.sandboxes(), args)
+    if kind == "pools":
+        return _pools(await backend.pools(), args)
     if kind == "images":
         return _images(await backend.images(), args)
     if kind == "reports":
@@ -134,6 +137,22 @@ def _sandboxes(states: list, args) -> int:
              "" if s.exit_code is None else str(s.exit_code), printers.age(s.started_at)] for s in states]
     print(printers.table(rows, ["NAME", "EXPERIMENT", "ROLE", "STATUS", "EXIT", "AGE"]) if rows
           else "No resources found.")
+    return 0
+
+
+def _pools(rows: list, args) -> int:
+    """The warm pools: ready sandboxes by tier, claims by tier over the last hour."""
+    if args.output in ("json", "yaml"):
+        items = resources.as_list(resources.pool(r) for r in rows)
+        print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
+        return 0
+    if args.output == "name":
+        print("\n".join(f"pool/{r.pool}" for r in rows))
+        return 0
+    table = [[r.pool, r.image or "-", str(r.hot), str(r.warm), str(r.claimed_hot), str(r.claimed_warm),
+              printers.age(r.last_claim)] for r in rows]
+    print(printers.table(table, ["POOL", "IMAGE", "HOT", "WARM", "CLAIMED-HOT(1H)", "CLAIMED-WARM(1H)",
+                                 "LAST-CLAIM"]) if table else "No resources found.")
     return 0
 
 

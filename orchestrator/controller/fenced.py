@@ -1,7 +1,7 @@
 """The runtime as a controller's step sees it: effects refused once its term lapsed.
 
 Reads (list, inspect, wait, logs, collect, usage) pass through; the calls
-that change the world (create, start, kill, remove) first check the ambient
+that change the world (create, start, deliver, kill, remove) first check the ambient
 :class:`orchestrator.fencing.Term` on the local monotonic clock. A former
 leader's step that wakes up (SIGCONT, a healed partition) is stopped here
 before it touches a sandbox its successor may now drive. Kill and remove
@@ -31,6 +31,10 @@ class FencedRuntime:
     async def start(self, name: str) -> None:
         fencing.check(f"starting sandbox {name}")
         await self.inner.start(name)
+
+    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
+        fencing.check(f"delivering to sandbox {name}")
+        await self.inner.deliver(name, bundle, uid=uid)
 
     async def kill(self, name: str, *, uid: str | None = None) -> None:
         fencing.check(f"killing sandbox {name}")

@@ -41,7 +41,7 @@ from orchestrator.domain.planner import (
 )
 from orchestrator.errors import GenesisError, NotLeader, StoreError
 from orchestrator.fencing import FENCE, Term
-from orchestrator.pipeline import lifecycle
+from orchestrator.pipeline import lifecycle, pools
 from orchestrator.pipeline.execute import Executor
 from orchestrator.runtimes.base import LABEL_EXPERIMENT, LABEL_ROLE
 from orchestrator.snapshots.cleanup import prune_images
@@ -123,6 +123,7 @@ class Controller:
                 continue
             if not self._tasks and not any(d.phase.value in ("Pending", "Building", "Running", "Collecting")
                                            for d in await self.store.desired()):
+                await self._drain_pools()  # idle and about to return: no runner left waiting
                 return self.passes
             await self._sleep(self.pass_interval_s)
         if not self._stopping.is_set():
@@ -211,6 +212,12 @@ class Controller:
         except asyncio.TimeoutError:
             pass
 
+    async def _drain_pools(self) -> None:
+        try:
+            await asyncio.wait_for(self.executor.pools.drain(), timeout=30)
+        except (GenesisError, asyncio.TimeoutError) as exc:  # the next leader adopts or reaps them
+            log.warning("pools not drained", extra={"error": str(exc) or "timeout"})
+
     async def _drain(self) -> None:
         """Let in-flight steps finish (the lease is still renewed meanwhile); whatever
         is cut short is re-driven by the next leader, which need not wait for the lease."""
@@ -218,6 +225,8 @@ class Controller:
             await asyncio.wait(list(self._tasks.values()), timeout=30)
         for task in self._tasks.values():
             task.cancel()
+        if self.leading:
+            await self._drain_pools()
         if self._keeper is not None:
             self._keeper.cancel()
         if self._expiry is not None:
@@ -239,9 +248,7 @@ class Controller:
                                                   deadline_at=b.deadline_at, kill_reason=b.kill_reason,
                                                   gpus=tuple(b.plan.get("gpus") or ()))
                           for b in await self.store.baselines(waited))
-        states = await self.runtime.list(self.settings.sandbox_selector())
-        observed = [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
-                             uid=s.uid) for s in states]
+        observed = await self._observed()
         actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
                                in_flight=in_flight | frozenset(self._tasks), baselines=baselines)
         for action in actions:
@@ -256,10 +263,20 @@ class Controller:
                 log.warning("action failed", extra={"action": type(action).__name__, "error": str(exc),
                                                     "experiment_id": getattr(action, "experiment_id", None)})
         self._gauges(desired, actions)
+        self.executor.pools.kick()  # after the pass's admissions: their claims come first
         metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
         self.passes += 1
         log.debug("reconcile pass", extra={"actions": len(actions), "seconds": time.monotonic() - started})
         return actions
+
+    async def _observed(self) -> list[Observed]:
+        """This installation's sandboxes as the planner sees them. A pooled one belongs to the
+        experiment that claimed it (:func:`pools.claimed_view`); unclaimed, it is the pools' own
+        and the planner never sees it, unless pools are off: then it is an orphan."""
+        states = await pools.claimed_view(self.runtime, self.store, self.settings.sandbox_selector())
+        return [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
+                         uid=s.uid) for s in states
+                if s.labels.get(LABEL_ROLE) != pools.ROLE or not self.executor.pools.enabled]
 
     def _gauges(self, desired: list, actions: list[Action]) -> None:
         admitted = {a.experiment_id for a in actions if isinstance(a, Admit)}

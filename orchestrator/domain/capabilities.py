@@ -57,6 +57,7 @@ class Capabilities:
     sandbox_runtime: str | None = None
     kernel: Kernel = "host"
     seccomp: bool = False  # a seccomp filter narrows the system calls a sandbox may make
+    pools: bool = False  # sandboxes made ahead of demand take their bundle later (``deliver()``)
 
     def refusals(self, *, network: bool, gpus: int) -> list[str]:
         """What of a request this runtime cannot honour, one phrase each; empty when it can."""

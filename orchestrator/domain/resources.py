@@ -106,6 +106,14 @@ def sandbox(state: Any) -> dict:
             "startedAt": _iso(state.started_at)}
 
 
+def pool(row: Any) -> dict:
+    """One warm pool (``PoolRow``) as ``get pools -o json`` prints it."""
+    return {"apiVersion": API_VERSION, "kind": "Pool", "name": row.pool, "image": row.image,
+            "ready": {"hot": row.hot, "warm": row.warm},
+            "claimedLastHour": {"hot": row.claimed_hot, "warm": row.claimed_warm},
+            "lastClaim": _iso(row.last_claim)}
+
+
 def usage(sample: Any) -> dict:
     """One cgroup sample of a sandbox (``SandboxUsage``)."""
     return {"cpuSeconds": sample.cpu_seconds, "memoryWorkingSetBytes": sample.memory_working_set_bytes,

@@ -37,6 +37,7 @@ from orchestrator.errors import ImageBuildError, RequestRejected, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle, passes
 from orchestrator.pipeline.intake import dependency_changes
 from orchestrator.pipeline.passes import Failure, Run
+from orchestrator.pipeline.pools import Pools
 from orchestrator.runtimes.base import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_INSTANCE, LABEL_ROLE, Runtime, SandboxOutput, SandboxSpec,
 )
@@ -91,8 +92,9 @@ class Executor:
         self.actor = actor
         self.patterns = llm_patterns or LlmPatterns()
         self.store = as_async(store)  # never blocks the loop
+        self.pools = Pools(runtime=runtime, store=self.store, settings=settings, actor=actor)
         self.sandboxes = passes.Sandboxes(runtime=runtime, store=self.store, actor=actor,
-                                          max_file_bytes=settings.max_output_file_bytes)
+                                          max_file_bytes=settings.max_output_file_bytes, pools=self.pools)
 
     # -- steps the controller drives ---------------------------------------------
 
@@ -177,17 +179,19 @@ class Executor:
         waiting = await self._await_baseline(view, spec, snap.tag, validation, repo)
         if waiting is not None:
             return waiting
-        name = sandbox_name(view.id, view.attempt)
-        created_wall_ms = await self.sandboxes.launch(
-            await self._sandbox(view, name=name, image=own.tag, role="experiment", writes=plan.pass_a,
-                          validation=validation, repo=repo), experiment_id=view.id)
+        launched = await self.sandboxes.launch(
+            await self._sandbox(view, name=sandbox_name(view.id, view.attempt), image=own.tag, role="experiment",
+                                writes=plan.pass_a, validation=validation, repo=repo),
+            experiment_id=view.id, pooled=True)
+        name = launched.name
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
         log.info("sandbox_created", extra={**ctx, "phase": "Running", "sandbox": name})
         log.info("changes_applied", extra={**ctx, "phase": "Running", "sandbox": name,
                                            "bundle": "delivered to /genesis/in, applied by the runner"})
         passes_note = "pass A of two" if plan.pass_b is not None else "the whole change in one pass"
         return await self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
-                                     message=f"{name} ({passes_note}); created at {created_wall_ms} ms",
+                                     message=f"{name} ({passes_note}, {launched.tier}); "
+                                             f"created at {launched.created_wall_ms} ms",
                                      sandbox_name=name, sandbox_uid=self.sandboxes.uid(name), deadline_at=deadline)
 
     async def _plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
@@ -305,7 +309,8 @@ class Executor:
         """Pass B or a rerun of pass A, in a fresh sandbox of its own, to its evidence."""
         spec = view.spec
         assert spec is not None and view.sandbox_name is not None
-        sandbox = await self._sandbox(view, name=f"{view.sandbox_name}-{suffix}", image=view.image or "",
+        own = sandbox_name(view.id, view.attempt)  # not a claimed pooled sandbox's name
+        sandbox = await self._sandbox(view, name=f"{own}-{suffix}", image=view.image or "",
                                 role="experiment-" + suffix.rstrip("0123456789"), writes=writes,
                                 validation=validation, repo=repo)
         run = await self.sandboxes.run(sandbox, experiment_id=view.id, timeout_s=spec.timeout_ms / 1000)

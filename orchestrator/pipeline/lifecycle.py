@@ -29,10 +29,13 @@ async def remove_sandbox(runtime: Runtime, store: AsyncStore, *, experiment_id: 
 
 
 async def remove_sandboxes(runtime: Runtime, store: AsyncStore, experiment_id: str, *, actor: str, reason: str) -> int:
-    """Delete every sandbox labelled with ``experiment_id``; returns how many."""
+    """Delete every sandbox of ``experiment_id``: those labelled with it and the pooled
+    ones it claimed (their labels predate the claim); returns how many."""
     removed = 0
-    for state in await runtime.list({MANAGED_BY: MANAGED_BY_VALUE, LABEL_EXPERIMENT: experiment_id}):
-        if await remove_sandbox(runtime, store, experiment_id=experiment_id, name=state.name, uid=state.uid,
+    labelled = [(s.name, s.uid) for s in await runtime.list({MANAGED_BY: MANAGED_BY_VALUE,
+                                                              LABEL_EXPERIMENT: experiment_id})]
+    for name, uid in labelled + await store.claimed_by(experiment_id):
+        if await remove_sandbox(runtime, store, experiment_id=experiment_id, name=name, uid=uid,
                                 actor=actor, reason=reason) is not None:
             removed += 1
     return removed

@@ -30,6 +30,7 @@ from orchestrator.domain.models import Validation
 from orchestrator.domain.scoring import RunFacts
 from orchestrator.errors import GenesisError, RequestRejected, SandboxGone
 from orchestrator.pipeline import lifecycle
+from orchestrator.pipeline.pools import Pools, profile_of
 from orchestrator.runtimes.base import LABEL_ROLE, Runtime, SandboxOutput, SandboxSpec, SandboxState
 from orchestrator.store.aio import AsyncStore
 from orchestrator.telemetry import metrics
@@ -138,11 +139,20 @@ def _disk_message(run: Run) -> str:
             + (f"; {run.state.message}" if run.state.message else ""))
 
 
-class Sandboxes:
-    """Creates, waits for, collects and removes the sandboxes of one step."""
+@dataclass(frozen=True)
+class Launched:
+    name: str  # the sandbox's name: the requested one, or the pooled sandbox claimed
+    created_wall_ms: int
+    tier: str  # hot | warm (claimed from a pool) | cold (made for it)
 
-    def __init__(self, *, runtime: Runtime, store: AsyncStore, actor: str, max_file_bytes: int) -> None:
+
+class Sandboxes:
+    """Creates (or claims), waits for, collects and removes the sandboxes of one step."""
+
+    def __init__(self, *, runtime: Runtime, store: AsyncStore, actor: str, max_file_bytes: int,
+                 pools: Pools | None = None) -> None:
         self.runtime, self.store, self.actor, self.max_file_bytes = runtime, store, actor, max_file_bytes
+        self.pools = pools
         self._uids: dict[str, str] = {}  # name -> the runtime's id of what this process created
         self._heads: dict[str, asyncio.Task] = {}  # name -> its log's beginning, read while it runs
 
@@ -150,18 +160,31 @@ class Sandboxes:
         """The runtime's id of the sandbox this process created as ``name``."""
         return self._uids.get(name)
 
-    async def launch(self, spec: SandboxSpec, *, experiment_id: str) -> int:
-        """Create (bundle delivered) and start one sandbox; returns the wall-clock ms of creation.
+    async def launch(self, spec: SandboxSpec, *, experiment_id: str, pooled: bool = False) -> Launched:
+        """Create (bundle delivered) and start one sandbox, or with ``pooled`` claim a
+        ready one of its profile from the warm pools (:mod:`orchestrator.pipeline.pools`).
 
         A leftover under this name (an interrupted attempt whose leader's lease
         has lapsed, since this process now holds it) is removed by its own id
         first; creation is then a compare-and-set on the name, so a former
         leader that wakes up and creates it too fails instead of sharing it."""
+        created_wall_ms = int(time.time() * 1000)
+        started = time.monotonic()
+        if pooled and self.pools is not None and self.pools.enabled:
+            claimed = await self.pools.claim(spec, experiment_id=experiment_id)
+            if claimed is not None:
+                self._uids[claimed.name] = claimed.uid or ""
+                await self.audit(experiment_id, claimed.name, "changes_applied", "bundle delivered on stdin",
+                                 details={"bundle_bytes": len(spec.bundle), "tier": claimed.tier,
+                                          "claim_ms": round(claimed.seconds * 1000, 1)})
+                self._heads[claimed.name] = asyncio.create_task(self._log_head(claimed.name, follow=True))
+                metrics.observe_phase("sandbox_start", time.monotonic() - started)
+                return Launched(claimed.name, created_wall_ms, claimed.tier)
+            if profile_of(spec) is not None:
+                metrics.POOL_CLAIMS.labels(tier="cold").inc()
         leftover = await self.runtime.inspect(spec.name)
         if leftover.status != "missing":
             await self.teardown(experiment_id, spec.name, uid=leftover.uid, reason="leftover of an interrupted run")
-        created_wall_ms = int(time.time() * 1000)
-        started = time.monotonic()
         try:
             self._uids[spec.name] = await self.runtime.create(spec)
         except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
@@ -181,7 +204,7 @@ class Sandboxes:
         self._heads[spec.name] = asyncio.create_task(self._log_head(spec.name, follow=True))
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
         await self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
-        return created_wall_ms
+        return Launched(spec.name, created_wall_ms, "cold")
 
     async def run(self, spec: SandboxSpec, *, experiment_id: str, timeout_s: float) -> Run:
         """Launch, wait (killing at the deadline or on cancel), collect and remove one sandbox."""

@@ -37,6 +37,9 @@ LABEL_INSTALLATION = "genesis.installation"  # several Genesis installations may
 # from a snapshot (a debugging `docker run`, a kubelet's) would pass for that
 # installation's orphaned sandbox and be reaped.
 LABEL_BUILT_BY = "genesis.built-by"
+# A pooled sandbox, made before any experiment asked for it: its pool (the profile's key).
+# Labels cannot change after creation, so which experiment claimed it is in the store.
+LABEL_POOL = "genesis.pool"
 
 DISRUPTED_REASONS = frozenset({"evicted", "preempted", "node_lost", "admission_rejected",
                                "image_unavailable", "disrupted"})
@@ -62,6 +65,8 @@ class SandboxSpec:
     log_max_bytes: int | None = None  # the engine's log of it: rotated at this size ...
     log_max_files: int = 2  # ... keeping this many files
     timeout_s: float | None = None  # a runtime-side backstop (Kubernetes activeDeadlineSeconds)
+    # A pooled sandbox: made with no bundle; the runner waits for it on stdin (``deliver``).
+    bundle_stdin: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,11 @@ class Runtime(Protocol):
     async def disk_usage(self) -> int:
         """Bytes in the writable layers of Genesis's sandboxes (``capabilities.disk_usage``)."""
         raise RuntimeFailure(f"{self.name}: disk use is not measured", code="unsupported_by_runtime")
+
+    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
+        """Hand a started pooled sandbox its bundle on stdin (``capabilities.pools``): the
+        runner, waiting for it, reads to the end and runs."""
+        raise RuntimeFailure(f"{self.name}: no pooled sandboxes", code="unsupported_by_runtime")
 
     async def events(self, name: str) -> list[str]:
         """The platform's events about one sandbox, oldest first (``capabilities.events``)."""

@@ -73,7 +73,8 @@ _translate = translated(_errors)
 
 # runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
 # The network is there to give; whether it is given is prepare_egress()'s to find (DockerRuntime.capabilities).
-DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact")
+DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact",
+                                    pools=True)
 EGRESS_OFF = "sandbox_egress is off: no sandbox is given a network"
 _RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
 
@@ -350,8 +351,14 @@ class DockerRuntime(Runtime):
             storage_opt=storage_opt,
             log_config=log_config,
             runtime=self.sandbox_runtime,  # None: the engine's default
-            detach=True,
+            # Pooled: the bundle comes later on stdin, closed after the one client that writes it
+            # (the SDK sets StdinOnce only for a non-detached config; create never attaches).
+            detach=not spec.bundle_stdin,
+            stdin_open=spec.bundle_stdin,
+            environment={"GENESIS_BUNDLE_STDIN": "1"} if spec.bundle_stdin else None,
         )
+        if spec.bundle_stdin:
+            return container.id
         try:
             if not container.put_archive("/genesis/in", bundle_archive(spec.bundle)):
                 raise RuntimeFailure(f"could not deliver the bundle to {spec.name}")
@@ -359,6 +366,17 @@ class DockerRuntime(Runtime):
             container.remove(force=True)
             raise
         return container.id
+
+    @_translate
+    def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
+        """Write the bundle to the waiting runner's stdin through the engine's attach
+        stream and close it: the engine closes the sandbox's stdin after this one client."""
+        sock = self._client.api.attach_socket(uid or name, params={"stdin": 1, "stream": 1})
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(bundle)
+        finally:
+            sock.close()
 
     @_translate
     def start(self, name: str) -> None:

@@ -26,6 +26,12 @@ The validation runs with installed pytest plugins switched off
 (``/opt/genesis/audit/genesis_timeout.py``), and with Genesis's audit hook
 (``/opt/genesis/audit/sitecustomize.py``) loaded before any of its code.
 
+A pooled sandbox is started before its change exists: with
+``GENESIS_BUNDLE_STDIN`` the runner waits for the bundle on stdin (written
+through the engine's attach stream, then closed) and its clock starts when
+the bundle has arrived. Its validation sees neither that stdin nor the
+variable: it runs as in a sandbox made for it.
+
 On Kubernetes three environment variables adapt it to a pod whose root
 filesystem is read-only: the bundle arrives gzip+base64 through the
 downward API (``bundle.gz.b64``), ``GENESIS_SEED_FROM`` names the image's
@@ -163,6 +169,7 @@ def validation_env(bundle, written):
     if bundle.get("test_timeout_s") and os.path.isfile(os.path.join(AUDIT_DIR, "genesis_timeout.py")):
         plugins.append("genesis_timeout")  # one hanging test fails alone
         env["GENESIS_TEST_TIMEOUT_S"] = str(float(bundle["test_timeout_s"]))
+    env.pop("GENESIS_BUNDLE_STDIN", None)
     if plugins:
         env["PYTEST_PLUGINS"] = ",".join(plugins)
     else:
@@ -187,7 +194,7 @@ def run_validation(validation, result, env, written, strict=False):
     print("genesis-runner: validation %s" % json.dumps(validation["command"]), flush=True)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(validation["command"], cwd=workdir, env=env,
+        proc = subprocess.Popen(validation["command"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                 preexec_fn=install_strict_seccomp if strict else None)
         result["exit_code"] = exit_status(wait_reaping(proc.pid) if os.getpid() == 1 else proc.wait())
     except OSError as exc:  # command not found, not executable
@@ -214,7 +221,12 @@ def wait_reaping(pid):
 
 
 def read_bundle():
-    """bundle.json (Docker) or bundle.gz.b64 (a Kubernetes downward-API file)."""
+    """bundle.json (Docker), stdin (a pooled sandbox) or bundle.gz.b64 (a Kubernetes downward-API file)."""
+    if os.environ.get("GENESIS_BUNDLE_STDIN"):
+        data = sys.stdin.buffer.read()
+        os.close(0)
+        os.open(os.devnull, os.O_RDONLY)  # fd 0 again, on nothing
+        return json.loads(data)
     plain = os.path.join(IN_DIR, "bundle.json")
     if os.path.exists(plain):
         with open(plain) as handle:
@@ -344,6 +356,7 @@ def main():
     try:
         not_traceable()
         bundle = read_bundle()
+        result["runner_started_ms"] = now_ms()  # a pooled sandbox's clock starts at its claim
         seeded_ms = seed_workspace()
         if seeded_ms is not None:
             result["workspace_copy_ms"] = seeded_ms

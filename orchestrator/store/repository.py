@@ -27,6 +27,7 @@ from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
 from orchestrator.store.base import _aware, _columns, _utc, transient, utcnow
 from orchestrator.store.caches import CachesMixin
+from orchestrator.store.claims import ClaimsMixin
 from orchestrator.store.jobs import JobsMixin
 from orchestrator.store.outbox import OutboxMixin, enqueue
 from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow
@@ -122,7 +123,7 @@ def _pending_row(submission: Submission, digest: str, now: datetime) -> dict:
         reply_to=submission.reply_to)
 
 
-class Store(CachesMixin, OutboxMixin, JobsMixin):
+class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
     """Experiments, their lifecycle and the controller's view of them."""
 
     def __init__(self, engine: Engine, *, legacy_mirrors: bool = False) -> None:

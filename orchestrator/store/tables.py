@@ -216,3 +216,19 @@ class ReportRow(Base):
     body: Mapped[dict] = mapped_column(JSON)
 
     __table_args__ = (UniqueConstraint("kind", "period", name="uq_reports_kind_period"),)
+
+
+class SandboxClaimRow(Base):
+    """A pooled sandbox claimed by an experiment (migration 0009). Its labels were set
+    before anyone asked for it, so this row is what ties it to the experiment: the
+    controller's reaping and adoption read it. The primary key makes a claim a
+    compare-and-set: a sandbox is claimed once, and never reused."""
+
+    __tablename__ = "sandbox_claims"
+
+    sandbox_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sandbox_uid: Mapped[str] = mapped_column(String(128))
+    pool: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(8))  # hot | warm: what it was when claimed
+    experiment_id: Mapped[str] = mapped_column(String(64), index=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -62,6 +62,25 @@ IMAGE_CACHE_HITS = Counter("genesis_image_cache_hits", "Snapshot images reused i
 SNAPSHOT_BYTES = Gauge("genesis_snapshot_images_bytes", "Disk used by snapshot images Genesis tracks.",
                        registry=REGISTRY)
 LEADER = Gauge("genesis_controller_leader", "1 while this process is the active controller.", registry=REGISTRY)
+# Warm pools (docs/pools.md): ready sandboxes by pool and tier; how each sandbox was had
+# (tier hot | warm from a pool, cold made on the spot) and how long a claim took.
+POOL_SANDBOXES = Gauge("genesis_pool_sandboxes", "Ready (unclaimed) pooled sandboxes.", ["pool", "tier"],
+                       registry=REGISTRY)
+POOL_CLAIMS = Counter("genesis_pool_claims", "Experiment sandboxes by where they came from.", ["tier"],
+                      registry=REGISTRY)
+POOL_CLAIM_SECONDS = Histogram(
+    "genesis_pool_claim_seconds", "From claiming a pooled sandbox to its bundle delivered.", ["tier"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5), registry=REGISTRY)
+POOL_EVICTIONS = Counter("genesis_pool_evictions", "Pooled sandboxes removed unclaimed.", ["reason"],
+                         registry=REGISTRY)
+
+
+def set_pool_sizes(counts: dict[tuple[str, str], int]) -> None:
+    """The ready sandboxes now: series of pools no longer held disappear."""
+    POOL_SANDBOXES.clear()
+    for (pool, tier), count in counts.items():
+        POOL_SANDBOXES.labels(pool=pool, tier=tier).set(count)
+
 
 _types: set[str] = set()
 _types_lock = threading.Lock()
