@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run the benchmarks and print the table.
 
 Options: ``--runs N`` (default 20), ``--big-mb M`` (default 500),
-``--only sandbox,controller,throughput,intake,observability,kubernetes,environments,verdicts,fencing,api,peer``
+``--only sandbox,controller,throughput,pools,intake,observability,kubernetes,environments,verdicts,fencing,api,peer``
 (default: all),
 ``--count N`` experiments per throughput level (default 16). ``environments`` runs at most three
 experiments of over a minute each (``min(3, --runs)``); ``verdicts`` at most three per change
@@ -16,8 +16,8 @@ import asyncio
 
 import docker
 
-from benchmarks import (api, controller, environments, fencing, intake, kubernetes, observability, peer, sandbox,
-                        verdicts)
+from benchmarks import (api, controller, environments, fencing, intake, kubernetes, observability, peer, pools,
+                        sandbox, verdicts)
 from benchmarks.common import ROOT, Report, cleanup
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=500)
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--only", default="sandbox,controller,throughput,intake,observability,kubernetes,"
-                                          "environments,verdicts,fencing,api,peer")
+                                          "pools,environments,verdicts,fencing,api,peer")
     args = parser.parse_args()
     only = set(args.only.split(","))
     report = Report()
@@ -39,6 +39,8 @@ def main() -> None:
             controller.pass_figures(report, runs=args.runs)
         if "throughput" in only:
             controller.throughput(report, count=args.count, levels=(2, 4, 8))
+        if "pools" in only:
+            pools.run(report, runs=args.runs)
         if "intake" in only:
             intake.run(report)
         if "observability" in only:

@@ -70,17 +70,26 @@ def build() -> dict:
             "sum by (kind, result) (increase(genesis_image_builds_total[1h]))",
             "increase(genesis_image_cache_hits_total[1h])", "genesis_snapshot_images_bytes"],
               legends=["{{kind}} {{result}}", "cache hits", "snapshot bytes"], x=16, y=27, w=8),
-        row(16, "Kubernetes sandbox pods (cAdvisor, kube-state-metrics) and GPUs (DCGM exporter)", 35),
+        row(20, "Warm pools", 35),
+        panel(21, "Ready pooled sandboxes by tier", ["sum by (tier) (genesis_pool_sandboxes)"],
+              legends=["{{tier}}"], x=0, y=36, w=8),
+        panel(22, "Sandboxes by where they came from (per minute)", [
+            "sum by (tier) (rate(genesis_pool_claims_total[5m])) * 60",
+            "sum by (reason) (rate(genesis_pool_evictions_total[5m])) * 60"],
+              legends=["{{tier}}", "evicted: {{reason}}"], x=8, y=36, w=8),
+        panel(23, "Claim to bundle delivered, p50 / p95", quantiles("genesis_pool_claim_seconds", "tier"),
+              unit="s", legends=["p50 {{tier}}", "p95 {{tier}}"], x=16, y=36, w=8),
+        row(16, "Kubernetes sandbox pods (cAdvisor, kube-state-metrics) and GPUs (DCGM exporter)", 44),
         panel(17, "Pod CPU (cores)", [
             f"sum by (pod) (rate(container_cpu_usage_seconds_total{{{SANDBOX_NS}, container!=\"\"}}[1m]))"],
-              legends=["{{pod}}"], x=0, y=36, w=8),
+              legends=["{{pod}}"], x=0, y=45, w=8),
         panel(18, "Pod memory against limit", [
             f"sum by (pod) (container_memory_working_set_bytes{{{SANDBOX_NS}, container!=\"\"}}) / "
             f"sum by (pod) (kube_pod_container_resource_limits{{{SANDBOX_NS}, resource=\"memory\"}})"],
-              unit="percentunit", legends=["{{pod}}"], x=8, y=36, w=8),
+              unit="percentunit", legends=["{{pod}}"], x=8, y=45, w=8),
         panel(19, "GPU utilisation and memory", [
             "avg by (gpu, Hostname) (DCGM_FI_DEV_GPU_UTIL)", "sum by (gpu, Hostname) (DCGM_FI_DEV_FB_USED)"],
-              legends=["util % gpu {{gpu}}", "MiB used gpu {{gpu}}"], x=16, y=36, w=8),
+              legends=["util % gpu {{gpu}}", "MiB used gpu {{gpu}}"], x=16, y=45, w=8),
     ]
     return {
         "uid": "genesis-overview", "title": "Genesis", "tags": ["genesis"], "timezone": "utc",

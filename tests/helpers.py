@@ -80,25 +80,40 @@ class RunningSandboxes:
 
     ``peak``: most running at once (optionally of one instance);
     ``doubles``: moments when one experiment had two running at once.
+    A pooled sandbox counts for the experiment that claimed it (``store`` says
+    which); a ready one no experiment claimed yet counts for none.
     """
 
-    def __init__(self, docker_client, *, instance_id: str | None = None) -> None:
+    def __init__(self, docker_client, *, instance_id: str | None = None, store=None) -> None:
         self._client = docker_client
+        self._store = store
         self._labels = [f"{TEST_LABEL}={RUN_ID}"] + ([f"genesis.instance-id={instance_id}"] if instance_id else [])
         self.peak = 0
         self.doubles: list[dict] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
+    def _owners(self, running: list) -> list[str]:
+        pooled = [c.name for c in running if c.labels.get("genesis.role") == "pool"]
+        claims = self._store.claims(pooled) if pooled and self._store is not None else {}
+        owners = []
+        for c in running:
+            owner = claims.get(c.name) if c.labels.get("genesis.role") == "pool" \
+                else c.labels.get("genesis.experiment-id")
+            if owner is not None or c.labels.get("genesis.role") != "pool":
+                owners.append(owner)
+        return owners
+
     def _sample(self) -> None:
         while not self._stop.is_set():
             try:
                 running = self._client.containers.list(filters={"label": self._labels, "status": "running"})
+                owners = self._owners(running)
             except Exception:  # noqa: BLE001 - e.g. a daemon restart in progress
                 time.sleep(0.2)
                 continue
-            self.peak = max(self.peak, len(running))
-            per = Counter(c.labels.get("genesis.experiment-id") for c in running)
+            self.peak = max(self.peak, len(owners))
+            per = Counter(owners)
             self.doubles += [{k: v} for k, v in per.items() if v > 1]
             time.sleep(0.05)
 

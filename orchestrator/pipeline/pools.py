@@ -255,6 +255,7 @@ class Pools:
         for member in await self._members():
             if self._ready.pop(member.name, None) is not None:
                 await self._remove(member.name, member.uid, "drained: the controller stopped")
+                metrics.POOL_EVICTIONS.labels(reason="drained").inc()
                 removed += 1
         self._gauges({})
         return removed

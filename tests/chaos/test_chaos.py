@@ -96,8 +96,11 @@ def assert_finalized_once(app, ids) -> None:
 def assert_only_preserved_remain(app, client, ids) -> None:
     for experiment_id in ids:
         view = app.store.get(experiment_id)
-        names = sorted(c.name for c in client.containers.list(
-            all=True, filters={"label": f"genesis.experiment-id={experiment_id}"}))
+        labelled = [c.name for c in client.containers.list(
+            all=True, filters={"label": f"genesis.experiment-id={experiment_id}"})]
+        claimed = [name for name, _ in app.store.claimed_by(experiment_id)  # from a warm pool
+                   if client.containers.list(all=True, filters={"name": f"^{name}$"})]
+        names = sorted(labelled + claimed)
         expected = [view.sandbox_name] if view.preserved_until is not None else []
         assert names == expected, (experiment_id, view.phase.value, view.recommendation, names)
 
@@ -115,7 +118,7 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
     bodies = [experiment(passes=i % 3 != 0, seconds=rng.uniform(0.5, 1.5)) for i in range(10)]
     ids = [app.intake.submit(json.dumps(b).encode()).view.id for b in bodies]
     kills = 0
-    with RunningSandboxes(docker_client) as watch:
+    with RunningSandboxes(docker_client, store=app.store) as watch:
         while kills < 10:
             proc = start_serve(config)
             time.sleep(rng.uniform(0.3, 2.5))  # a random point: building, running, collecting...

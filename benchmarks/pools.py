@@ -1,0 +1,192 @@
+"""Warm pools beside cold starts and raw ``docker run``, from one run.
+
+1. claim latency: an agent's loop (each experiment submitted when the previous
+   one finished), from the experiment being admitted (its ``Admitted``
+   transition) to the validation command starting (the runner's
+   ``validation_started_ms``): pools on (hot claims) beside pools off (cold
+   starts). Goal: p50 <= 50 ms, p99 <= 120 ms.
+2. burst: 20 trivial experiments submitted at once on pools pre-warmed by
+   the same experiments a moment before, beside 20 raw ``docker run --rm``
+   at the same concurrency (``xargs -P``). Goal: >= 1.3x sooner.
+3. steady throughput at max_concurrent 2 / 4 / 8, pools on and off, beside a
+   raw ``docker run`` loop of the same count (the ``throughput`` benchmark
+   times the same without a running controller), and the orchestrator's
+   CPU seconds per experiment.
+
+The controller runs for the whole of each part (``Controller.run``), so pools
+stay filled between experiments as they would in ``genesis serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report
+
+BODY = {"instance_id": "bench", "repo": "monorepo", "base_ref": "main",
+        "changes": {"files": [{"path": "x.txt", "content": "x"}]},
+        "validation": {"command": ["true"], "report": "exit_code"},
+        "resources": {"cpu": 0.25, "memory": "128Mi", "pids": 64}}
+
+
+def _app(home: Path, repo: Path, *, pools: bool, level: int):
+    from orchestrator.app import App
+    from orchestrator.settings import load_settings
+
+    config = home / f"genesis-{uuid.uuid4().hex[:6]}.yaml"
+    config.write_text(json.dumps({
+        "home": str(home / config.stem), "installation": f"bench-{RUN_ID}-{config.stem[-6:]}",
+        "repos": {"monorepo": {"path": str(repo), "allow_validation_override": True}},
+        "extra_labels": {BENCH_LABEL: RUN_ID}, "max_concurrent": level, "pass_interval_s": 0.1,
+        "preserve_ttl_s": 0, "api": {"port": 0}, "metrics_port": 0, "sandbox_sample_interval_s": 0,
+        "pools": {"enabled": pools}}))
+    return App(load_settings(config))
+
+
+def _submit(app, n: int = 1) -> list[str]:
+    return [app.intake.submit(json.dumps(dict(BODY, experiment_id=str(uuid.uuid4()))).encode()).view.id
+            for _ in range(n)]
+
+
+async def _until(predicate, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish")
+        await asyncio.sleep(0.005)
+
+
+def _done(app, ids: list[str]) -> bool:
+    return all(app.store.get(i).phase.value in ("Succeeded", "Failed") for i in ids)
+
+
+def _merged(app, ids: list[str]) -> None:
+    failed = [v.message for v in map(app.store.get, ids) if v.recommendation is None
+              or v.recommendation.value != "merge"]
+    assert not failed, f"{len(failed)} of {len(ids)} not merged: {failed[:3]}"
+
+
+def _ready(app, tier: str = "hot") -> int:
+    return sum(1 for m in app.executor.pools._ready.values() if m.tier == tier)
+
+
+def _claim_ms(app, experiment_id: str) -> float:
+    """Admitted → the validation command started (the runner's clock: the host's)."""
+    admitted = next(h.at for h in app.store.history(experiment_id) if h.reason.startswith("Admitted"))
+    result = json.loads((app.settings.artifacts_dir / experiment_id / "out" / "result.json").read_text())
+    return result["validation_started_ms"] - admitted.timestamp() * 1000
+
+
+async def _with_controller(app, work):
+    controller = app.controller(leader=False)
+    running = asyncio.create_task(controller.run())
+    try:
+        return await work()
+    finally:
+        controller.shutdown()
+        await running
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def claim_latency(home: Path, repo: Path, *, runs: int, pools: bool) -> list[float]:
+    app = _app(home, repo, pools=pools, level=2)
+
+    async def work():
+        first = _submit(app)  # builds the image and runs the baseline
+        await _until(lambda: _done(app, first))
+        samples = []
+        for _ in range(runs):
+            if pools:
+                await _until(lambda: _ready(app) >= 1, 60)  # an agent's think time is longer than a refill
+            [one] = _submit(app)
+            await _until(lambda: _done(app, [one]))
+            _merged(app, [one])
+            samples.append(_claim_ms(app, one))
+        return samples
+    try:
+        return asyncio.run(_with_controller(app, work))
+    finally:
+        app.close()
+
+
+def burst(home: Path, repo: Path, *, count: int, level: int, pools: bool) -> tuple[float, float]:
+    """(wall seconds, orchestrator CPU seconds) of ``count`` experiments submitted at once."""
+    app = _app(home, repo, pools=pools, level=level)
+
+    async def work():
+        first = _submit(app)
+        await _until(lambda: _done(app, first))
+        if pools:  # pre-warm: the same burst's demand a moment before fills the pool
+            warm = _submit(app, level)
+            await _until(lambda: _done(app, warm))
+            await _until(lambda: _ready(app) >= level, 60)
+        cpu0, started = time.process_time(), time.perf_counter()
+        ids = _submit(app, count)
+        await _until(lambda: _done(app, ids))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        _merged(app, ids)
+        return wall, cpu
+    try:
+        return asyncio.run(_with_controller(app, work))
+    finally:
+        app.close()
+
+
+def image_of(home: Path, repo: Path) -> str:
+    app = _app(home, repo, pools=False, level=1)
+    try:
+        return app.store.images()[-1]["tag"]
+    finally:
+        app.close()
+
+
+def raw_runs(image: str, count: int, level: int) -> float:
+    """``count`` raw ``docker run --rm`` of the snapshot image, ``level`` at a time."""
+    script = (f"seq {count} | xargs -P {level} -I{{}} docker run --rm --network none --label "
+              f"{BENCH_LABEL}={RUN_ID} --entrypoint true {image} >/dev/null")
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - started
+
+
+def run(report: Report, *, runs: int, count: int = 20, levels: tuple[int, ...] = (2, 4, 8)) -> None:
+    with tempfile.TemporaryDirectory(prefix="genesis-bench-pools-") as scratch:
+        home = Path(scratch)
+        repo = home / "repo"
+        subprocess.run([str(ROOT / "scripts" / "make-sample-repo.sh"), str(repo)], check=True,
+                       capture_output=True)
+        hot = claim_latency(home, repo, runs=runs, pools=True)
+        cold = claim_latency(home, repo, runs=runs, pools=False)
+        report.data["pool_claim_ms"] = {"hot": hot, "cold": cold}
+        report.add("admitted -> validation started, p50 (ms)", f"{statistics.median(hot):.0f} (hot pool)",
+                   f"{statistics.median(cold):.0f} (cold start)", f"{statistics.median(hot) / statistics.median(cold):.2f}x")
+        report.add("admitted -> validation started, p99 (ms)", f"{_pct(hot, 0.99):.0f} (hot pool)",
+                   f"{_pct(cold, 0.99):.0f} (cold start)", f"{_pct(hot, 0.99) / _pct(cold, 0.99):.2f}x")
+        image = image_of(home, repo)
+        wall, cpu = burst(home, repo, count=count, level=4, pools=True)
+        raw = raw_runs(image, count, 4)
+        report.data["pool_burst"] = {"count": count, "level": 4, "wall_s": wall, "cpu_s": cpu, "raw_s": raw}
+        report.add(f"burst of {count}, pre-warmed pools, concurrency 4 (s)", f"{wall:.2f}",
+                   f"{raw:.2f} (docker run, xargs -P 4)", f"{raw / wall:.2f}x sooner")
+        for level in levels:
+            on = burst(home, repo, count=count, level=level, pools=True)
+            off = burst(home, repo, count=count, level=level, pools=False)
+            raw = raw_runs(image, count, level)
+            report.data.setdefault("pool_throughput", {})[level] = {"pools": on, "no_pools": off, "raw_s": raw}
+            report.add(f"throughput, max_concurrent {level}, pools on / off (experiments/min)",
+                       f"{60 * count / on[0]:.0f} / {60 * count / off[0]:.0f}",
+                       f"{60 * count / raw:.0f} (docker run, xargs -P {level})",
+                       f"{raw / on[0]:.2f}x / {raw / off[0]:.2f}x")
+            report.add(f"  orchestrator CPU per experiment, max_concurrent {level}, pools on / off (s)",
+                       f"{on[1] / count:.3f} / {off[1] / count:.3f}", "", "")
