@@ -56,15 +56,23 @@ def _submit(app, n: int = 1) -> list[str]:
 
 
 async def _until(predicate, timeout_s: float = 300) -> None:
+    """Polls every 20 ms, cheaply: the benchmark shares the controller's process (and its GIL)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark step did not finish")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
 
 
 def _done(app, ids: list[str]) -> bool:
-    return all(app.store.get(i).phase.value in ("Succeeded", "Failed") for i in ids)
+    """All of ``ids`` finished: one indexed count, not a record read per id."""
+    from sqlalchemy import func, select
+    from orchestrator.store.tables import ExperimentRow
+
+    with app.engine.connect() as connection:
+        finished = connection.scalar(select(func.count()).select_from(ExperimentRow).where(
+            ExperimentRow.id.in_(ids), ExperimentRow.phase.in_(("Succeeded", "Failed"))))
+    return finished == len(ids)
 
 
 def _merged(app, ids: list[str]) -> None:
@@ -73,8 +81,18 @@ def _merged(app, ids: list[str]) -> None:
     assert not failed, f"{len(failed)} of {len(ids)} not merged: {failed[:3]}"
 
 
-def _ready(app, tier: str = "hot") -> int:
-    return sum(1 for m in app.executor.pools._ready.values() if m.tier == tier)
+def _ready(app, tier: str | None = "hot") -> int:
+    """Ready members of ``tier`` (None: any) once the host is quiet: no refill round in
+    progress and no finished experiment's sandbox still to remove. An agent's think time,
+    seconds, outlasts both; on 2 cores a claim beside a create or a removal waits for the CPU."""
+    pools = app.executor.pools
+    if pools._running_round() is not None:
+        return 0
+    others = app.docker.client.api.containers(  # summaries: no inspect that a removal could race
+        all=True, filters={"label": f"genesis.installation={app.settings.installation}"})
+    if any((c.get("Labels") or {}).get("genesis.role") != "pool" or c.get("State") == "exited" for c in others):
+        return 0
+    return sum(1 for m in pools._ready.values() if tier is None or m.tier == tier)
 
 
 def _claim_ms(app, experiment_id: str) -> float:
@@ -99,7 +117,8 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def claim_latency(home: Path, repo: Path, *, runs: int, pools: bool) -> list[float]:
+def claim_latency(home: Path, repo: Path, *, runs: int, pools: bool) -> tuple[list[float], str]:
+    """Samples (ms), and the snapshot image the experiments ran on."""
     app = _app(home, repo, pools=pools, level=2)
 
     async def work():
@@ -113,7 +132,7 @@ def claim_latency(home: Path, repo: Path, *, runs: int, pools: bool) -> list[flo
             await _until(lambda: _done(app, [one]))
             _merged(app, [one])
             samples.append(_claim_ms(app, one))
-        return samples
+        return samples, app.store.get(one).image
     try:
         return asyncio.run(_with_controller(app, work))
     finally:
@@ -130,7 +149,7 @@ def burst(home: Path, repo: Path, *, count: int, level: int, pools: bool) -> tup
         if pools:  # pre-warm: the same burst's demand a moment before fills the pool
             warm = _submit(app, level)
             await _until(lambda: _done(app, warm))
-            await _until(lambda: _ready(app) >= level, 60)
+            await _until(lambda: _ready(app, None) >= level, 60)
         cpu0, started = time.process_time(), time.perf_counter()
         ids = _submit(app, count)
         await _until(lambda: _done(app, ids))
@@ -139,14 +158,6 @@ def burst(home: Path, repo: Path, *, count: int, level: int, pools: bool) -> tup
         return wall, cpu
     try:
         return asyncio.run(_with_controller(app, work))
-    finally:
-        app.close()
-
-
-def image_of(home: Path, repo: Path) -> str:
-    app = _app(home, repo, pools=False, level=1)
-    try:
-        return app.store.images()[-1]["tag"]
     finally:
         app.close()
 
@@ -166,14 +177,13 @@ def run(report: Report, *, runs: int, count: int = 20, levels: tuple[int, ...] =
         repo = home / "repo"
         subprocess.run([str(ROOT / "scripts" / "make-sample-repo.sh"), str(repo)], check=True,
                        capture_output=True)
-        hot = claim_latency(home, repo, runs=runs, pools=True)
-        cold = claim_latency(home, repo, runs=runs, pools=False)
+        hot, image = claim_latency(home, repo, runs=runs, pools=True)
+        cold, _ = claim_latency(home, repo, runs=runs, pools=False)
         report.data["pool_claim_ms"] = {"hot": hot, "cold": cold}
         report.add("admitted -> validation started, p50 (ms)", f"{statistics.median(hot):.0f} (hot pool)",
                    f"{statistics.median(cold):.0f} (cold start)", f"{statistics.median(hot) / statistics.median(cold):.2f}x")
         report.add("admitted -> validation started, p99 (ms)", f"{_pct(hot, 0.99):.0f} (hot pool)",
                    f"{_pct(cold, 0.99):.0f} (cold start)", f"{_pct(hot, 0.99) / _pct(cold, 0.99):.2f}x")
-        image = image_of(home, repo)
         wall, cpu = burst(home, repo, count=count, level=4, pools=True)
         raw = raw_runs(image, count, 4)
         report.data["pool_burst"] = {"count": count, "level": 4, "wall_s": wall, "cpu_s": cpu, "raw_s": raw}

@@ -32,9 +32,10 @@ class FencedRuntime:
         fencing.check(f"starting sandbox {name}")
         await self.inner.start(name)
 
-    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
+    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None, start: bool = False,
+                      timeout_s: float | None = None) -> None:
         fencing.check(f"delivering to sandbox {name}")
-        await self.inner.deliver(name, bundle, uid=uid)
+        await self.inner.deliver(name, bundle, uid=uid, start=start, timeout_s=timeout_s)
 
     async def kill(self, name: str, *, uid: str | None = None) -> None:
         fencing.check(f"killing sandbox {name}")

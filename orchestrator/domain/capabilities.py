@@ -34,6 +34,7 @@ Kernel = Literal["host", "gvisor"]
 # pids cgroup); by the node, the same for every pod (the kubelet's podPidsLimit, which the
 # Pod API cannot set); or not that Genesis knows of (a podPidsLimit nobody stated).
 PidsModel = Literal["exact", "node", "none"]
+PoolModel = Literal["none", "warm", "hot"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,10 @@ class Capabilities:
     sandbox_runtime: str | None = None
     kernel: Kernel = "host"
     seccomp: bool = False  # a seccomp filter narrows the system calls a sandbox may make
-    pools: bool = False  # sandboxes made ahead of demand take their bundle later (``deliver()``)
+    # Sandboxes made ahead of demand that take their bundle later (``deliver()``): not at all;
+    # "warm", created but not started until the bundle is in (Kubernetes: a gated pod); or
+    # "hot" too, started with the runner waiting for the bundle on stdin (Docker).
+    pools: PoolModel = "none"
 
     def refusals(self, *, network: bool, gpus: int) -> list[str]:
         """What of a request this runtime cannot honour, one phrase each; empty when it can."""

@@ -2,11 +2,12 @@
 
 A pooled sandbox is created exactly as an experiment's own would be (same
 image, limits, no network: :meth:`Runtime.create` with the profile's
-values), but with no bundle: its runner, once started, waits for one on
-stdin. An experiment whose sandbox would have that profile *claims* one
-instead (:meth:`Pools.claim`): a hot one (started) only receives the bundle,
-a warm one (created) is started first; with neither it is made cold, as
-before. A claim is recorded in the store before anything is delivered (the
+values), but with no bundle, which :meth:`Runtime.deliver` gives it at the
+claim. An experiment whose sandbox would have that profile *claims* one
+instead (:meth:`Pools.claim`): a hot one (Docker: started, the runner
+waiting on stdin) only receives the bundle, a warm one (created; on
+Kubernetes a gated pod) is given it and started; with neither it is made
+cold, as before. A claim is recorded in the store before anything is delivered (the
 compare-and-set that makes a sandbox claimed once and never reused), and
 the controller maps claimed sandboxes to their experiments through it,
 since their labels were set before anyone asked for them.
@@ -119,12 +120,14 @@ class Pools:
     def __init__(self, *, runtime: Runtime, store: AsyncStore, settings: Settings, actor: str) -> None:
         self.runtime, self.store, self.actor = runtime, store, actor
         config = settings.pools
-        self.enabled = config.enabled and runtime.capabilities.pools
+        model = runtime.capabilities.pools  # "hot" (Docker), "warm" (Kubernetes: gated pods) or "none"
+        self.enabled = config.enabled and model != "none"
         self.selector = settings.sandbox_selector()
         self.labels = {**settings.extra_labels, **self.selector, LABEL_ROLE: ROLE}
         self.budget = pools.Budget(max_sandboxes=config.max_sandboxes,
                                    max_memory_bytes=parse_memory(config.max_memory),
-                                   max_per_pool=config.max_per_pool, max_hot_per_pool=config.max_hot_per_pool,
+                                   max_per_pool=config.max_per_pool,
+                                   max_hot_per_pool=config.max_hot_per_pool if model == "hot" else 0,
                                    max_concurrent=settings.max_concurrent, window_s=config.window_s,
                                    idle_s=config.idle_s)
         self._ready: dict[str, pools.Member] = {}  # unclaimed members, by name
@@ -159,9 +162,8 @@ class Pools:
                                                       actor=self.actor):
                     continue  # claimed elsewhere (a former leader's step)
                 try:
-                    if member.tier == "warm":
-                        await self.runtime.start(member.name)
-                    await self.runtime.deliver(member.name, spec.bundle, uid=member.uid)
+                    await self.runtime.deliver(member.name, spec.bundle, uid=member.uid, start=member.tier == "warm",
+                                               timeout_s=spec.timeout_s)
                 except GenesisError as exc:  # e.g. its runner died while waiting: made cold instead
                     log.warning("pooled sandbox unusable", extra={"sandbox": member.name, "error": str(exc),
                                                                   "experiment_id": experiment_id})

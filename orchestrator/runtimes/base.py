@@ -3,7 +3,8 @@
 Runtimes do; they never decide. The pipeline (and later the controller)
 decides what to create, when to kill and what to keep. Every runtime
 delivers the change the same way (a bundle document the in-image runner
-reads from ``/genesis/in/bundle.json``) and returns results the same way
+reads from ``/genesis/in/bundle.json``, or, for a sandbox made ahead of
+demand, the one ``deliver`` gives it) and returns results the same way
 (the files the runner wrote under ``/genesis/out``), so a Docker container
 and a Kubernetes pod are interchangeable behind this interface.
 
@@ -65,7 +66,7 @@ class SandboxSpec:
     log_max_bytes: int | None = None  # the engine's log of it: rotated at this size ...
     log_max_files: int = 2  # ... keeping this many files
     timeout_s: float | None = None  # a runtime-side backstop (Kubernetes activeDeadlineSeconds)
-    # A pooled sandbox: made with no bundle; the runner waits for it on stdin (``deliver``).
+    # A pooled sandbox: made with no bundle, which ``deliver`` gives it at the claim.
     bundle_stdin: bool = False
 
 
@@ -162,9 +163,12 @@ class Runtime(Protocol):
         """Bytes in the writable layers of Genesis's sandboxes (``capabilities.disk_usage``)."""
         raise RuntimeFailure(f"{self.name}: disk use is not measured", code="unsupported_by_runtime")
 
-    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
-        """Hand a started pooled sandbox its bundle on stdin (``capabilities.pools``): the
-        runner, waiting for it, reads to the end and runs."""
+    async def deliver(self, name: str, bundle: bytes, *, uid: str | None = None, start: bool = False,
+                      timeout_s: float | None = None) -> None:
+        """Give a pooled sandbox (created with ``bundle_stdin``) its bundle, starting it first
+        with ``start`` (``capabilities.pools``), and the run's backstop ``timeout_s`` where the
+        runtime keeps one. Docker writes it to the waiting runner's stdin; Kubernetes writes it
+        into the gated pod, with its activeDeadlineSeconds, and lifts the gate in one update."""
         raise RuntimeFailure(f"{self.name}: no pooled sandboxes", code="unsupported_by_runtime")
 
     async def events(self, name: str) -> list[str]:

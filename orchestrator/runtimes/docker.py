@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
 import tarfile
 import threading
 import time
@@ -74,7 +75,7 @@ _translate = translated(_errors)
 # runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
 # The network is there to give; whether it is given is prepare_egress()'s to find (DockerRuntime.capabilities).
 DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact",
-                                    pools=True)
+                                    pools="hot")
 EGRESS_OFF = "sandbox_egress is off: no sandbox is given a network"
 _RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
 
@@ -368,14 +369,21 @@ class DockerRuntime(Runtime):
         return container.id
 
     @_translate
-    def deliver(self, name: str, bundle: bytes, *, uid: str | None = None) -> None:
+    def deliver(self, name: str, bundle: bytes, *, uid: str | None = None, start: bool = False,
+                timeout_s: float | None = None) -> None:
         """Write the bundle to the waiting runner's stdin through the engine's attach
-        stream and close it: the engine closes the sandbox's stdin after this one client."""
+        stream and close it (``start``: start the sandbox first). The engine closes the
+        sandbox's stdin after this one client: nobody can write to it again. ``timeout_s``:
+        Docker keeps no runtime-side deadline (the controller's kills at it)."""
+        if start:
+            self._client.api.start(uid or name)
         sock = self._client.api.attach_socket(uid or name, params={"stdin": 1, "stream": 1})
         raw = getattr(sock, "_sock", sock)
         try:
             raw.sendall(bundle)
+            raw.shutdown(socket.SHUT_WR)  # end of stdin: the engine closes the sandbox's
         finally:
+            raw.close()
             sock.close()
 
     @_translate

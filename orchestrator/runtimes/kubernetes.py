@@ -24,8 +24,10 @@ Every ``ApiException`` and connection error is translated here into
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import threading
 from typing import AsyncIterator, Callable
 
@@ -40,8 +42,9 @@ from tenacity import (Retrying, retry_if_exception, retry_if_exception_type, ret
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
 from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
-from orchestrator.runtimes.kubernetes_pods import (BUNDLE_DIGEST_ANNOTATION, BundleTooLarge, PodOptions,
-                                                   egress_policy, label_selector, pod_manifest, state_of)
+from orchestrator.runtimes.kubernetes_pods import (BUNDLE_ANNOTATION, BUNDLE_DIGEST_ANNOTATION, BundleTooLarge,
+                                                   PodOptions, egress_policy, encode_bundle, label_selector,
+                                                   pod_manifest, state_of)
 from orchestrator.runtimes.outputs import files_from_log, split_log
 from orchestrator.runtimes.threads import stream_in_thread, translated
 
@@ -286,7 +289,8 @@ class KubernetesRuntime(Runtime):
             gpus="count", events=True, image_registry=options.image_prefix, disk_quota=True,
             disk_storage="ephemeral-storage limits", network=egress,
             network_note="" if egress else "sandbox_egress is off: the namespace's default-deny policy holds",
-            pids="node" if pod_pids_limit else "none", max_pids=pod_pids_limit)
+            pids="node" if pod_pids_limit else "none", max_pids=pod_pids_limit,
+            pools="warm")  # gated pods: the bundle goes in with the gate lifted (no stdin to a pod)
         self._api = api
         self._core = k8s.CoreV1Api(api)
         self._networking = k8s.NetworkingV1Api(api)
@@ -419,14 +423,37 @@ class KubernetesRuntime(Runtime):
                             reraise=True)
         retrying(self._ungate, name)
 
-    def _ungate(self, name: str) -> None:
+    @_translate
+    def deliver(self, name: str, bundle: bytes, *, uid: str | None = None, start: bool = False,
+                timeout_s: float | None = None) -> None:
+        """A pooled pod's bundle (annotations the downward API mounts) written with its gate
+        lifted, in one update: the pod never runs without it. Pods are only pooled gated
+        (warm), so ``start`` is implied."""
+        try:
+            encoded = encode_bundle(bundle)
+        except BundleTooLarge as exc:
+            raise RequestRejected(str(exc), code="bundle_too_large") from exc
+        annotations = {BUNDLE_ANNOTATION: encoded, BUNDLE_DIGEST_ANNOTATION: hashlib.sha256(bundle).hexdigest()}
+        deadline = None if timeout_s is None else \
+            max(1, math.ceil(timeout_s)) + self.options.deadline_slack_s  # as pod_manifest sets it
+        retrying = Retrying(retry=retry_if_exception(_conflict), stop=stop_after_attempt(CONFLICT_RETRIES),
+                            reraise=True)
+        retrying(self._ungate, name, annotations=annotations, deadline_s=deadline)
+
+    def _ungate(self, name: str, *, annotations: dict[str, str] | None = None, deadline_s: int | None = None) -> None:
         pod = self._read(name)
         if pod is None:
             raise SandboxGone(f"kubernetes: no sandbox {name}")
         if not (pod.get("spec") or {}).get("schedulingGates"):
+            if annotations:  # started without its bundle: it cannot get one now
+                raise RuntimeFailure(f"kubernetes: pooled sandbox {name} is no longer gated")
             return
-        patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
-                 "spec": {"schedulingGates": None}}
+        metadata = {"resourceVersion": pod["metadata"].get("resourceVersion")}
+        if annotations:
+            metadata["annotations"] = annotations
+        patch = {"metadata": metadata, "spec": {"schedulingGates": None}}
+        if deadline_s is not None:
+            patch["spec"]["activeDeadlineSeconds"] = deadline_s
         self.informer.put(_json(self._core.patch_namespaced_pod(
             name, self.namespace, patch, _preload_content=False, _request_timeout=self._timeout)))
 

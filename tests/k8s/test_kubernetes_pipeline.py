@@ -134,3 +134,56 @@ def test_an_evicted_pod_is_retried_and_a_crashing_change_is_not(kube_app, apiser
     crash = run_experiment(kube_app, hostile("import os\nos.abort()\n"))
     assert crash.phase.value == "Succeeded" and crash.recommendation.value == "rollback"
     assert crash.attempt == view.attempt - 1  # judged on its first attempt, never retried
+
+
+def test_a_warm_pool_of_gated_pods_serves_the_next_experiment(kube_app, apiserver):
+    """Pods are pooled warm: created behind their scheduling gate with no bundle; a claim
+    writes the bundle into the pod as it lifts the gate. Same verdict, same pod spec."""
+    import asyncio
+    import time
+
+    def pool_pods() -> list[dict]:
+        def find(server):
+            return [obj.raw for (res, ns, _), obj in server.objects.items()
+                    if ns == NAMESPACE and not obj.deleted and res.plural == "pods"
+                    and (obj.raw["metadata"].get("labels") or {}).get("genesis.role") == "pool"]
+        return apiserver.call(find)
+
+    def finished(experiment_id: str) -> bool:
+        return kube_app.store.get(experiment_id).phase.value in ("Succeeded", "Failed")
+
+    async def until(predicate, what: str, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.1)
+
+    def submit(body: dict) -> str:
+        return kube_app.intake.submit(json.dumps(body).encode()).view.id
+
+    async def scenario():
+        controller = kube_app.controller(leader=False)
+        running = asyncio.create_task(controller.run())
+        try:
+            first = submit(example("good-change.yaml"))
+            await until(lambda: finished(first), "the first experiment")
+            await until(lambda: [p for p in pool_pods() if p["spec"].get("schedulingGates")], "a gated pool pod")
+            gated = next(p for p in pool_pods() if p["spec"].get("schedulingGates"))
+            second = submit(example("good-change.yaml"))
+            await until(lambda: finished(second), "the claimed experiment")
+            return first, second, gated
+        finally:
+            controller.shutdown()
+            await running
+
+    first, second, gated = asyncio.run(scenario())
+    one, two = kube_app.store.get(first), kube_app.store.get(second)
+    assert two.sandbox_name == gated["metadata"]["name"]
+    claims = [h for h in kube_app.store.history(second) if h.action == "claimed"]
+    assert len(claims) == 1 and "warm" in claims[0].reason
+    assert (two.recommendation, two.outcome.metrics.test_count) == (one.recommendation, 20)
+    cold = pods_of(apiserver, first)[0]["spec"]["containers"][0]
+    assert gated["spec"]["containers"][0]["resources"] == cold["resources"]
+    assert gated["spec"]["containers"][0]["securityContext"] == cold["securityContext"]
+    # Stopped: the unclaimed pool pods were deleted; the claimed one is kept (merge).
+    assert [p["metadata"]["name"] for p in pool_pods()] == [two.sandbox_name]

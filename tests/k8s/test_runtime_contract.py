@@ -182,3 +182,31 @@ def test_unknown_sandbox(runtime):
     assert run(runtime.remove("genesis-no-such-sandbox")) is False
     with pytest.raises(SandboxGone):
         run(runtime.wait("genesis-no-such-sandbox", timeout_s=1))
+
+
+def test_a_pooled_sandbox_takes_its_bundle_when_claimed(runtime, snapshot_image):
+    """Made with no bundle (``bundle_stdin``), it runs the one ``deliver`` gives it: warm, started
+    by the delivery (Kubernetes: the bundle written into the gated pod as its gate is lifted);
+    hot where the runtime has them, already started with the runner waiting (Docker: stdin).
+    Isolation is a fresh one's."""
+    tiers = ["warm", "hot"] if runtime.capabilities.pools == "hot" else ["warm"]
+    assert runtime.capabilities.pools != "none"
+    for tier in tiers:
+        spec = make_spec(runtime, snapshot_image, ISOLATION_PROBE, bundle=b"", bundle_stdin=True)
+        run(runtime.create(spec))
+        if tier == "hot":
+            run(runtime.start(spec.name))
+            assert run(runtime.inspect(spec.name)).status == "running"  # waiting, nothing to run yet
+        else:
+            assert run(runtime.inspect(spec.name)).status == "created"
+        bundle = {"changes": {"files": [{"path": "probe.py", "content": ISOLATION_PROBE}]},
+                  "validation": {"command": ["python3", "probe.py"]}}
+        run(runtime.deliver(spec.name, json.dumps(bundle).encode(), start=tier == "warm"))
+        state = run(runtime.wait(spec.name, timeout_s=90))
+        assert state is not None and state.exit_code == 0, tier
+        output = run(runtime.collect(spec.name, max_file_bytes=2**20))
+        assert json.loads(output.files["result.json"])["touched"] == ["probe.py"]
+        line = next(line for line in output.log_tail.splitlines() if line.startswith("PROBE "))
+        report = json.loads(line[len("PROBE "):])
+        assert report["uid"] == 1000 and int(report["capeff"], 16) == 0 and report["network"] == "blocked"
+        run(runtime.remove(spec.name))

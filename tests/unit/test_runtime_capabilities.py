@@ -43,7 +43,7 @@ def kube_settings(tmp_path, **kubernetes) -> Settings:
 def test_docker_declares_host_gpus_disk_use_exact_pids_and_seccomp_without_connecting():
     runtime = DockerRuntime(base_url=NOWHERE)
     assert runtime.capabilities == Capabilities(network=False, network_note=EGRESS_OFF, gpus="devices",
-                                                disk_usage=True, seccomp=True, pids="exact", pools=True)
+                                                disk_usage=True, seccomp=True, pids="exact", pools="hot")
     assert runtime.prepare_egress() == EGRESS_OFF  # egress not allowed: nothing to prepare, nothing connected
     runtime.close()  # nothing was connected, nothing to close
 
@@ -62,7 +62,7 @@ def test_kubernetes_declares_no_network_counted_gpus_events_its_registry_and_dis
     try:
         assert runtime.capabilities == Capabilities(
             gpus="count", events=True, image_registry="registry.example:5000", disk_quota=True,
-            disk_storage="ephemeral-storage limits", pids="none",
+            disk_storage="ephemeral-storage limits", pids="none", pools="warm",
             network_note="sandbox_egress is off: the namespace's default-deny policy holds")
         with pytest.raises(RuntimeFailure) as info:  # the protocol's default for what it does not declare
             asyncio.run(runtime.disk_usage())
@@ -172,7 +172,7 @@ def test_runsc_capabilities_are_read_from_its_registration(args, network, seccom
 
 def test_any_other_registered_runtime_is_taken_as_runc():
     assert registered_capabilities("crun", {"path": "/usr/bin/crun"}) == Capabilities(
-        network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact", pools=True, sandbox_runtime="crun")
+        network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact", pools="hot", sandbox_runtime="crun")
     # gVisor under another name is still gVisor.
     assert registered_capabilities("gvisor", RUNSC).kernel == "gvisor"
 
