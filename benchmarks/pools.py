@@ -13,8 +13,9 @@
    times the same without a running controller), and the orchestrator's
    CPU seconds per experiment.
 
-The controller runs for the whole of each part (``Controller.run``), so pools
-stay filled between experiments as they would in ``genesis serve``.
+The controller runs for the whole of each part (``Controller.run``, passes at
+the default 1 s, woken by requests and sandbox exits as in ``genesis serve``),
+so pools stay filled between experiments as they would there.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _app(home: Path, repo: Path, *, pools: bool, level: int):
     config.write_text(json.dumps({
         "home": str(home / config.stem), "installation": f"bench-{RUN_ID}-{config.stem[-6:]}",
         "repos": {"monorepo": {"path": str(repo), "allow_validation_override": True}},
-        "extra_labels": {BENCH_LABEL: RUN_ID}, "max_concurrent": level, "pass_interval_s": 0.1,
+        "extra_labels": {BENCH_LABEL: RUN_ID}, "max_concurrent": level,  # passes: the default 1 s
         "preserve_ttl_s": 0, "api": {"port": 0}, "metrics_port": 0, "sandbox_sample_interval_s": 0,
         "pools": {"enabled": pools}}))
     return App(load_settings(config))
@@ -104,6 +105,7 @@ def _claim_ms(app, experiment_id: str) -> float:
 
 async def _with_controller(app, work):
     controller = app.controller(leader=False)
+    app.intake.notify = controller.wake  # as `genesis serve` wires it: a request wakes a pass
     running = asyncio.create_task(controller.run())
     try:
         return await work()

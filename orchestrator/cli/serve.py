@@ -45,6 +45,7 @@ async def _serve(app, once: bool, nats_on: bool, api_on: bool) -> None:
     controller = app.controller(leader=True)
     if not once:
         start_http(app.settings, controller.health)
+        app.intake.notify = controller.wake  # a request over NATS or the API: admitted at once
     services = []
     if nats_on and app.settings.nats.url and not once:
         from orchestrator.messaging.service import NatsService

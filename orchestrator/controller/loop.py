@@ -73,6 +73,7 @@ class Controller:
         self._expiry: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, for wake() from other threads
         self.passes = 0
         self.leading = False
         self.health = Health(stale_after_s=max(60.0, 20 * pass_interval_s))
@@ -83,15 +84,19 @@ class Controller:
     async def run(self) -> None:
         """Reconcile until :meth:`shutdown`; a standby while another process leads."""
         errors = 0
+        self._loop = asyncio.get_running_loop()
         # Enough threads for the blocking SDK calls of a full set of sandboxes.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
         sampler = asyncio.create_task(self._sampler()) if self.sample_interval_s > 0 else None
         lag = asyncio.create_task(self._watch_lag())
         jobs = asyncio.create_task(Scheduler.for_controller(self).run(self._stopping))  # SPEC §11
+        exits = asyncio.create_task(self._watch_exits()) if self.runtime.capabilities.exit_events else None
         while not self._stopping.is_set():
             try:
                 if await self._lead():
                     await self.reconcile_once()
+                else:
+                    self._wake.clear()  # a standby sleeps its interval: wakes are the leader's
                 errors = 0
                 delay = self.pass_interval_s
                 self.health.beat(ok=True, leading=self.leading)
@@ -100,9 +105,10 @@ class Controller:
                 errors += 1
                 metrics.RECONCILE_ERRORS.labels(kind="pass").inc()
                 delay = min(self.pass_interval_s * 2 ** errors, MAX_ERROR_BACKOFF_S)
+                self._wake.clear()  # the back-off holds: the next pass reads whatever happened
                 log.warning("reconcile pass failed; backing off", extra={"error": str(exc), "retry_in_s": delay})
             await self._sleep(delay)
-        for task in (sampler, jobs, lag):
+        for task in (sampler, jobs, lag, exits):
             if task is not None:
                 task.cancel()
         await self._drain()
@@ -113,12 +119,14 @@ class Controller:
         while time.monotonic() < deadline and not self._stopping.is_set():
             try:
                 if not await self._lead():
+                    self._wake.clear()
                     await self._sleep(self.pass_interval_s)
                     continue
                 await self.reconcile_once()
             except (GenesisError, OSError) as exc:  # as in run(): one failed pass is retried
                 metrics.RECONCILE_ERRORS.labels(kind="pass").inc()
                 log.warning("reconcile pass failed; retrying", extra={"error": str(exc)})
+                self._wake.clear()
                 await self._sleep(self.pass_interval_s)
                 continue
             if not self._tasks and not any(d.phase.value in ("Pending", "Building", "Running", "Collecting")
@@ -206,7 +214,9 @@ class Controller:
         await self._drain()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+        """Until the interval is up or something woke the loop (an exit, a request, a step
+        that ended) since the last pass began: a pass clears the flag before it reads
+        anything, so what happens while it runs wakes the next."""
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         except asyncio.TimeoutError:
@@ -237,6 +247,7 @@ class Controller:
     # -- one pass -----------------------------------------------------------------
 
     async def reconcile_once(self) -> list[Action]:
+        self._wake.clear()
         started = time.monotonic()
         # Taken before reading state: a step that ends while we read still
         # counts as in flight this pass, so a stale view of its record can
@@ -288,6 +299,23 @@ class Controller:
         for record in desired:
             if record.id in admitted:
                 metrics.observe_phase("queue_wait", (now - record.created_at).total_seconds())
+
+    async def _watch_exits(self) -> None:
+        """A pass as soon as a sandbox exits, not at the next interval: its verdict, and the
+        admission its slot frees, wait for nothing. Passes still run every interval."""
+        while not self._stopping.is_set():
+            try:
+                async for _ in self.runtime.exits(self.settings.sandbox_selector()):
+                    self._wake.set()
+            except GenesisError as exc:  # the engine restarted or is unreachable: passes go on
+                log.info("exit events interrupted", extra={"error": str(exc)})
+            await self._sleep_quietly(self.pass_interval_s)
+
+    def wake(self) -> None:
+        """Run a pass now (thread-safe): intake recorded a request."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def _watch_lag(self) -> None:
         """Event-loop lag: how late a 100 ms timer fires (nothing may block the loop)."""

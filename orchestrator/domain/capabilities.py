@@ -62,6 +62,7 @@ class Capabilities:
     # "warm", created but not started until the bundle is in (Kubernetes: a gated pod); or
     # "hot" too, started with the runner waiting for the bundle on stdin (Docker).
     pools: PoolModel = "none"
+    exit_events: bool = False  # tells of its sandboxes' exits as they happen (``exits()``)
 
     def refusals(self, *, network: bool, gpus: int) -> list[str]:
         """What of a request this runtime cannot honour, one phrase each; empty when it can."""

@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.domain.environment import REPO_FILE, input_paths
@@ -117,6 +118,8 @@ class Intake:
         self._settings = settings
         self._store = store
         self._limits = settings.intake_limits(capabilities)
+        # Told (from any thread) when new experiments were recorded: the controller's wake().
+        self.notify: Callable[[], None] | None = None
 
     def submit(self, body: bytes | str | dict, *, traceparent: str | None = None, actor: str = "intake",
                reply_to: str | None = None, subject_instance: str | None = None) -> IntakeResult:
@@ -143,7 +146,10 @@ class Intake:
             recorded += self._record(valid)
             valid = []
             recorded.append(self._reject(parsed.error, parsed))
-        return recorded + self._record(valid)
+        recorded += self._record(valid)
+        if self.notify is not None and any(r.created and r.error is None for r in recorded):
+            self.notify()
+        return recorded
 
     def _parse(self, item: Received, refs: dict) -> _Parsed:
         """Decode, validate and resolve one request; its error instead where it fails."""

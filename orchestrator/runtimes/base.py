@@ -171,6 +171,13 @@ class Runtime(Protocol):
         into the gated pod, with its activeDeadlineSeconds, and lifts the gate in one update."""
         raise RuntimeFailure(f"{self.name}: no pooled sandboxes", code="unsupported_by_runtime")
 
+    async def exits(self, labels: dict[str, str]) -> AsyncIterator[str]:
+        """Names of the sandboxes carrying ``labels`` as they exit, for as long as the caller
+        iterates (``capabilities.exit_events``): the controller collects at once, not at its
+        next pass."""
+        raise RuntimeFailure(f"{self.name}: no exit events", code="unsupported_by_runtime")
+        yield ""  # an async generator, like the implementations
+
     async def events(self, name: str) -> list[str]:
         """The platform's events about one sandbox, oldest first (``capabilities.events``)."""
         raise RuntimeFailure(f"{self.name}: no platform events", code="unsupported_by_runtime")

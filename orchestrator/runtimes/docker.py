@@ -27,6 +27,8 @@ translated into :mod:`orchestrator.errors` at this boundary.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import re
@@ -57,6 +59,7 @@ _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 256 * 2**10  # the engine splits long lines at 16 KiB: 200 of them can be 3 MiB
 MANAGED_BY_PROBE = "genesis.probe"
+EXIT_LISTING_TRIES = 100  # x 20 ms: how long exits() waits for the listing to show an exit
 
 
 def _errors(exc: Exception):
@@ -75,7 +78,7 @@ _translate = translated(_errors)
 # runc: Docker's default seccomp profile applies (``docker info``: name=seccomp,profile=default).
 # The network is there to give; whether it is given is prepare_egress()'s to find (DockerRuntime.capabilities).
 DEFAULT_CAPABILITIES = Capabilities(network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact",
-                                    pools="hot")
+                                    pools="hot", exit_events=True)
 EGRESS_OFF = "sandbox_egress is off: no sandbox is given a network"
 _RUNSC_BOOL_FLAGS = frozenset({"oci-seccomp"})
 
@@ -442,6 +445,54 @@ class DockerRuntime(Runtime):
 
         async for chunk in stream_in_thread(produce, _errors, what="docker logs"):
             yield chunk
+
+    async def exits(self, labels: dict[str, str]) -> AsyncIterator[str]:
+        """The engine's ``die`` events of containers carrying ``labels``, by name, each once the
+        listing (:meth:`list`) shows the container stopped. The stream is read on a daemon
+        thread of its own (it never ends by itself) and closed when the caller stops iterating."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        filters = {"type": "container", "event": "die", "label": [f"{k}={v}" for k, v in labels.items()]}
+        try:
+            stream = await asyncio.to_thread(self._client.api.events, decode=True, filters=filters)
+        except Exception as exc:
+            raise (_errors(exc) or RuntimeFailure(f"docker events: {exc}")) from exc
+
+        def put(item) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def listed_exited(name: str) -> None:
+            """The engine tells of a death before its listing (what the controller reads)
+            shows it: wait (briefly) until the listing agrees."""
+            for _ in range(EXIT_LISTING_TRIES):
+                listed = self._client.api.containers(all=True, filters={"name": f"^/{name}$"})
+                if not listed or listed[0].get("State") not in ("running", "restarting"):
+                    return
+                time.sleep(0.02)
+
+        def pump() -> None:
+            try:
+                for event in stream:
+                    name = ((event.get("Actor") or {}).get("Attributes") or {}).get("name") or ""
+                    if name:
+                        listed_exited(name)
+                    put(name)
+            except Exception as exc:  # noqa: BLE001 - closed by the caller, or the engine went away
+                put(_errors(exc) or RuntimeFailure(f"docker events: {exc}"))
+            else:
+                put(RuntimeFailure("docker events: the stream ended"))
+
+        threading.Thread(target=pump, name="genesis:docker-events", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
 
     @_translate
     def remove(self, name: str, *, uid: str | None = None) -> bool:

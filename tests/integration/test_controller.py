@@ -197,3 +197,35 @@ def test_timeout_and_a_vanished_repo_fail_alone_while_others_finish(app, setting
 async def _admit_only(app, experiment_id: str) -> None:
     app.store.admit(experiment_id, gpus=(), actor="test")
     await app.executor.start(experiment_id)
+
+
+def test_a_request_and_a_sandbox_exit_wake_the_controller_between_passes(settings, docker_client):
+    """With passes an hour apart, an experiment still runs to its verdict: the request
+    wakes the controller (intake's notify, as ``genesis serve`` wires it), a step that ends
+    wakes it, and the sandbox's exit wakes it (the engine's events)."""
+    from orchestrator.app import App
+
+    slow = App(settings.model_copy(update={"pass_interval_s": 3600.0}))
+    try:
+        async def scenario():
+            controller = slow.controller(leader=False)
+            running = asyncio.create_task(controller.run())
+            try:
+                while controller.passes == 0:  # the first pass is over: the next is an hour away
+                    await asyncio.sleep(0.05)
+                slow.intake.notify = controller.wake
+                experiment = submit(slow, **sleeper(1.5))
+                deadline = time.monotonic() + 120
+                while slow.store.get(experiment).phase.value not in ("Succeeded", "Failed"):
+                    assert time.monotonic() < deadline, "no verdict: nothing woke the controller"
+                    await asyncio.sleep(0.1)
+                return experiment, controller.passes
+            finally:
+                controller.shutdown()
+                await running
+        experiment, passes = asyncio.run(scenario())
+        view = slow.store.get(experiment)
+        assert view.phase.value == "Succeeded", view.message
+        assert passes >= 3  # admitted, then found Running, then found exited: each a woken pass
+    finally:
+        slow.close()

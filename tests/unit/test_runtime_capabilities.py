@@ -43,7 +43,7 @@ def kube_settings(tmp_path, **kubernetes) -> Settings:
 def test_docker_declares_host_gpus_disk_use_exact_pids_and_seccomp_without_connecting():
     runtime = DockerRuntime(base_url=NOWHERE)
     assert runtime.capabilities == Capabilities(network=False, network_note=EGRESS_OFF, gpus="devices",
-                                                disk_usage=True, seccomp=True, pids="exact", pools="hot")
+                                                disk_usage=True, seccomp=True, pids="exact", pools="hot", exit_events=True)
     assert runtime.prepare_egress() == EGRESS_OFF  # egress not allowed: nothing to prepare, nothing connected
     runtime.close()  # nothing was connected, nothing to close
 
@@ -172,7 +172,7 @@ def test_runsc_capabilities_are_read_from_its_registration(args, network, seccom
 
 def test_any_other_registered_runtime_is_taken_as_runc():
     assert registered_capabilities("crun", {"path": "/usr/bin/crun"}) == Capabilities(
-        network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact", pools="hot", sandbox_runtime="crun")
+        network=True, gpus="devices", disk_usage=True, seccomp=True, pids="exact", pools="hot", exit_events=True, sandbox_runtime="crun")
     # gVisor under another name is still gVisor.
     assert registered_capabilities("gvisor", RUNSC).kernel == "gvisor"
 
