@@ -9,9 +9,10 @@
    the same experiments a moment before, beside 20 raw ``docker run --rm``
    at the same concurrency (``xargs -P``). Goal: >= 1.3x sooner.
 3. steady throughput at max_concurrent 2 / 4 / 8, pools on and off, beside a
-   raw ``docker run`` loop of the same count (the ``throughput`` benchmark
-   times the same without a running controller), and the orchestrator's
-   CPU seconds per experiment.
+   raw ``docker run`` loop of the same count (one after another) and the same
+   count through ``xargs -P`` at the level (the ``throughput`` benchmark times
+   the same without a running controller), and the orchestrator's CPU seconds
+   per experiment.
 
 The controller runs for the whole of each part (``Controller.run``, passes at
 the default 1 s, woken by requests and sandbox exits as in ``genesis serve``),
@@ -191,14 +192,18 @@ def run(report: Report, *, runs: int, count: int = 20, levels: tuple[int, ...] =
         report.data["pool_burst"] = {"count": count, "level": 4, "wall_s": wall, "cpu_s": cpu, "raw_s": raw}
         report.add(f"burst of {count}, pre-warmed pools, concurrency 4 (s)", f"{wall:.2f}",
                    f"{raw:.2f} (docker run, xargs -P 4)", f"{raw / wall:.2f}x sooner")
+        loop = raw_runs(image, count, 1)  # the baseline: one `docker run` after another
         for level in levels:
             on = burst(home, repo, count=count, level=level, pools=True)
             off = burst(home, repo, count=count, level=level, pools=False)
             raw = raw_runs(image, count, level)
-            report.data.setdefault("pool_throughput", {})[level] = {"pools": on, "no_pools": off, "raw_s": raw}
+            report.data.setdefault("pool_throughput", {})[level] = {"pools": on, "no_pools": off, "raw_s": raw,
+                                                                    "loop_s": loop}
             report.add(f"throughput, max_concurrent {level}, pools on / off (experiments/min)",
                        f"{60 * count / on[0]:.0f} / {60 * count / off[0]:.0f}",
-                       f"{60 * count / raw:.0f} (docker run, xargs -P {level})",
+                       f"{60 * count / loop:.0f} (docker run loop)",
+                       f"{loop / on[0]:.2f}x / {loop / off[0]:.2f}x")
+            report.add("", "", f"{60 * count / raw:.0f} (docker run, xargs -P {level})",
                        f"{raw / on[0]:.2f}x / {raw / off[0]:.2f}x")
             report.add(f"  orchestrator CPU per experiment, max_concurrent {level}, pools on / off (s)",
                        f"{on[1] / count:.3f} / {off[1] / count:.3f}", "", "")

@@ -74,6 +74,7 @@ class Controller:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, for wake() from other threads
+        self._claims: dict[str, str] = {}  # pooled sandbox -> the experiment that claimed it (never changes)
         self.passes = 0
         self.leading = False
         self.health = Health(stale_after_s=max(60.0, 20 * pass_interval_s))
@@ -284,7 +285,8 @@ class Controller:
         """This installation's sandboxes as the planner sees them. A pooled one belongs to the
         experiment that claimed it (:func:`pools.claimed_view`); unclaimed, it is the pools' own
         and the planner never sees it, unless pools are off: then it is an orphan."""
-        states = await pools.claimed_view(self.runtime, self.store, self.settings.sandbox_selector())
+        states = await pools.claimed_view(self.runtime, self.store, self.settings.sandbox_selector(),
+                                          known=self._claims, ready=self.executor.pools.ready_names)
         return [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
                          uid=s.uid) for s in states
                 if s.labels.get(LABEL_ROLE) != pools.ROLE or not self.executor.pools.enabled]

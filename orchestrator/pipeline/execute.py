@@ -93,6 +93,7 @@ class Executor:
         self.patterns = llm_patterns or LlmPatterns()
         self.store = as_async(store)  # never blocks the loop
         self.pools = Pools(runtime=runtime, store=self.store, settings=settings, actor=actor)
+        self._snapshot_bytes_known = False  # the snapshot-bytes gauge, set once and after each build
         self.sandboxes = passes.Sandboxes(runtime=runtime, store=self.store, actor=actor,
                                           max_file_bytes=settings.max_output_file_bytes, pools=self.pools)
 
@@ -168,8 +169,10 @@ class Executor:
             # The change's own dependencies: an environment built from its inputs, without credentials.
             inputs = await asyncio.to_thread(repofile.inputs_after, repo, view.commit, plan.change)
             own = await self._snapshot(view, repo, inputs=inputs)
-        images = await self.store.images()
-        metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in images if i["tier"] == "snapshot"))
+        if snap.built or own.built or not self._snapshot_bytes_known:  # the sum changes only with a build
+            images = await self.store.images()
+            metrics.SNAPSHOT_BYTES.set(sum(i["size_bytes"] for i in images if i["tier"] == "snapshot"))
+            self._snapshot_bytes_known = True
         validation = spec.validation or repo.validation
         note = f"; the change's own environment {own.environment}" if own is not snap else ""
         await self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,
@@ -290,7 +293,7 @@ class Executor:
         spec = view.spec
         assert spec is not None
         res = spec.resources
-        gpus = (await self.store.get(view.id)).gpus  # whole devices the controller assigned at admission
+        gpus = view.gpus  # whole devices the controller assigned at admission (the view is read after it)
         labels = self._labels(experiment=view.id, instance=view.instance_id, role=role, attempt=view.attempt)
         return SandboxSpec(name=name, image=image, labels=labels,
                            bundle=passes.bundle(writes, validation, pytest_plugins=repo.pytest_plugins,

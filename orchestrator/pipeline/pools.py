@@ -29,6 +29,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Iterable
 from datetime import datetime, timedelta, timezone
 
 from orchestrator.domain import pools
@@ -75,11 +76,24 @@ def attributed(states: list[SandboxState], claims: dict[str, str]) -> list[Sandb
     return shown
 
 
-async def claimed_view(runtime: Runtime, store: AsyncStore, labels: dict[str, str]) -> list[SandboxState]:
-    """The sandboxes carrying ``labels``, claimed pooled ones attributed to their experiments."""
+async def claimed_view(runtime: Runtime, store: AsyncStore, labels: dict[str, str], *,
+                       known: dict[str, str] | None = None, ready: Iterable[str] = ()) -> list[SandboxState]:
+    """The sandboxes carrying ``labels``, claimed pooled ones attributed to their experiments.
+
+    A claim never changes, so a caller that asks every pass keeps ``known`` (name → experiment,
+    pruned here to what is listed) and names its own ``ready`` members, unclaimed as far as
+    the only process that may claim them knows: the store is asked only about the rest."""
     states = await runtime.list(labels)
+    ready = set(ready)
     pooled = [s.name for s in states if s.labels.get(LABEL_ROLE) == ROLE]
-    return attributed(states, await store.claims(pooled) if pooled else {})
+    cache = known if known is not None else {}
+    unknown = [name for name in pooled if name not in cache and name not in ready]
+    if unknown:
+        cache.update(await store.claims(unknown))
+    if known is not None:
+        for name in set(known) - set(pooled):
+            del known[name]
+    return attributed(states, cache)
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,11 @@ class Pools:
             return None
         finally:
             self.kick()
+
+    @property
+    def ready_names(self) -> set[str]:
+        """The unclaimed sandboxes this process holds ready (none other may claim them)."""
+        return set(self._ready)
 
     def _note(self, profile: pools.Profile) -> None:
         now = time.monotonic()

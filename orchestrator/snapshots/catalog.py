@@ -17,20 +17,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def record_use(store: Store, snap: Snapshot, *, repo: str, commit: str, toolchain: str) -> list[dict]:
-    """Touch each tier's row (last use; size and build time when built now);
+    """Touch each tier's row (last use; size and build time when built now), together;
     returns the builds as ``[{tier, tag, built}]`` for the experiment's record."""
-    store.touch_image(tag=snap.toolchain, repo="", commit="", toolchain=toolchain, size_bytes=0,
-                      build_seconds=None, tier="toolchain")
+    uses = [dict(tag=snap.toolchain, repo="", commit="", toolchain=toolchain, size_bytes=0, build_seconds=None,
+                 tier="toolchain")]
     builds = [{"tier": "toolchain", "tag": snap.toolchain, "built": False}]
     if snap.environment:
-        store.touch_image(tag=snap.environment, repo=repo, commit=commit, toolchain=toolchain,
-                          size_bytes=snap.environment_bytes, tier="environment", parent=snap.toolchain,
-                          pinned=snap.pinned,
-                          build_seconds=snap.environment_seconds if snap.environment_built else None)
+        uses.append(dict(tag=snap.environment, repo=repo, commit=commit, toolchain=toolchain,
+                         size_bytes=snap.environment_bytes, tier="environment", parent=snap.toolchain,
+                         pinned=snap.pinned, build_seconds=snap.environment_seconds if snap.environment_built else None))
         builds.append({"tier": "environment", "tag": snap.environment, "built": snap.environment_built})
-    store.touch_image(tag=snap.tag, repo=repo, commit=commit, toolchain=toolchain, size_bytes=snap.size_bytes,
-                      build_seconds=snap.seconds if snap.built else None, parent=snap.environment or snap.toolchain)
+    uses.append(dict(tag=snap.tag, repo=repo, commit=commit, toolchain=toolchain, size_bytes=snap.size_bytes,
+                     build_seconds=snap.seconds if snap.built else None, parent=snap.environment or snap.toolchain))
     builds.append({"tier": "snapshot", "tag": snap.tag, "built": snap.built})
+    store.touch_images(uses)  # one transaction for the tiers
     return builds
 
 

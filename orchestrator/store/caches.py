@@ -130,8 +130,6 @@ class CachesMixin(StoreBase):
             if row is not None:
                 row.flaky = sorted(set(row.flaky or []) | set(tests))
 
-    @transient
-    @insert_race
     def touch_image(self, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
                     build_seconds: float | None, tier: str = "snapshot", parent: str | None = None,
                     pinned: bool | None = None) -> None:
@@ -140,21 +138,35 @@ class CachesMixin(StoreBase):
         A rebuilt image (an unpinned environment past its age) keeps its row,
         with the new size and build time.
         """
+        self.touch_images([dict(tag=tag, repo=repo, commit=commit, toolchain=toolchain, size_bytes=size_bytes,
+                                build_seconds=build_seconds, tier=tier, parent=parent, pinned=pinned)])
+
+    @transient
+    @insert_race
+    def touch_images(self, uses: list[dict]) -> None:
+        """:meth:`touch_image` for each of ``uses`` (its keyword arguments), in one transaction:
+        the tiers one experiment starts from."""
         now = utcnow()
         with self._tx() as session:
-            row = session.get(SnapshotImageRow, tag)
-            if row is None:
-                row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
-                                       size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
-                                       created_at=now, last_used_at=now, uses=1, tier=tier, parent=parent,
-                                       pinned=pinned)
-                session.add(row)
-            elif build_seconds is not None:
-                row.size_bytes, row.build_seconds, row.created_at = size_bytes, build_seconds, now
-                row.parent, row.pinned = parent, pinned
-            row.last_used_at = now
-            if row not in session.new:
-                row.uses = func.coalesce(SnapshotImageRow.uses, 0) + 1  # atomic in SQL: concurrent uses all count
+            for use in uses:
+                self._touch(session, now, **{"tier": "snapshot", "parent": None, "pinned": None, **use})
+
+    @staticmethod
+    def _touch(session, now, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
+               build_seconds: float | None, tier: str, parent: str | None, pinned: bool | None) -> None:
+        row = session.get(SnapshotImageRow, tag)
+        if row is None:
+            row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
+                                   size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
+                                   created_at=now, last_used_at=now, uses=1, tier=tier, parent=parent,
+                                   pinned=pinned)
+            session.add(row)
+        elif build_seconds is not None:
+            row.size_bytes, row.build_seconds, row.created_at = size_bytes, build_seconds, now
+            row.parent, row.pinned = parent, pinned
+        row.last_used_at = now
+        if row not in session.new:
+            row.uses = func.coalesce(SnapshotImageRow.uses, 0) + 1  # atomic in SQL: concurrent uses all count
 
     @transient
     def forget_image(self, tag: str) -> None:

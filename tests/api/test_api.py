@@ -217,11 +217,23 @@ def test_sandboxes_images_reports_and_usage_are_lists(operator, merged):
     assert operator.get("/api/v1/usage").json()["kind"] == "List"
 
 
+def test_the_pools_refill_after_an_experiment_and_are_listed(operator, merged):
+    """The server runs with warm pools on (the default): the merged experiment's profile
+    now has a ready sandbox, started and waiting (its claims show once one is claimed)."""
+    def ready() -> list[dict]:
+        return [p for p in operator.get("/api/v1/pools").json()["items"] if p["ready"]["hot"] >= 1]
+    wait_until(lambda: ready(), timeout_s=60, what="a hot pooled sandbox")
+    pool = ready()[0]
+    assert pool["kind"] == "Pool" and pool["image"].startswith("genesis/snapshot:monorepo-")
+    assert set(pool["claimedLastHour"]) == {"hot", "warm"}
+
+
 def test_the_openapi_schema_describes_the_api(genesis_api):
     schema = httpx.get(f"{genesis_api.url}/openapi.json").json()
     assert schema["info"]["title"] == "Genesis"
     for path in ("/api/v1/experiments", "/api/v1/experiments/{name}", "/api/v1/experiments/{name}/logs",
-                 "/api/v1/watch/experiments", "/api/v1/sandboxes", "/api/v1/images", "/api/v1/reports"):
+                 "/api/v1/watch/experiments", "/api/v1/sandboxes", "/api/v1/pools", "/api/v1/images",
+                 "/api/v1/reports"):
         assert path in schema["paths"], path
 
 

@@ -154,8 +154,8 @@ def test_errors_are_the_same_lines_and_exit_codes(remote, local, genesis_api, tm
     assert code == 1 and err.endswith("(local_only)\n") and "--server" in err
 
 
-def test_get_sandboxes_images_and_reports_as_local(remote, local):
-    for kind in ("sandboxes", "images", "reports"):
+def test_get_sandboxes_pools_images_and_reports_as_local(remote, local):
+    for kind in ("sandboxes", "pools", "images", "reports"):
         for output in ([], ["-o", "json"], ["-o", "name"]):
             args = ["get", kind, *output]
             seen = {}

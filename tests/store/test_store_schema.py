@@ -12,7 +12,7 @@ from orchestrator.store.db import current_revision, head_revision, make_engine, 
 from orchestrator.store.tables import Base
 
 EXPECTED_TABLES = {"experiment_records", "experiment_metrics", "sandbox_history", "baseline_cache",
-                   "snapshot_images", "outbox", "leases", "scheduled_jobs", "reports"}
+                   "snapshot_images", "outbox", "leases", "scheduled_jobs", "reports", "sandbox_claims"}
 
 
 def _schema_diff(engine) -> list:

@@ -117,3 +117,15 @@ def test_a_refill_round_reaches_the_target_exactly(current, hot, warm):
     assert total_after == hot + warm
     assert hot_after >= min(hot, hot + warm)
     assert all(m.pool == "a" or m.name in evicted for m in members)  # pool b has no target: emptied
+
+
+def test_sandboxes_with_gpus_or_a_network_are_never_pooled():
+    from orchestrator.pipeline.pools import profile_of
+    from orchestrator.runtimes.base import SandboxSpec
+
+    spec = SandboxSpec(name="s", image="img", labels={}, bundle=b"{}", cpu=1.0, memory_bytes=GI, pids=64)
+    assert profile_of(spec) is not None and profile_of(spec).memory_bytes == GI
+    assert profile_of(SandboxSpec(**{**spec.__dict__, "gpus": ("0",)})) is None
+    assert profile_of(SandboxSpec(**{**spec.__dict__, "network": True})) is None
+    # The bundle and the labels are the experiment's own, not the pool's.
+    assert profile_of(SandboxSpec(**{**spec.__dict__, "bundle": b"other", "labels": {"a": "b"}})) == profile_of(spec)
