@@ -285,7 +285,10 @@ class Pools:
         """This installation's unclaimed pooled sandboxes; adopts those a former process
         made, and removes those whose runner stopped before a claim."""
         states = await self.runtime.list({**self.selector, LABEL_ROLE: ROLE})
-        claimed = await self.store.claims([s.name for s in states if s.name not in self._taken])
+        # Its own ready members are unclaimed (only this process claims while it leads): the
+        # store is asked about the others (a former process's, after a restart or a takeover).
+        unknown = [s.name for s in states if s.name not in self._taken and s.name not in self._ready]
+        claimed = await self.store.claims(unknown) if unknown else {}
         self._listed = True
         listed = {s.name for s in states}
         self._taken &= listed  # names gone from the runtime are forgotten
