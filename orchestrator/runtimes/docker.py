@@ -333,11 +333,8 @@ class DockerRuntime(Runtime):
         device_requests = []
         if spec.gpus:
             device_requests = [docker.types.DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
-        container = self._client.containers.create(
-            spec.image,
-            name=spec.name,
-            labels=labels,
-            user="1000:1000",
+        api = self._client.api
+        host_config = api.create_host_config(
             network_mode=self.egress_network if spec.network else "none",
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -347,29 +344,38 @@ class DockerRuntime(Runtime):
             pids_limit=spec.pids,
             ipc_mode="private",
             init=False,  # the runner is the sandbox's init: not traceable, not killable from inside
-            # ... so it takes no SIGTERM: a daemon shutting down (or `docker stop`) kills at once
-            # rather than wait out a grace period the run would spend finishing unobserved.
-            stop_signal="SIGKILL",
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={spec.tmp_bytes}"},
             device_requests=device_requests,
             storage_opt=storage_opt,
             log_config=log_config,
             runtime=self.sandbox_runtime,  # None: the engine's default
+        )
+        # Through the engine's API directly: the SDK's model would inspect what it just made.
+        created = api.create_container(
+            spec.image,
+            name=spec.name,
+            labels=labels,
+            user="1000:1000",
+            # ... so it takes no SIGTERM: a daemon shutting down (or `docker stop`) kills at once
+            # rather than wait out a grace period the run would spend finishing unobserved.
+            stop_signal="SIGKILL",
+            host_config=host_config,
             # Pooled: the bundle comes later on stdin, closed after the one client that writes it
             # (the SDK sets StdinOnce only for a non-detached config; create never attaches).
             detach=not spec.bundle_stdin,
             stdin_open=spec.bundle_stdin,
             environment={"GENESIS_BUNDLE_STDIN": "1"} if spec.bundle_stdin else None,
         )
+        uid = created["Id"]
         if spec.bundle_stdin:
-            return container.id
+            return uid
         try:
-            if not container.put_archive("/genesis/in", bundle_archive(spec.bundle)):
+            if not api.put_archive(uid, "/genesis/in", bundle_archive(spec.bundle)):
                 raise RuntimeFailure(f"could not deliver the bundle to {spec.name}")
         except Exception:
-            container.remove(force=True)
+            api.remove_container(uid, force=True)
             raise
-        return container.id
+        return uid
 
     @_translate
     def deliver(self, name: str, bundle: bytes, *, uid: str | None = None, start: bool = False,

@@ -165,6 +165,12 @@ def test_prometheus_scrapes_serve_and_its_figures_match_the_store(serve_with_met
             return {r["metric"]["recommendation"]: int(float(r["value"][1])) for r in rows}
         wait_until(lambda: scraped() == recorded, timeout_s=20, what=f"Prometheus to show {recorded}")
         assert prometheus.query("genesis_experiments_queued")[0]["value"][1] == "0"
+        # Warm pools are on by default: each experiment's sandbox came from a pool or was made
+        # cold, counted once; the pools then hold a ready sandbox for the profiles just used.
+        wait_until(lambda: [float(r["value"][1]) for r in prometheus.query("sum(genesis_pool_claims_total)")]
+                   == [3.0], timeout_s=20, what="three sandboxes counted by where they came from")
+        wait_until(lambda: any(float(r["value"][1]) >= 1 for r in prometheus.query(
+            'sum by (pool) (genesis_pool_sandboxes{tier="hot"})')), timeout_s=30, what="a hot pooled sandbox")
         wait_until(lambda: f'sandbox="{name}"' not in (_get(f"http://127.0.0.1:{port}/metrics") or ""),
                    timeout_s=20, what="the sandbox's series to go with it")
     finally:
