@@ -173,15 +173,20 @@ def test_watch_prints_a_change_of_a_submitted_experiment(remote, genesis_api, tm
     lines = Lines(proc.stdout)
     try:
         assert lines.next() == "No resources found.\n"
-        body = request_body(instance_id=instance)
+        # It runs for a second: longer than a watch poll, so it is seen on its way (a trivial
+        # one can go from Pending to Running between two polls, with a warm pool).
+        body = request_body(instance_id=instance, changes={"files": [{"path": "nap.py", "content":
+                                                                     "import time\ntime.sleep(1.5)\n"}]},
+                            validation={"command": ["python3", "nap.py"], "report": "exit_code"})
         assert remote("apply", "-f", _write(tmp_path, body))[0] == 0
         seen = lines.until(lambda line: line.split()[4:5] in (["Succeeded"], ["Failed"]), timeout_s=180)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert all(line.split()[0] == body["experiment_id"] for line in seen), seen
-    # Added, then changed on its way; changes between two polls coalesce, so it may first show as Building.
-    assert seen[0].split()[4] in ("Pending", "Building") and len(seen) >= 2, seen
+    # Added, then changed on its way; changes between two polls coalesce, so it may first show as
+    # Building or Running, but it is seen before it ends.
+    assert seen[0].split()[4] in ("Pending", "Building", "Running") and len(seen) >= 2, seen
     assert proc.returncode == 130, proc.stderr.read()
 
 

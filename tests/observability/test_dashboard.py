@@ -33,10 +33,14 @@ def exposed_names() -> set[str]:
                              risk_level="low", duration_s=1.0)
     metrics.observe_phase("validation", 0.1)
     for collector in (metrics.RECONCILE_ERRORS.labels(kind="pass"), metrics.IMAGE_BUILDS.labels("snapshot", "built"),
-                      metrics.NATS_MESSAGES.labels("in", "request", "accepted")):
+                      metrics.NATS_MESSAGES.labels("in", "request", "accepted"), metrics.POOL_CLAIMS.labels("hot"),
+                      metrics.POOL_EVICTIONS.labels("idle")):
         collector.inc(0)
+    metrics.set_pool_sizes({("p", "hot"): 1})
+    metrics.POOL_CLAIM_SECONDS.labels("hot").observe(0.01)
     text = generate_latest(metrics.REGISTRY).decode()
     metrics.SANDBOXES.replace({})
+    metrics.set_pool_sizes({})
     return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
 
 
