@@ -16,7 +16,8 @@ from helpers import RUN_ID, TEST_LABEL, example, hostile, request_body
 
 pytestmark = pytest.mark.docker
 
-POOL_FILTER = ["genesis.role=pool", f"{TEST_LABEL}={RUN_ID}"]
+INSTALLATION = f"pools-{RUN_ID}"  # its own: the session's `genesis serve` (tests/api) pools too
+POOL_FILTER = ["genesis.role=pool", f"{TEST_LABEL}={RUN_ID}", f"genesis.installation={INSTALLATION}"]
 # What a sandbox is created with; a pooled one must match a fresh one in all of it.
 ISOLATION_KEYS = ("NetworkMode", "Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CapDrop", "SecurityOpt",
                   "Tmpfs", "IpcMode", "Runtime", "StorageOpt", "LogConfig", "Privileged", "Init", "DeviceRequests")
@@ -27,7 +28,7 @@ def pool_settings(settings):
     from orchestrator.settings import PoolSettings
 
     def make(**pools):
-        return settings.model_copy(update={"installation": f"pools-{RUN_ID}", "max_concurrent": 2,
+        return settings.model_copy(update={"installation": INSTALLATION, "max_concurrent": 2,
                                            "pools": PoolSettings(**{"enabled": True, **pools})})
     return make
 
