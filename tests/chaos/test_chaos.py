@@ -152,8 +152,13 @@ def leader_app(request, tmp_path, sample_repo, docker_client):
 
 def test_two_controllers_at_once_exactly_one_acts_and_the_standby_takes_over(leader_app, docker_client):
     app, config = leader_app
+    from orchestrator.store.leases import Leader
+
     first = start_serve(config)
-    time.sleep(1.5)  # let the first take the lease
+    # The first holds the lease before the second starts (a condition, not a guess at start-up time).
+    wait_until(lambda: ((Leader(app.engine).current() or ("", 0))[0]
+                        .startswith(f"{os.uname().nodename}:{first.pid}:")),
+               timeout_s=60, what="the first controller to take the lease")
     second = start_serve(config)
     try:
         ids = submit(app, 4, seconds=0.5)
