@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,16 @@ class Report:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def raw_docker_runs(image: str, count: int, level: int = 1) -> float:
+    """Seconds for ``count`` raw ``docker run --rm`` of ``image`` (``true``, no network),
+    ``level`` at a time (1: one after another, the raw loop)."""
+    script = (f"seq {count} | xargs -P {level} -I{{}} docker run --rm --network none --label "
+              f"{BENCH_LABEL}={RUN_ID} --entrypoint true {image} >/dev/null")
+    started = time.perf_counter()
+    subprocess.run(["bash", "-c", script], check=True)
+    return time.perf_counter() - started
 
 
 def git(repo: Path, *args: str) -> str:

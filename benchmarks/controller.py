@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report, stats_ms
+from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report, raw_docker_runs, stats_ms
 from orchestrator.domain.models import Phase
 from orchestrator.domain.planner import Capacity, Desired, Limits, Observed, plan
 from orchestrator.store.db import make_engine, upgrade
@@ -152,14 +152,6 @@ def _scale(key: str) -> str:
     return f"{total} records / {active} active"
 
 
-def raw_docker_loop(image: str, count: int) -> float:
-    script = (f"for i in $(seq {count}); do docker run --rm --network none --label {BENCH_LABEL}={RUN_ID} "
-              f"--entrypoint true {image} >/dev/null; done")
-    started = time.perf_counter()
-    subprocess.run(["bash", "-c", script], check=True)
-    return time.perf_counter() - started
-
-
 def throughput(report: Report, *, count: int, levels: tuple[int, ...]) -> None:
     from orchestrator.app import App
     from orchestrator.settings import load_settings
@@ -193,7 +185,7 @@ def throughput(report: Report, *, count: int, levels: tuple[int, ...]) -> None:
             assert not failed, f"{len(failed)} of {count} not merged: {failed[:3]}"
             image = app.store.images()[-1]["tag"]
             app.close()
-            raw = raw_docker_loop(image, count)
+            raw = raw_docker_runs(image, count)
             report.data.setdefault("throughput", {})[level] = {"experiments": count, "wall_s": wall,
                                                                "cpu_s": cpu, "raw_loop_s": raw}
             report.add(f"throughput, max_concurrent {level} (experiments/min)", f"{60 * count / wall:.0f}",

@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report
+from benchmarks.common import BENCH_LABEL, ROOT, RUN_ID, Report, raw_docker_runs
 
 BODY = {"instance_id": "bench", "repo": "monorepo", "base_ref": "main",
         "changes": {"files": [{"path": "x.txt", "content": "x"}]},
@@ -165,15 +165,6 @@ def burst(home: Path, repo: Path, *, count: int, level: int, pools: bool) -> tup
         app.close()
 
 
-def raw_runs(image: str, count: int, level: int) -> float:
-    """``count`` raw ``docker run --rm`` of the snapshot image, ``level`` at a time."""
-    script = (f"seq {count} | xargs -P {level} -I{{}} docker run --rm --network none --label "
-              f"{BENCH_LABEL}={RUN_ID} --entrypoint true {image} >/dev/null")
-    started = time.perf_counter()
-    subprocess.run(["bash", "-c", script], check=True)
-    return time.perf_counter() - started
-
-
 def run(report: Report, *, runs: int, count: int = 20, levels: tuple[int, ...] = (2, 4, 8)) -> None:
     with tempfile.TemporaryDirectory(prefix="genesis-bench-pools-") as scratch:
         home = Path(scratch)
@@ -188,15 +179,15 @@ def run(report: Report, *, runs: int, count: int = 20, levels: tuple[int, ...] =
         report.add("admitted -> validation started, p99 (ms)", f"{_pct(hot, 0.99):.0f} (hot pool)",
                    f"{_pct(cold, 0.99):.0f} (cold start)", f"{_pct(hot, 0.99) / _pct(cold, 0.99):.2f}x")
         wall, cpu = burst(home, repo, count=count, level=4, pools=True)
-        raw = raw_runs(image, count, 4)
+        raw = raw_docker_runs(image, count, 4)
         report.data["pool_burst"] = {"count": count, "level": 4, "wall_s": wall, "cpu_s": cpu, "raw_s": raw}
         report.add(f"burst of {count}, pre-warmed pools, concurrency 4 (s)", f"{wall:.2f}",
                    f"{raw:.2f} (docker run, xargs -P 4)", f"{raw / wall:.2f}x sooner")
-        loop = raw_runs(image, count, 1)  # the issue's baseline: one `docker run` after another
+        loop = raw_docker_runs(image, count, 1)  # the issue's baseline: one `docker run` after another
         for level in levels:
             on = burst(home, repo, count=count, level=level, pools=True)
             off = burst(home, repo, count=count, level=level, pools=False)
-            raw = raw_runs(image, count, level)
+            raw = raw_docker_runs(image, count, level)
             report.data.setdefault("pool_throughput", {})[level] = {"pools": on, "no_pools": off, "raw_s": raw,
                                                                     "loop_s": loop}
             report.add(f"throughput, max_concurrent {level}, pools on / off (experiments/min)",

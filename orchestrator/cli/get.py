@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Callable
 
 import yaml
 
@@ -125,43 +126,47 @@ async def _watch(backend, args, where: tuple[Requirement, ...]) -> None:
         await changes.aclose()
 
 
-def _sandboxes(states: list, args) -> int:
+def _listing(objects: list, args, *, kind: str, name: Callable, resource: Callable, headers: list[str],
+             row: Callable) -> int:
+    """One kind of object as ``get`` prints it: the API's list (json, yaml), ``kind/name``
+    lines, or a table of ``row(object)`` under ``headers``."""
     if args.output in ("json", "yaml"):
-        items = resources.as_list(resources.sandbox(s) for s in states)
+        items = resources.as_list(resource(o) for o in objects)
         print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
         return 0
     if args.output == "name":
-        print("\n".join(f"sandbox/{s.name}" for s in states))
+        print("\n".join(f"{kind}/{name(o)}" for o in objects))
         return 0
-    rows = [[s.name, s.labels.get(LABEL_EXPERIMENT, ""), s.labels.get(LABEL_ROLE, ""), s.status,
-             "" if s.exit_code is None else str(s.exit_code), printers.age(s.started_at)] for s in states]
-    print(printers.table(rows, ["NAME", "EXPERIMENT", "ROLE", "STATUS", "EXIT", "AGE"]) if rows
-          else "No resources found.")
+    rows = [row(o) for o in objects]
+    print(printers.table(rows, headers) if rows else "No resources found.")
     return 0
+
+
+def _sandboxes(states: list, args) -> int:
+    return _listing(states, args, kind="sandbox", name=lambda s: s.name, resource=resources.sandbox,
+                    headers=["NAME", "EXPERIMENT", "ROLE", "STATUS", "EXIT", "AGE"],
+                    row=lambda s: [s.name, s.labels.get(LABEL_EXPERIMENT, ""), s.labels.get(LABEL_ROLE, ""), s.status,
+                                   "" if s.exit_code is None else str(s.exit_code), printers.age(s.started_at)])
 
 
 def _pools(rows: list, args) -> int:
     """The warm pools: ready sandboxes by tier, claims by tier over the last hour."""
-    if args.output in ("json", "yaml"):
-        items = resources.as_list(resources.pool(r) for r in rows)
-        print(json.dumps(items, indent=2) if args.output == "json" else yaml.safe_dump(items, sort_keys=False))
-        return 0
-    if args.output == "name":
-        print("\n".join(f"pool/{r.pool}" for r in rows))
-        return 0
-    table = [[r.pool, r.image or "-", str(r.hot), str(r.warm), str(r.claimed_hot), str(r.claimed_warm),
-              printers.age(r.last_claim)] for r in rows]
-    print(printers.table(table, ["POOL", "IMAGE", "HOT", "WARM", "CLAIMED-HOT(1H)", "CLAIMED-WARM(1H)",
-                                 "LAST-CLAIM"]) if table else "No resources found.")
-    return 0
+    return _listing(rows, args, kind="pool", name=lambda r: r.pool, resource=resources.pool,
+                    headers=["POOL", "IMAGE", "HOT", "WARM", "CLAIMED-HOT(1H)", "CLAIMED-WARM(1H)", "LAST-CLAIM"],
+                    row=lambda r: [r.pool, r.image or "-", str(r.hot), str(r.warm), str(r.claimed_hot),
+                                   str(r.claimed_warm), printers.age(r.last_claim)])
 
 
 def _images(images: list, args) -> int:
     """Every image of Genesis's on the engine: tier, repo, size, last use, in use, pinned."""
-    if args.output in ("json", "yaml"):
-        data = resources.as_list(resources.image(i) for i in images)
-        print(json.dumps(data, indent=2) if args.output == "json" else yaml.safe_dump(data, sort_keys=False))
-        return 0
+    wide = args.output == "wide"
+    return _listing(images, args, kind="image", name=lambda i: i.tag, resource=resources.image,
+                    headers=["TIER", "IMAGE", "REPO", "SIZE", "LAST-USED", "IN-USE", "PINNED"]
+                    + (["USES", "AGE"] if wide else []),
+                    row=lambda i: [i.tier, i.tag, i.repo or "-", f"{i.size_bytes / 2**20:.0f}Mi",
+                                   printers.age(i.last_used), "yes" if i.in_use else "no",
+                                   {True: "yes", False: "no", None: "-"}[i.pinned]]
+                    + ([str(i.uses), printers.age(i.created)] if wide else []))
     if args.output == "name":
         print("\n".join(f"image/{i.tag}" for i in images))
         return 0

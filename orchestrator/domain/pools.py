@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 
 TIERS = ("hot", "warm")
@@ -153,8 +152,3 @@ def claim_order(members: list[Member], pool: str) -> list[Member]:
     (a sandbox that waited longest is the first to go stale)."""
     return sorted((m for m in members if m.pool == pool), key=lambda m: (TIERS.index(m.tier), m.since))
 
-
-def rate_per_min(demand: Demand, *, now: float, window_s: float) -> float:
-    """Launches per minute over the window (for ``genesis get pools``)."""
-    recent = sum(1 for t in demand.launches if now - t <= window_s)
-    return recent * 60.0 / window_s if window_s > 0 else math.nan

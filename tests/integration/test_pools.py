@@ -73,6 +73,26 @@ async def until(predicate, *, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+async def with_controller(app, work):
+    """``await work()`` while a controller runs (as in ``genesis serve``); stopped after, which drains the pools."""
+    controller = app.controller(leader=False)
+    running = asyncio.create_task(controller.run())
+    try:
+        return await work()
+    finally:
+        controller.shutdown()
+        await running
+
+
+def note_demand(pools, image: str) -> None:
+    """One launch of a small profile on ``image``, as a claim would note it."""
+    from orchestrator.pipeline.pools import profile_of
+    from orchestrator.runtimes.base import SandboxSpec
+
+    pools._note(profile_of(SandboxSpec(name="x", image=image, labels={}, bundle=b"", cpu=1.0,
+                                       memory_bytes=256 * 2**20, pids=128)))
+
+
 def finished(app, experiment_id: str) -> bool:
     return app.store.get(experiment_id).phase.value in ("Succeeded", "Failed")
 
@@ -96,31 +116,25 @@ def test_a_hot_pool_serves_the_next_experiments_with_the_same_verdicts_and_isola
     hot_before = metrics.REGISTRY.get_sample_value("genesis_pool_claims_total", {"tier": "hot"}) or 0.0
 
     async def scenario():
-        controller = app.controller(leader=False)
-        running = asyncio.create_task(controller.run())
-        try:
-            first = submit(app, example("good-change.yaml"))  # cold: no pool yet; its start is the demand
-            await until(lambda: finished(app, first), timeout_s=240, what="the first experiment")
-            await until(lambda: pooled(docker_client, "running"), timeout_s=60, what="a hot pooled sandbox")
-            ready = pooled(docker_client, "running")[0]
-            fresh = host_config(docker_client, app.store.get(first).sandbox_name)
-            assert host_config(docker_client, ready.name) == fresh  # the same limits, no network
-            assert fresh["NetworkMode"] == "none"
-            rows = await LocalBackend(app).pools()
-            mine = [r for r in rows if r.pool == ready.labels["genesis.pool"]]
-            assert len(mine) == 1 and mine[0].hot >= 1 and mine[0].image == ready.image.tags[0], rows
+        first = submit(app, example("good-change.yaml"))  # cold: no pool yet; its start is the demand
+        await until(lambda: finished(app, first), timeout_s=240, what="the first experiment")
+        await until(lambda: pooled(docker_client, "running"), timeout_s=60, what="a hot pooled sandbox")
+        ready = pooled(docker_client, "running")[0]
+        fresh = host_config(docker_client, app.store.get(first).sandbox_name)
+        assert host_config(docker_client, ready.name) == fresh  # the same limits, no network
+        assert fresh["NetworkMode"] == "none"
+        rows = await LocalBackend(app).pools()
+        mine = [r for r in rows if r.pool == ready.labels["genesis.pool"]]
+        assert len(mine) == 1 and mine[0].hot >= 1 and mine[0].image == ready.image.tags[0], rows
 
-            good = submit(app, example("good-change.yaml"))
-            await until(lambda: finished(app, good), timeout_s=120, what="the hot-claimed experiment")
-            await until(lambda: len(pooled(docker_client, "running")) >= 1, timeout_s=60, what="a refill")
-            bad = submit(app, example("bad-change.yaml"))
-            await until(lambda: finished(app, bad), timeout_s=120, what="the bad change")
-            return first, good, bad, ready.name
-        finally:
-            controller.shutdown()
-            await running
+        good = submit(app, example("good-change.yaml"))
+        await until(lambda: finished(app, good), timeout_s=120, what="the hot-claimed experiment")
+        await until(lambda: len(pooled(docker_client, "running")) >= 1, timeout_s=60, what="a refill")
+        bad = submit(app, example("bad-change.yaml"))
+        await until(lambda: finished(app, bad), timeout_s=120, what="the bad change")
+        return first, good, bad, ready.name
 
-    first, good, bad, ready_name = asyncio.run(scenario())
+    first, good, bad, ready_name = asyncio.run(with_controller(app, scenario))
     views = {i: app.store.get(i) for i in (first, good, bad)}
     assert claim_of(app, first) is None and views[first].sandbox_name.endswith("-a1")  # made cold
     assert [views[i].outcome.recommendation.value for i in (first, good, bad)] == ["merge", "merge", "rollback"]
@@ -160,20 +174,14 @@ def test_a_hostile_change_in_a_pooled_sandbox_is_as_contained_as_in_a_fresh_one(
     )
 
     async def scenario():
-        controller = app.controller(leader=False)
-        running = asyncio.create_task(controller.run())
-        try:
-            warmup = submit(app, request_body())
-            await until(lambda: finished(app, warmup), timeout_s=240, what="the warm-up")
-            await until(lambda: pooled(docker_client, "running"), timeout_s=60, what="a hot pooled sandbox")
-            probe = submit(app, hostile(script))
-            await until(lambda: finished(app, probe), timeout_s=120, what="the hostile change")
-            return probe
-        finally:
-            controller.shutdown()
-            await running
+        warmup = submit(app, request_body())
+        await until(lambda: finished(app, warmup), timeout_s=240, what="the warm-up")
+        await until(lambda: pooled(docker_client, "running"), timeout_s=60, what="a hot pooled sandbox")
+        probe = submit(app, hostile(script))
+        await until(lambda: finished(app, probe), timeout_s=120, what="the hostile change")
+        return probe
 
-    probe = asyncio.run(scenario())
+    probe = asyncio.run(with_controller(app, scenario))
     view = app.store.get(probe)
     assert claim_of(app, probe) is not None, "the hostile change ran in a claimed pooled sandbox"
     assert view.outcome.status == "success" and view.outcome.metrics.success_rate == 1.0, view.message
@@ -183,21 +191,15 @@ def test_a_warm_pool_starts_its_sandbox_at_the_claim(pool_settings, apps, docker
     app = apps(pool_settings(max_hot_per_pool=0))
 
     async def scenario():
-        controller = app.controller(leader=False)
-        running = asyncio.create_task(controller.run())
-        try:
-            first = submit(app, request_body())
-            await until(lambda: finished(app, first), timeout_s=240, what="the first experiment")
-            await until(lambda: pooled(docker_client, "created"), timeout_s=60, what="a warm pooled sandbox")
-            assert pooled(docker_client, "running") == []  # warm: created, never started
-            second = submit(app, request_body())
-            await until(lambda: finished(app, second), timeout_s=120, what="the warm-claimed experiment")
-            return second
-        finally:
-            controller.shutdown()
-            await running
+        first = submit(app, request_body())
+        await until(lambda: finished(app, first), timeout_s=240, what="the first experiment")
+        await until(lambda: pooled(docker_client, "created"), timeout_s=60, what="a warm pooled sandbox")
+        assert pooled(docker_client, "running") == []  # warm: created, never started
+        second = submit(app, request_body())
+        await until(lambda: finished(app, second), timeout_s=120, what="the warm-claimed experiment")
+        return second
 
-    second = asyncio.run(scenario())
+    second = asyncio.run(with_controller(app, scenario))
     view = app.store.get(second)
     assert "warm" in claim_of(app, second).reason
     assert view.outcome.recommendation.value == "merge", view.message
@@ -243,12 +245,8 @@ def test_pools_are_adopted_after_a_crash_evicted_when_idle_and_reaped_when_switc
     # Idle: a pool nobody asked of for idle_s is emptied.
     quick = apps(pool_settings(idle_s=0.5))
     async def idle():
-        from orchestrator.runtimes.base import SandboxSpec
-        from orchestrator.pipeline.pools import profile_of
         pools = quick.executor.pools
-        view = app.store.get(adopted_by)
-        pools._note(profile_of(SandboxSpec(name="x", image=view.image, labels={}, bundle=b"", cpu=1.0,
-                                           memory_bytes=256 * 2**20, pids=128)))
+        note_demand(pools, app.store.get(adopted_by).image)
         made = await pools.refill_once()
         assert made.create == ((next(iter(made.sizes)), "hot"),)
         await until(lambda: time.monotonic() - pools._last[next(iter(made.sizes))] > 0.5, timeout_s=5,
@@ -260,13 +258,8 @@ def test_pools_are_adopted_after_a_crash_evicted_when_idle_and_reaped_when_switc
 
     # Switched off: what a pool left behind is an orphan the controller reaps.
     async def leave_one():
-        from orchestrator.runtimes.base import SandboxSpec
-        from orchestrator.pipeline.pools import profile_of
-        pools = quick.executor.pools
-        view = app.store.get(adopted_by)
-        pools._note(profile_of(SandboxSpec(name="x", image=view.image, labels={}, bundle=b"", cpu=1.0,
-                                           memory_bytes=256 * 2**20, pids=128)))
-        await pools.refill_once()
+        note_demand(quick.executor.pools, app.store.get(adopted_by).image)
+        await quick.executor.pools.refill_once()
     asyncio.run(leave_one())
     left = unclaimed(docker_client, app)
     assert left
