@@ -7,9 +7,12 @@
 - :func:`storage_size`: ``resources.disk`` is what the sandbox itself may
   write; btrfs counts the image's own layers in the container's quota, so
   the size given to the engine is the image's size plus that.
-- :func:`exceeded` and :func:`full_in_log`: whether a run hit its quota.
-  The first reads the runtime's own measure of the writable layer (the
-  change cannot make it smaller without freeing the space); the second
+- :func:`exceeded`, :func:`refused_full` and :func:`full_in_log`: whether a
+  run hit its quota. The first reads the runtime's own measure of the
+  writable layer (the change cannot make it smaller without freeing the
+  space); the second, the engine's refusal to mount a layer at its quota
+  (btrfs re-applies the limit at each mount, and a full subvolume answers
+  EDQUOT: its output cannot be read, and that is the proof); the third
   reads the run's log (the change's words, so it only ever turns a run
   that left no result into ``disk_exceeded``, a failure: never a merge).
 - :func:`note`: what ``genesis describe`` and ``genesis serve`` say about it.
@@ -66,6 +69,12 @@ def exceeded(*, used_bytes: int | None, quota_bytes: int | None) -> bool:
     if used_bytes is None or not quota_bytes:
         return False
     return used_bytes >= quota_bytes * FULL_SHARE
+
+
+def refused_full(error: str, *, quota_bytes: int | None) -> bool:
+    """The engine would not open a capped sandbox's layer because it is at its quota
+    (``Failed to limit qgroup ...: disk quota exceeded``): the engine's word, not the change's."""
+    return bool(quota_bytes) and "quota exceeded" in error.lower()
 
 
 def full_in_log(text: str) -> bool:

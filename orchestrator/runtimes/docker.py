@@ -432,10 +432,19 @@ class DockerRuntime(Runtime):
     def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
         api = self._client.api
         attrs = api.inspect_container(name)  # its id and labels (the disk quota it was given)
-        stream, _ = api.get_archive(attrs["Id"], "/genesis/out")
-        files, truncated = read_out_archive(stream, max_file_bytes=max_file_bytes)
-        tail = api.logs(attrs["Id"], stdout=True, stderr=True, tail=LOG_TAIL_LINES)
         quota = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_DISK)
+        tail = api.logs(attrs["Id"], stdout=True, stderr=True, tail=LOG_TAIL_LINES)
+        try:
+            stream, _ = api.get_archive(attrs["Id"], "/genesis/out")
+        except docker.errors.APIError as exc:
+            if isinstance(exc, docker.errors.NotFound) or not disk.refused_full(
+                    str(exc.explanation or exc), quota_bytes=int(quota) if quota else None):
+                raise
+            # btrfs re-applies the quota when it mounts the layer, and a full one refuses:
+            # nothing can be read from it, and the layer is at its quota.
+            return SandboxOutput(files={}, log_tail=tail.decode("utf-8", "replace")[-LOG_TAIL_BYTES:],
+                                 disk_used_bytes=int(quota), disk_quota_bytes=int(quota))
+        files, truncated = read_out_archive(stream, max_file_bytes=max_file_bytes)
         used = None
         if quota:  # the engine's measure of the writable layer (a walk of it: only where capped)
             listed = api.containers(all=True, size=True, filters={"id": attrs["Id"]})

@@ -47,6 +47,16 @@ def test_a_layer_within_btrfs_slack_of_its_quota_is_full(used, quota, full):
     assert disk.exceeded(used_bytes=used, quota_bytes=quota) is full
 
 
+@pytest.mark.parametrize("error,quota,full", [
+    # what the engine answered when collecting a layer its change had filled (btrfs re-applies the limit)
+    ("Failed to limit qgroup for &{}: disk quota exceeded", 200 * MI, True),
+    ("Failed to limit qgroup for &{}: disk quota exceeded", None, False),  # uncapped: not its quota
+    ("Could not find the file /genesis/out in container", 200 * MI, False),
+])
+def test_an_engine_that_will_not_open_a_capped_layer_at_its_quota_means_full(error, quota, full):
+    assert disk.refused_full(error, quota_bytes=quota) is full
+
+
 def test_start_up_warns_or_refuses_only_where_quotas_cannot_be_enforced():
     assert disk.startup_problem(enforced=True, storage="btrfs", mode="refuse", runtime="docker") is None
     level, message = disk.startup_problem(enforced=False, storage="overlay2 on extfs", mode="warn", runtime="docker")
