@@ -37,7 +37,11 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # One connection, handed to one thread at a time: SQLite has one writer, and a
+        # transaction that read before another thread's commit cannot write at all in WAL
+        # mode (SQLITE_BUSY at once, whatever busy_timeout says): threads of one process
+        # queue for the connection instead of failing into retries and their back-off.
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
