@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
 LAG_PROBE_S = 0.1
 SAMPLE_TIMEOUT_S = 5.0  # the engine answers within ~1 s (its stats collector's tick)
+# Removals run beside the passes, not in them: an engine takes tens to hundreds of ms to
+# delete a container, and a pass that waited would hold up every admission and collection.
+TEARDOWN_TASK = "teardown:"  # + the sandbox's name: the key of its removal in the tasks in flight
+MAX_PARALLEL_TEARDOWNS = 4
 
 
 class Controller:
@@ -69,6 +73,7 @@ class Controller:
         self.pass_interval_s = pass_interval_s
         self.actor = actor
         self._tasks: dict[str, asyncio.Task] = {}
+        self._teardowns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None  # per event loop
         self._keeper: asyncio.Task | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -285,6 +290,7 @@ class Controller:
         """This installation's sandboxes as the planner sees them. A pooled one belongs to the
         experiment that claimed it (:func:`pools.claimed_view`); unclaimed, it is the pools' own
         and the planner never sees it, unless pools are off: then it is an orphan."""
+        self._claims.update(self.executor.pools.claimed)  # its own claims: the store is asked about others
         states = await pools.claimed_view(self.runtime, self.store, self.settings.sandbox_selector(),
                                           known=self._claims, ready=self.executor.pools.ready_names)
         return [Observed(s.name, s.labels.get(LABEL_EXPERIMENT), s.status, s.labels.get(LABEL_ROLE, "experiment"),
@@ -372,11 +378,8 @@ class Controller:
 
     async def _apply(self, action: Action) -> None:
         if isinstance(action, Teardown):
-            await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=action.experiment_id,
-                                           name=action.sandbox, uid=action.uid, actor=self.actor,
-                                           reason=action.reason)
-            if action.clear_preserved and action.experiment_id:
-                await self.store.set_preserved_until(action.experiment_id, None)
+            if TEARDOWN_TASK + action.sandbox not in self._tasks:  # else: its removal is under way
+                self._spawn(TEARDOWN_TASK + action.sandbox, self._teardown(action))
         elif isinstance(action, Unpreserve):
             await self.store.set_preserved_until(action.experiment_id, None)
         elif isinstance(action, Fail):
@@ -405,6 +408,19 @@ class Controller:
         elif isinstance(action, KillBaseline):
             await self.executor.kill_baseline(action.key, action.sandbox)
 
+    async def _teardown(self, action: Teardown) -> None:
+        loop = asyncio.get_running_loop()
+        if self._teardowns is None or self._teardowns[0] is not loop:
+            self._teardowns = (loop, asyncio.Semaphore(MAX_PARALLEL_TEARDOWNS))
+        # The marker goes first: a pass that sees the sandbox gone then has nothing left to
+        # clear, and one that still sees it finds it no longer live (its removal is in flight).
+        if action.clear_preserved and action.experiment_id:
+            await self.store.set_preserved_until(action.experiment_id, None)
+        async with self._teardowns[1]:
+            await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=action.experiment_id,
+                                           name=action.sandbox, uid=action.uid, actor=self.actor,
+                                           reason=action.reason)
+
     def _spawn(self, experiment_id: str, step: Awaitable) -> None:
         task = asyncio.create_task(self._guard(experiment_id, step), name=f"genesis:{experiment_id}")
         self._tasks[experiment_id] = task
@@ -415,6 +431,17 @@ class Controller:
 
         A baseline's step (``baseline:<key>``) handles its own failures; an
         infrastructure error leaves its record for the next pass to re-drive."""
+        if experiment_id.startswith(TEARDOWN_TASK):
+            try:
+                await step
+            except GenesisError as exc:  # still listed: the next pass asks for it again
+                metrics.RECONCILE_ERRORS.labels(kind="action").inc()
+                log.warning("action failed", extra={"action": "Teardown", "error": str(exc),
+                                                    "sandbox": experiment_id[len(TEARDOWN_TASK):]})
+            finally:
+                self._tasks.pop(experiment_id, None)
+                self._wake.set()
+            return
         if experiment_id.startswith(BASELINE_TASK):
             try:
                 await step
