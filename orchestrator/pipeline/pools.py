@@ -146,6 +146,8 @@ class Pools:
                                    idle_s=config.idle_s)
         self._ready: dict[str, pools.Member] = {}  # unclaimed members, by name
         self._taken: set[str] = set()  # claimed (or being claimed) by this process: never ready again
+        self._claimed: dict[str, str] = {}  # claimed by this process: name -> experiment (for the controller)
+        self._making: set[str] = set()  # being created by this process: not yet ready, never claimed
         self._profiles: dict[str, pools.Profile] = {}
         self._launches: dict[str, deque[float]] = {}
         self._last: dict[str, float] = {}
@@ -175,6 +177,7 @@ class Pools:
                                                       tier=member.tier, experiment_id=experiment_id,
                                                       actor=self.actor):
                     continue  # claimed elsewhere (a former leader's step)
+                self._claimed[member.name] = experiment_id
                 try:
                     await self.runtime.deliver(member.name, spec.bundle, uid=member.uid, start=member.tier == "warm",
                                                timeout_s=spec.timeout_s)
@@ -195,8 +198,13 @@ class Pools:
 
     @property
     def ready_names(self) -> set[str]:
-        """The unclaimed sandboxes this process holds ready (none other may claim them)."""
-        return set(self._ready)
+        """The unclaimed sandboxes this process holds ready or is making (none other may claim them)."""
+        return set(self._ready) | self._making
+
+    @property
+    def claimed(self) -> dict[str, str]:
+        """The claims this process made, by sandbox name: the controller need not ask the store."""
+        return dict(self._claimed)
 
     def _note(self, profile: pools.Profile) -> None:
         now = time.monotonic()
@@ -284,7 +292,8 @@ class Pools:
     async def _members(self) -> list[pools.Member]:
         """This installation's unclaimed pooled sandboxes; adopts those a former process
         made, and removes those whose runner stopped before a claim."""
-        states = await self.runtime.list({**self.selector, LABEL_ROLE: ROLE})
+        states = [s for s in await self.runtime.list({**self.selector, LABEL_ROLE: ROLE})
+                  if s.name not in self._making]  # half made: the round making it adds it
         # Its own ready members are unclaimed (only this process claims while it leads): the
         # store is asked about the others (a former process's, after a restart or a takeover).
         unknown = [s.name for s in states if s.name not in self._taken and s.name not in self._ready]
@@ -292,6 +301,7 @@ class Pools:
         self._listed = True
         listed = {s.name for s in states}
         self._taken &= listed  # names gone from the runtime are forgotten
+        self._claimed = {name: experiment for name, experiment in self._claimed.items() if name in listed}
         now = time.monotonic()
         found: dict[str, pools.Member] = {}
         for state in states:
@@ -327,13 +337,17 @@ class Pools:
                            tmp_bytes=profile.tmp_bytes, disk_bytes=profile.disk_bytes,
                            log_max_bytes=profile.log_max_bytes, log_max_files=profile.log_max_files,
                            bundle_stdin=True)
-        uid = await self.runtime.create(spec)
-        if tier == "hot":
-            try:
-                await self.runtime.start(name)
-            except GenesisError:
-                await self.runtime.remove(name, uid=uid)
-                raise
+        self._making.add(name)
+        try:
+            uid = await self.runtime.create(spec)
+            if tier == "hot":
+                try:
+                    await self.runtime.start(name)
+                except GenesisError:
+                    await self.runtime.remove(name, uid=uid)
+                    raise
+        finally:
+            self._making.discard(name)
         return pools.Member(name=name, uid=uid, pool=profile.key, tier=tier, since=time.monotonic())
 
     async def _remove(self, name: str, uid: str | None, why: str) -> None:

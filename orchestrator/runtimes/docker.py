@@ -44,6 +44,7 @@ import logging
 
 import docker
 import docker.errors
+from docker.types.daemon import CancellableStream
 import requests.exceptions
 
 from orchestrator.domain import disk
@@ -164,6 +165,15 @@ def _state_of_summary(summary: dict) -> SandboxState:
     )
 
 
+def _logs(api: docker.APIClient, container: str, *, stream: bool, follow: bool = False, tail: int | str = "all"):
+    """The engine's logs endpoint, demultiplexed. A sandbox never has a TTY; docker-py's
+    ``logs()`` would inspect the container to ask, one more round trip per read."""
+    response = api._get(api._url("/containers/{0}/logs", container), stream=stream,
+                        params={"stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail})
+    output = api._get_result_tty(stream, response, False)
+    return CancellableStream(output, response) if stream else output
+
+
 def bundle_archive(bundle: bytes) -> bytes:
     """A tar holding bundle.json, read-only, owned by root."""
     buffer = io.BytesIO()
@@ -262,8 +272,13 @@ class DockerRuntime(Runtime):
     def _client(self) -> docker.DockerClient:
         with self._connecting:
             if self._connected is None:
-                self._connected = (docker.DockerClient(base_url=self._base_url, timeout=120) if self._base_url
-                                   else docker.from_env(timeout=120))
+                client = (docker.DockerClient(base_url=self._base_url, timeout=120) if self._base_url
+                          else docker.from_env(timeout=120))
+                if client.api.base_url.startswith("http+docker://"):
+                    # A local socket: no proxy or .netrc from the environment applies to it,
+                    # and requests would look them up again on every call.
+                    client.api.trust_env = False
+                self._connected = client
             return self._connected
 
     def close(self) -> None:
@@ -433,7 +448,7 @@ class DockerRuntime(Runtime):
         api = self._client.api
         attrs = api.inspect_container(name)  # its id and labels (the disk quota it was given)
         quota = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_DISK)
-        tail = api.logs(attrs["Id"], stdout=True, stderr=True, tail=LOG_TAIL_LINES)
+        tail = _logs(api, attrs["Id"], stream=False, tail=LOG_TAIL_LINES)
         try:
             stream, _ = api.get_archive(attrs["Id"], "/genesis/out")
         except docker.errors.APIError as exc:
@@ -455,8 +470,8 @@ class DockerRuntime(Runtime):
 
     async def logs(self, name: str, *, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
         def produce():
-            return self._client.api.logs(name, stream=True, follow=follow,
-                                         tail=tail if tail is not None else "all")
+            return _logs(self._client.api, name, stream=True, follow=follow,
+                         tail=tail if tail is not None else "all")
 
         async for chunk in stream_in_thread(produce, _errors, what="docker logs"):
             yield chunk
