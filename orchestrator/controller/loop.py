@@ -299,8 +299,9 @@ class Controller:
 
     def _gauges(self, desired: list, actions: list[Action]) -> None:
         admitted = {a.experiment_id for a in actions if isinstance(a, Admit)}
-        metrics.EXPERIMENTS_QUEUED.set(sum(1 for d in desired if d.phase.value == "Pending"
-                                           and d.id not in admitted))
+        queued = sum(1 for d in desired if d.phase.value == "Pending" and d.id not in admitted)
+        self.executor.pools.backlog = queued  # a refill makes only what the queue will claim meanwhile
+        metrics.EXPERIMENTS_QUEUED.set(queued)
         metrics.EXPERIMENTS_RUNNING.set(sum(1 for d in desired if d.phase.value in
                                             ("Building", "Running", "Collecting")) + len(admitted))
         now = utcnow()

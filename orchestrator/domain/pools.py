@@ -7,9 +7,16 @@ A pool is the set of interchangeable sandboxes of one :class:`Profile`
 *warm* (created, not started); a pool with none leaves its experiments
 *cold* (made when they start). Sizes follow demand: the launches of the
 last ``window_s`` seconds, at least one while the pool was asked of within
-``idle_s``, never more than ``max_concurrent`` (no more can be claimed at
-once) or the pool's own cap, and all pools together within a budget of
-sandboxes and of memory (their memory limits), busiest pool first.
+``idle_s``, never more than the pool's own cap, and all pools together
+within a budget of sandboxes and of memory (their memory limits), busiest
+pool first. A pool deeper than ``max_concurrent`` is not wasted: a burst
+claims its members one slot after another, and none has to be made while
+the burst runs.
+
+While experiments wait for a slot, a round makes only what they will claim
+beyond the sandboxes already ready (:func:`refill`'s ``backlog``): the
+rest would be made on the CPU those experiments need, and is made once
+they are through.
 
 Pure: times are the caller's monotonic clock; nothing here does I/O.
 """
@@ -51,7 +58,6 @@ class Budget:
     max_memory_bytes: int
     max_per_pool: int
     max_hot_per_pool: int
-    max_concurrent: int
     window_s: float
     idle_s: float
 
@@ -104,7 +110,7 @@ def sizes(demands: list[Demand], *, now: float, budget: Budget) -> dict[str, Siz
         if now - demand.last > budget.idle_s:
             continue
         recent = sum(1 for t in demand.launches if now - t <= budget.window_s)
-        want = min(max(recent, 1), budget.max_per_pool, max(budget.max_concurrent, 1))
+        want = min(max(recent, 1), budget.max_per_pool)
         wanted.append((want, demand))
     wanted.sort(key=lambda item: (-item[0], -item[1].last, item[1].pool))  # busiest first
     count_left, memory_left = budget.max_sandboxes, budget.max_memory_bytes
@@ -119,10 +125,12 @@ def sizes(demands: list[Demand], *, now: float, budget: Budget) -> dict[str, Siz
     return result
 
 
-def refill(members: list[Member], targets: dict[str, Size], *, creatable: set[str]) -> Round:
+def refill(members: list[Member], targets: dict[str, Size], *, creatable: set[str], backlog: int = 0) -> Round:
     """What brings each pool to its target: surplus removed (warm first, then the oldest),
     warm members started to make up hot ones, the rest created. ``creatable``: pools whose
-    profile is known (after a restart, adopted members' may not be: they are only kept)."""
+    profile is known (after a restart, adopted members' may not be: they are only kept).
+    ``backlog``: experiments waiting for a slot; while there are any, only as many are
+    created as they outnumber the members kept (the rest waits until they are through)."""
     create: list[tuple[str, str]] = []
     start: list[Member] = []
     evict: list[tuple[Member, str]] = []
@@ -144,6 +152,8 @@ def refill(members: list[Member], targets: dict[str, Size], *, creatable: set[st
             new_hot = max(target.hot - hot_after, 0)
             create += [(pool, "hot")] * new_hot
             create += [(pool, "warm")] * max(target.total - hot_after - new_hot - warm_after, 0)
+    if backlog > 0:
+        create = create[:max(backlog - (len(members) - len(evict)), 0)]
     return Round(create=tuple(create), start=tuple(start), evict=tuple(evict), sizes=dict(targets))
 
 

@@ -142,7 +142,7 @@ class Pools:
                                    max_memory_bytes=parse_memory(config.max_memory),
                                    max_per_pool=config.max_per_pool,
                                    max_hot_per_pool=config.max_hot_per_pool if model == "hot" else 0,
-                                   max_concurrent=settings.max_concurrent, window_s=config.window_s,
+                                   window_s=config.window_s,
                                    idle_s=config.idle_s)
         self._ready: dict[str, pools.Member] = {}  # unclaimed members, by name
         self._taken: set[str] = set()  # claimed (or being claimed) by this process: never ready again
@@ -155,6 +155,7 @@ class Pools:
         self._again = False
         self._draining = False
         self._listed = False  # the runtime's pooled sandboxes listed (adopted) at least once
+        self.backlog = 0  # experiments waiting for a slot, as the controller's latest pass counted them
 
     # -- claims ------------------------------------------------------------------
 
@@ -250,7 +251,7 @@ class Pools:
                                 launches=tuple(self._launches.get(key, ())), last=last)
                    for key, last in self._last.items()]
         targets = pools.sizes(demands, now=now, budget=self.budget)
-        plan = pools.refill(members, targets, creatable=set(self._profiles))
+        plan = pools.refill(members, targets, creatable=set(self._profiles), backlog=self.backlog)
         for member, why in plan.evict:
             if self._ready.pop(member.name, None) is not None:
                 await self._remove(member.name, member.uid, why)

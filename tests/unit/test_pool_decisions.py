@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 from orchestrator.domain.pools import Budget, Demand, Member, Profile, Size, claim_order, refill, sizes
 
 GI = 2**30
-BUDGET = Budget(max_sandboxes=8, max_memory_bytes=8 * GI, max_per_pool=8, max_hot_per_pool=4, max_concurrent=4,
-                window_s=60, idle_s=300)
+BUDGET = Budget(max_sandboxes=8, max_memory_bytes=8 * GI, max_per_pool=6, max_hot_per_pool=4, window_s=60,
+                idle_s=300)
 
 
 def demand(pool: str, launches: list[float], *, memory: int = GI, last: float | None = None) -> Demand:
@@ -21,11 +21,11 @@ def member(name: str, pool: str, tier: str, since: float = 0.0) -> Member:
     return Member(name=name, uid=f"uid-{name}", pool=pool, tier=tier, since=since)
 
 
-def test_a_pool_holds_one_after_any_recent_demand_and_grows_with_the_rate_to_max_concurrent():
+def test_a_pool_holds_one_after_any_recent_demand_and_grows_with_the_rate_to_its_cap():
     assert sizes([demand("a", [100.0])], now=101.0, budget=BUDGET) == {"a": Size(hot=1)}
     assert sizes([demand("a", [100.0, 100.5, 101.0])], now=101.0, budget=BUDGET) == {"a": Size(hot=3)}
-    burst = [100.0 + i / 10 for i in range(20)]
-    assert sizes([demand("a", burst)], now=102.0, budget=BUDGET) == {"a": Size(hot=4)}  # max_concurrent
+    burst = [100.0 + i / 10 for i in range(20)]  # deeper than any max_concurrent: claimed slot after slot
+    assert sizes([demand("a", burst)], now=102.0, budget=BUDGET) == {"a": Size(hot=4, warm=2)}  # max_per_pool
 
 
 def test_launches_older_than_the_window_count_once_and_an_idle_pool_is_emptied():
@@ -71,6 +71,18 @@ def test_refill_evicts_surplus_warm_first_then_the_oldest_and_everything_of_an_i
     assert {m.name for m, _ in refill(members, {}, creatable=set()).evict} == {"h1", "h2", "w1"}
 
 
+def test_while_experiments_wait_a_refill_makes_only_what_they_outnumber_the_ready_ones_by():
+    ready = [member("h1", "a", "hot", 1), member("h2", "a", "hot", 2)]
+    target = {"a": Size(hot=4, warm=2)}
+    assert len(refill(ready, target, creatable={"a"}).create) == 4  # nobody waiting: to the target
+    assert refill(ready, target, creatable={"a"}, backlog=2).create == ()  # the two ready serve them
+    assert refill(ready, target, creatable={"a"}, backlog=3).create == (("a", "hot"),)
+    assert len(refill(ready, target, creatable={"a"}, backlog=50).create) == 4  # never past the target
+    # Surplus still goes at once: the backlog only holds back what would be made.
+    surplus = refill(ready, {"a": Size(hot=1)}, creatable={"a"}, backlog=5)
+    assert [m.name for m, _ in surplus.evict] == ["h1"] and surplus.create == ()
+
+
 def test_a_claim_takes_hot_before_warm_oldest_first_and_only_from_its_pool():
     members = [member("w0", "a", "warm", 0), member("h2", "a", "hot", 2), member("h1", "a", "hot", 1),
                member("x", "b", "hot", 0)]
@@ -97,7 +109,7 @@ def test_sizes_never_exceed_the_budget(pools, max_sandboxes, max_memory_gi):
     result = sizes(demands, now=100.0, budget=budget)
     assert sum(s.total for s in result.values()) <= max_sandboxes
     assert sum(result[d.pool].total * d.memory_bytes for d in demands) <= max_memory_gi * GI
-    assert all(s.total <= min(budget.max_per_pool, budget.max_concurrent) for s in result.values())
+    assert all(s.total <= budget.max_per_pool for s in result.values())
     assert all(s.hot <= budget.max_hot_per_pool for s in result.values())
 
 
