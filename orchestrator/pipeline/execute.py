@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,6 +51,7 @@ from orchestrator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 __all__ = ["Executor", "Failure", "baseline_key", "sandbox_name"]
+PLANS_KEPT = 256  # experiments whose plan stays in memory between their start and their collection
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Executor:
         self.store = as_async(store)  # never blocks the loop
         self.pools = Pools(runtime=runtime, store=self.store, settings=settings, actor=actor)
         self._snapshot_bytes_known = False  # the snapshot-bytes gauge, set once and after each build
+        self._plans: OrderedDict[tuple[str, str], Plan] = OrderedDict()  # made at start, read again at collect
         self.sandboxes = passes.Sandboxes(runtime=runtime, store=self.store, actor=actor,
                                           max_file_bytes=settings.max_output_file_bytes, pools=self.pools)
 
@@ -198,7 +201,20 @@ class Executor:
                                      sandbox_name=name, sandbox_uid=self.sandboxes.uid(name), deadline_at=deadline)
 
     async def _plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
-        """The change on the host; which of its files are protected, which are tests."""
+        """The change on the host; which of its files are protected, which are tests. An
+        experiment's request and commit never change, so its plan is made once per process
+        (the last PLANS_KEPT are kept: the start makes it, the collection reads it)."""
+        key = (spec.experiment_id, commit)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        plan = await self._make_plan(spec, repo, commit)
+        self._plans[key] = plan
+        while len(self._plans) > PLANS_KEPT:
+            self._plans.popitem(last=False)
+        return plan
+
+    async def _make_plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
         files = [f.model_dump(exclude_none=True) for f in spec.changes.files]
         try:
             change = await asyncio.to_thread(changes.compute, repo, commit, patch=spec.changes.patch, files=files)
@@ -577,12 +593,11 @@ class Executor:
                       ctx: dict) -> ExperimentView:
         """Preserve or roll back pass A's sandbox, and record the outcome."""
         name = view.sandbox_name or sandbox_name(view.id, view.attempt)
-        preserved_until = None
-        if recommendation.preserves_sandbox:
+        preserved_until, preserved = None, None
+        if recommendation.preserves_sandbox:  # its audit line is written with the outcome
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)
-            await self.sandboxes.audit(view.id, name, "preserved", f"{recommendation.value}: kept for review",
-                                 details={"until": preserved_until.isoformat(),
-                                          "artifacts": str(self.settings.artifacts_dir / view.id)})
+            preserved = (name, f"{recommendation.value}: kept for review",
+                         {"until": preserved_until.isoformat(), "artifacts": str(self.settings.artifacts_dir / view.id)})
         else:
             await self.sandboxes.teardown(view.id, name, uid=view.sandbox_uid, reason="rollback: " + why[:200])
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting"})
@@ -595,7 +610,7 @@ class Executor:
             timestamp=utcnow(),
         )
         final = await self.store.finalize(outcome, phase=Phase.SUCCEEDED, reason=recommendation.value, message=why,
-                                    preserved_until=preserved_until, actor=self.actor)
+                                          preserved_until=preserved_until, actor=self.actor, preserved=preserved)
         lifecycle.observe_finished(final)
         log.info("experiment_complete", extra={**ctx, "phase": "Succeeded", "recommendation": recommendation.value})
         return final

@@ -21,6 +21,7 @@ cleanup job never removes them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib.metadata
 import io
@@ -122,8 +123,10 @@ def toolchain_context(images_dir: Path, toolchain: str) -> tuple[bytes, str]:
     return source.context(), source.digest
 
 
+@functools.cache
 def _uv_binary() -> tuple[str, str]:
-    """(path, version) of the uv binary installed beside Genesis."""
+    """(path, version) of the uv binary installed beside Genesis (looked up once: reading
+    the package metadata walks every installed distribution)."""
     try:
         import uv
         return uv.find_uv_bin(), importlib.metadata.version("uv")

@@ -328,13 +328,18 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     @transient
     def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
-                 preserved_until: datetime | None = None, actor: str = "worker") -> ExperimentView:
-        """Finish an experiment: record, metrics row, audit and outbox in one transaction."""
+                 preserved_until: datetime | None = None, actor: str = "worker",
+                 preserved: tuple[str, str, dict] | None = None) -> ExperimentView:
+        """Finish an experiment: record, metrics row, audit and outbox in one transaction;
+        ``preserved``: the (sandbox, reason, details) of its kept sandbox's audit line."""
         now = utcnow()
         with self._tx() as session:
             row = self._row(session, outcome.experiment_id)
             if Phase(row.phase).finished:
                 return _view(row)  # finalized exactly once
+            if preserved is not None:
+                self._history(session, experiment_id=row.id, sandbox_name=preserved[0], action="preserved",
+                              actor=actor, reason=preserved[1], details=preserved[2])
             row.phase, row.reason, row.message = phase.value, reason, message[:4000]
             row.phase_since, row.gpus = now, None
             row.recommendation = outcome.recommendation.value

@@ -437,7 +437,10 @@ def test_finalize_preservation_is_swept_by_expired_preserved(store, make_request
     eid = store.submit(make_request(), commit=COMMIT)[0].id
     until = _now() + timedelta(days=7)
     store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge",
-                   preserved_until=until)
+                   preserved_until=until, preserved=("genesis-x-a1", "merge: kept for review", {"until": "then"}))
+    kept = [h for h in store.history(eid) if h.action == "preserved"]
+    assert [(h.sandbox_name, h.reason, h.details) for h in kept] == [
+        ("genesis-x-a1", "merge: kept for review", {"until": "then"})]  # written with the outcome
     assert store.expired_preserved(_now()) == []
     assert [v.id for v in store.expired_preserved(until + timedelta(seconds=1))] == [eid]
 
