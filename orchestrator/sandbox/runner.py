@@ -386,4 +386,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and flushed: no interpreter teardown between the result and the
+    # exit the engine reports (the experiment waits on it; PID 1's exit ends whatever is left).
+    os._exit(status)
