@@ -30,7 +30,7 @@ import re
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from collections import Counter
@@ -49,6 +49,10 @@ RUNNER = Path(__file__).resolve().parents[1] / "sandbox" / "runner.py"
 AUDIT = RUNNER.with_name("audit.py")  # the validation's sitecustomize: see that module
 TEST_TIMEOUT = RUNNER.with_name("genesis_timeout.py")  # the per-test timeout plugin for pytest
 SNAPSHOT_REPO = "genesis/snapshot"
+# A snapshot found (or built) this recently is reused without asking the engine again: a
+# burst of experiments on one commit would otherwise inspect the same three images each.
+# An image removed meanwhile makes the sandbox's create fail, which is retried after it.
+FOUND_FOR_S = 5.0
 ENVIRONMENT_REPO = "genesis/environment"
 
 
@@ -177,6 +181,7 @@ class SnapshotBuilder:
         self.logs = steps.BuildLogs(logs_dir or Path(".genesis") / "build-logs")
         self._locks: dict[str, asyncio.Lock] = {}
         self._busy: Counter[str] = Counter()
+        self._found: dict[tuple[str, str, str, bool], tuple[float, Snapshot]] = {}  # see FOUND_FOR_S
 
     @property
     def images(self) -> ImageStore:
@@ -217,10 +222,25 @@ class SnapshotBuilder:
         ``inputs`` replaces the environment inputs read at ``commit`` (a change
         that edits them gets an environment of its own, built ``trusted=False``:
         without ``build.env``). Raises ImageBuildError, with the log, when a
-        step fails; the log is also kept under ``build-logs``.
+        step fails; the log is also kept under ``build-logs``. One found within
+        :data:`FOUND_FOR_S` is reused without asking the engine.
         """
-        say = progress or (lambda _text: None)
         started = time.monotonic()
+        key = (repo_name, commit, repo.model_dump_json(), trusted)
+        found = self._found.get(key) if inputs is None else None
+        if found is not None and started - found[0] < FOUND_FOR_S:
+            metrics.IMAGE_CACHE_HITS.inc()
+            return replace(found[1], built=False, environment_built=False, seconds=time.monotonic() - started)
+        snap = await self._ensure(repo_name=repo_name, repo=repo, commit=commit, inputs=inputs, trusted=trusted,
+                                  progress=progress, started=started)
+        if inputs is None and snap.pinned is not False:  # an unpinned environment ages: asked anew each time
+            self._found = {k: v for k, v in self._found.items() if started - v[0] < FOUND_FOR_S}
+            self._found[key] = (time.monotonic(), snap)
+        return snap
+
+    async def _ensure(self, *, repo_name: str, repo: RepoConfig, commit: str, inputs: dict[str, bytes] | None,
+                      trusted: bool, progress: Progress | None, started: float) -> Snapshot:
+        say = progress or (lambda _text: None)
         say(f"toolchain {repo.toolchain}")
         toolchain = await self.toolchain(repo.toolchain)
         parent, env = toolchain, None
