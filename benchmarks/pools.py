@@ -99,13 +99,18 @@ def _ready(app, tier: str | None = "hot") -> int:
     progress and no finished experiment's sandbox still to remove. An agent's think time,
     seconds, outlasts both; on 2 cores a claim beside a create or a removal waits for the CPU."""
     pools = app.executor.pools
-    if pools._running_round() is not None:
-        return 0
-    others = app.docker.client.api.containers(  # summaries: no inspect that a removal could race
-        all=True, filters={"label": f"genesis.installation={app.settings.installation}"})
-    if any((c.get("Labels") or {}).get("genesis.role") != "pool" or c.get("State") == "exited" for c in others):
+    if pools._running_round() is not None or not _swept(app):
         return 0
     return sum(1 for m in pools._ready.values() if tier is None or m.tier == tier)
+
+
+def _swept(app) -> bool:
+    """No finished experiment's sandbox is left to remove (the next part starts on an engine
+    as clean as the one before it: every listing of the engine walks all its containers)."""
+    others = app.docker.client.api.containers(  # summaries: no inspect that a removal could race
+        all=True, filters={"label": f"genesis.installation={app.settings.installation}"})
+    return not any((c.get("Labels") or {}).get("genesis.role") != "pool" or c.get("State") == "exited"
+                   for c in others)
 
 
 def _claim_ms(app, experiment_id: str) -> float:
@@ -146,6 +151,7 @@ def claim_latency(home: Path, repo: Path, *, runs: int, pools: bool) -> tuple[li
             await _until(lambda: _done(app, [one]))
             _merged(app, [one])
             samples.append(_claim_ms(app, one))
+        await _until(lambda: _swept(app), 60)
         return samples, app.store.get(one).image
     try:
         return asyncio.run(_with_controller(app, work))
@@ -172,6 +178,7 @@ def burst(home: Path, repo: Path, *, count: int, level: int, pools: bool,
         polling = await _until(lambda: _done(app, ids))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu0 - polling
         _merged(app, ids)
+        await _until(lambda: _swept(app), 60)
         return wall, cpu
     try:
         return asyncio.run(_with_controller(app, work))
