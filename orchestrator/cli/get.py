@@ -167,13 +167,3 @@ def _images(images: list, args) -> int:
                                    printers.age(i.last_used), "yes" if i.in_use else "no",
                                    {True: "yes", False: "no", None: "-"}[i.pinned]]
                     + ([str(i.uses), printers.age(i.created)] if wide else []))
-    if args.output == "name":
-        print("\n".join(f"image/{i.tag}" for i in images))
-        return 0
-    rows = [[i.tier, i.tag, i.repo or "-", f"{i.size_bytes / 2**20:.0f}Mi", printers.age(i.last_used),
-             "yes" if i.in_use else "no", {True: "yes", False: "no", None: "-"}[i.pinned]]
-            + ([str(i.uses), printers.age(i.created)] if args.output == "wide" else []) for i in images]
-    headers = ["TIER", "IMAGE", "REPO", "SIZE", "LAST-USED", "IN-USE", "PINNED"]
-    print(printers.table(rows, headers + (["USES", "AGE"] if args.output == "wide" else [])) if rows
-          else "No resources found.")
-    return 0
