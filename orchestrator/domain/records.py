@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +46,19 @@ class ExperimentView(BaseModel):
     not_before: datetime | None = None
     kill_reason: str | None = None
     gpus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditLine:
+    """One line of a sandbox's audit trail, to be written in the transaction of the
+    record's next change (:meth:`orchestrator.store.repository.Store.transition`)."""
+
+    sandbox_name: str
+    action: str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+    duration_ms: float | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))  # when it happened, not when written
 
 
 class HistoryEntry(BaseModel):

@@ -32,7 +32,7 @@ from orchestrator.domain.models import (ExperimentRequest, Outcome, Phase, Resou
 from orchestrator.domain.planner import baseline_label
 from orchestrator.domain.policy import capped_for_dependencies, named
 from orchestrator.domain.protected import INSEPARABLE, protected_edits, tests_among
-from orchestrator.domain.records import CachedBaseline, ExperimentView
+from orchestrator.domain.records import AuditLine, CachedBaseline, ExperimentView
 from orchestrator.domain.scoring import RunFacts, baseline_of, score
 from orchestrator.errors import ImageBuildError, RequestRejected, SandboxGone
 from orchestrator.pipeline import artifacts, lifecycle, passes
@@ -123,10 +123,8 @@ class Executor:
 
     async def collect(self, experiment_id: str) -> ExperimentView:
         """Running (pass A exited) → Collecting → Succeeded | Failed."""
-        view = await self.store.get(experiment_id)
-        if view.phase is Phase.RUNNING:
-            view = await self.store.transition(view.id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
-                                         message=f"sandbox {view.sandbox_name} exited")
+        view = await self.store.transition(experiment_id, Phase.COLLECTING, reason="Collecting", actor=self.actor,
+                                           message="its sandbox exited", only_from=Phase.RUNNING)
         if view.phase is not Phase.COLLECTING:
             return view
         ctx = self._ctx(view)
@@ -178,11 +176,10 @@ class Executor:
             self._snapshot_bytes_known = True
         validation = spec.validation or repo.validation
         note = f"; the change's own environment {own.environment}" if own is not snap else ""
-        await self.store.transition(view.id, Phase.BUILDING, reason="SnapshotReady", actor=self.actor, image=own.tag,
-                              baseline_image=snap.tag,
-                              message=f"{snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s)"
-                                      + note)
-        waiting = await self._await_baseline(view, spec, snap.tag, validation, repo)
+        # The images go on the record with its next change (waiting for the baseline, or running).
+        images = dict(image=own.tag, baseline_image=snap.tag)
+        ready = f"snapshot {snap.tag} ({'built' if snap.built else 'cache hit'} in {snap.seconds:.2f}s){note}"
+        waiting = await self._await_baseline(view, spec, snap.tag, validation, repo, images=images, ready=ready)
         if waiting is not None:
             return waiting
         launched = await self.sandboxes.launch(
@@ -197,8 +194,9 @@ class Executor:
         passes_note = "pass A of two" if plan.pass_b is not None else "the whole change in one pass"
         return await self.store.transition(view.id, Phase.RUNNING, reason="SandboxRunning", actor=self.actor,
                                      message=f"{name} ({passes_note}, {launched.tier}); "
-                                             f"created at {launched.created_wall_ms} ms",
-                                     sandbox_name=name, sandbox_uid=self.sandboxes.uid(name), deadline_at=deadline)
+                                             f"created at {launched.created_wall_ms} ms; {ready}",
+                                     audits=launched.audits, sandbox_name=name, sandbox_uid=self.sandboxes.uid(name),
+                                     deadline_at=deadline, **images)
 
     async def _plan(self, spec: ExperimentRequest, repo: RepoConfig, commit: str) -> Plan:
         """The change on the host; which of its files are protected, which are tests. An
@@ -352,10 +350,11 @@ class Executor:
                             seccomp=self.settings.sandbox_seccomp)
 
     async def _await_baseline(self, view: ExperimentView, spec: ExperimentRequest, image: str, validation: Validation,
-                        repo: RepoConfig) -> ExperimentView | None:
+                              repo: RepoConfig, *, images: dict[str, str], ready: str) -> ExperimentView | None:
         """None when the baseline of this experiment's key is ready; otherwise it
         is planned (a record the controller drives, once per key) and the
-        experiment waits in Building for it. A failed baseline fails the
+        experiment waits in Building for it (its ``images`` and the snapshot's
+        note, ``ready``, recorded with that). A failed baseline fails the
         experiments that waited for it; a later one plans it afresh."""
         key = self._baseline_key(spec, view.commit or "", validation, image, repo)
         if await self.store.baseline(key) is not None:
@@ -376,8 +375,8 @@ class Executor:
         if record.phase == "Succeeded":
             return None
         return await self.store.transition(view.id, Phase.BUILDING, reason="WaitingForBaseline", actor=self.actor,
-                                     baseline_key=key,
-                                     message=f"baseline {key[:12]}: {record.phase}, repetition "
+                                     baseline_key=key, **images,
+                                     message=f"{ready}; baseline {key[:12]}: {record.phase}, repetition "
                                              f"{record.repetition + 1} of {record.repetitions}")
 
     # -- baselines (records the controller drives) ----------------------------------
@@ -403,10 +402,11 @@ class Executor:
                               **self._log_caps())
         owner = record.owner or baseline_label(key)
         try:
-            await self.sandboxes.launch(sandbox, experiment_id=owner)
+            launched = await self.sandboxes.launch(sandbox, experiment_id=owner)
         except Failure as failure:  # the runtime refused it as sent: no repetition can run
             await self.store.fail_baseline(key, str(failure))
             return
+        await self.store.audit_lines(owner, launched.audits, actor=self.actor)
         await self.store.baseline_launched(key, sandbox_name=name, sandbox_uid=self.sandboxes.uid(name) or "",
                                      deadline_at=utcnow() + timedelta(milliseconds=plan["timeout_ms"]))
 
@@ -593,11 +593,12 @@ class Executor:
                       ctx: dict) -> ExperimentView:
         """Preserve or roll back pass A's sandbox, and record the outcome."""
         name = view.sandbox_name or sandbox_name(view.id, view.attempt)
-        preserved_until, preserved = None, None
+        preserved_until, preserved = None, ()
         if recommendation.preserves_sandbox:  # its audit line is written with the outcome
             preserved_until = utcnow() + timedelta(seconds=self.settings.preserve_ttl_s)
-            preserved = (name, f"{recommendation.value}: kept for review",
-                         {"until": preserved_until.isoformat(), "artifacts": str(self.settings.artifacts_dir / view.id)})
+            preserved = (AuditLine(name, "preserved", f"{recommendation.value}: kept for review",
+                                   {"until": preserved_until.isoformat(),
+                                    "artifacts": str(self.settings.artifacts_dir / view.id)}),)
         else:
             await self.sandboxes.teardown(view.id, name, uid=view.sandbox_uid, reason="rollback: " + why[:200])
             log.info("rollback_initiated", extra={**ctx, "phase": "Collecting"})
@@ -610,7 +611,7 @@ class Executor:
             timestamp=utcnow(),
         )
         final = await self.store.finalize(outcome, phase=Phase.SUCCEEDED, reason=recommendation.value, message=why,
-                                          preserved_until=preserved_until, actor=self.actor, preserved=preserved)
+                                          preserved_until=preserved_until, actor=self.actor, audits=preserved)
         lifecycle.observe_finished(final)
         log.info("experiment_complete", extra={**ctx, "phase": "Succeeded", "recommendation": recommendation.value})
         return final

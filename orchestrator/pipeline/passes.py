@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from orchestrator.domain import disk, evidence, results
 from orchestrator.domain.junit import TestReport, from_exit_code, parse_junit
 from orchestrator.domain.models import Validation
+from orchestrator.domain.records import AuditLine
 from orchestrator.domain.scoring import RunFacts
 from orchestrator.errors import GenesisError, RequestRejected, SandboxGone
 from orchestrator.pipeline import lifecycle
@@ -144,6 +145,7 @@ class Launched:
     name: str  # the sandbox's name: the requested one, or the pooled sandbox claimed
     created_wall_ms: int
     tier: str  # hot | warm (claimed from a pool) | cold (made for it)
+    audits: tuple[AuditLine, ...] = ()  # its lines, for the caller's next write (see Sandboxes.launch)
 
 
 class Sandboxes:
@@ -167,19 +169,23 @@ class Sandboxes:
         A leftover under this name (an interrupted attempt whose leader's lease
         has lapsed, since this process now holds it) is removed by its own id
         first; creation is then a compare-and-set on the name, so a former
-        leader that wakes up and creates it too fails instead of sharing it."""
+        leader that wakes up and creates it too fails instead of sharing it.
+
+        The launch's audit lines (created, changes_applied, started) come back in
+        ``Launched.audits`` for the caller to write with its next change of the record,
+        in one transaction; if the launch fails, they are written before the error leaves."""
         created_wall_ms = int(time.time() * 1000)
         started = time.monotonic()
         if pooled and self.pools is not None and self.pools.enabled:
             claimed = await self.pools.claim(spec, experiment_id=experiment_id)
             if claimed is not None:
                 self._uids[claimed.name] = claimed.uid or ""
-                await self.audit(experiment_id, claimed.name, "changes_applied", "bundle delivered on stdin",
-                                 details={"bundle_bytes": len(spec.bundle), "tier": claimed.tier,
-                                          "claim_ms": round(claimed.seconds * 1000, 1)})
+                applied = AuditLine(claimed.name, "changes_applied", "bundle delivered on stdin",
+                                    {"bundle_bytes": len(spec.bundle), "tier": claimed.tier,
+                                     "claim_ms": round(claimed.seconds * 1000, 1)})
                 self._heads[claimed.name] = asyncio.create_task(self._log_head(claimed.name, follow=True))
                 metrics.observe_phase("sandbox_start", time.monotonic() - started)
-                return Launched(claimed.name, created_wall_ms, claimed.tier)
+                return Launched(claimed.name, created_wall_ms, claimed.tier, (applied,))
             if profile_of(spec) is not None:
                 metrics.POOL_CLAIMS.labels(tier="cold").inc()
         leftover = await self.runtime.inspect(spec.name)
@@ -193,31 +199,35 @@ class Sandboxes:
             uid = self._uids[spec.name] = await self.runtime.create(replace(spec, bundle_stdin=on_stdin))
         except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
             raise Failure(exc.code, str(exc)) from exc
-        await self.audit(experiment_id, spec.name, "created", f"image {spec.image}",
-                   details={"cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids,
-                            "network": spec.network, "disk_bytes": spec.disk_bytes,
-                            "disk_enforced": self.runtime.capabilities.disk_quota,
-                            "disk_storage": self.runtime.capabilities.disk_storage,
-                            "pids_enforced": self.runtime.capabilities.pids,
-                            "pids_node_limit": self.runtime.capabilities.max_pids})
-        if on_stdin:
-            await self.runtime.deliver(spec.name, spec.bundle, uid=uid, start=True, timeout_s=spec.timeout_s)
-            await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered on stdin",
-                             details={"bundle_bytes": len(spec.bundle), "tier": "cold"})
-        else:
-            await self.audit(experiment_id, spec.name, "changes_applied", "bundle delivered to /genesis/in",
-                             details={"bundle_bytes": len(spec.bundle)})
-            await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
+        capabilities = self.runtime.capabilities
+        lines = [AuditLine(spec.name, "created", f"image {spec.image}", {
+            "cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids, "network": spec.network,
+            "disk_bytes": spec.disk_bytes, "disk_enforced": capabilities.disk_quota,
+            "disk_storage": capabilities.disk_storage, "pids_enforced": capabilities.pids,
+            "pids_node_limit": capabilities.max_pids})]
+        try:
+            if on_stdin:
+                await self.runtime.deliver(spec.name, spec.bundle, uid=uid, start=True, timeout_s=spec.timeout_s)
+                lines.append(AuditLine(spec.name, "changes_applied", "bundle delivered on stdin",
+                                       {"bundle_bytes": len(spec.bundle), "tier": "cold"}))
+            else:
+                lines.append(AuditLine(spec.name, "changes_applied", "bundle delivered to /genesis/in",
+                                       {"bundle_bytes": len(spec.bundle)}))
+                await self.runtime.start(spec.name)  # by name: a pod is started by name; the fence checked it is ours
+        except BaseException:
+            await self.store.audit_lines(experiment_id, lines, actor=self.actor)  # what it got to, kept
+            raise
         # The runner's first line is read as it comes: the engine rotates its log at a
         # fixed size, so after a flood on stdout the beginning is gone by the end.
         self._heads[spec.name] = asyncio.create_task(self._log_head(spec.name, follow=True))
         metrics.observe_phase("sandbox_start", time.monotonic() - started)
-        await self.audit(experiment_id, spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started")
-        return Launched(spec.name, created_wall_ms, "cold")
+        lines.append(AuditLine(spec.name, "started", f"{spec.labels.get(LABEL_ROLE, 'experiment')} started"))
+        return Launched(spec.name, created_wall_ms, "cold", tuple(lines))
 
     async def run(self, spec: SandboxSpec, *, experiment_id: str, timeout_s: float) -> Run:
         """Launch, wait (killing at the deadline or on cancel), collect and remove one sandbox."""
-        await self.launch(spec, experiment_id=experiment_id)
+        launched = await self.launch(spec, experiment_id=experiment_id)
+        await self.store.audit_lines(experiment_id, launched.audits, actor=self.actor)
         state, timed_out, cancelled = await self._run_to_exit(spec.name, experiment_id, timeout_s)
         if state.status == "missing" and (timed_out or cancelled):
             run = Run(spec.name, state, SandboxOutput(files={}, log_tail=""), "", "", timed_out, cancelled)

@@ -151,7 +151,7 @@ class StoreBase:
 
     @staticmethod
     def _history(session: Session, *, experiment_id, sandbox_name, action, actor, reason,
-                 duration_ms=None, details=None) -> None:
+                 duration_ms=None, details=None, at: datetime | None = None) -> None:
         session.add(SandboxHistoryRow(experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
                                       actor=actor, reason=reason, duration_ms=duration_ms,
-                                      details=details or {}, at=utcnow()))
+                                      details=details or {}, at=at or utcnow()))

@@ -14,6 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Sequence
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain.models import Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation
 from orchestrator.domain.planner import Desired
-from orchestrator.domain.records import ExperimentView, HistoryEntry
+from orchestrator.domain.records import AuditLine, ExperimentView, HistoryEntry
 from orchestrator.domain.subjects import conflict_routes, outcome_routes
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
@@ -307,13 +308,19 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     @transient
     def transition(self, experiment_id: str, phase: Phase, *, reason: str, message: str = "",
-                   actor: str = "worker", **fields) -> ExperimentView:
-        """Move to ``phase``, set a condition, audit it; ``fields`` updates columns."""
+                   actor: str = "worker", audits: Sequence[AuditLine] = (), only_from: Phase | None = None,
+                   **fields) -> ExperimentView:
+        """Move to ``phase``, set a condition, audit it; ``fields`` updates columns.
+        ``audits``: the sandbox's lines that led here (written first, in the same transaction).
+        ``only_from``: move only a record in that phase; any other comes back as it is."""
         now = utcnow()
         with self._tx() as session:
             row = self._row(session, experiment_id)
+            if only_from is not None and row.phase != only_from.value:
+                return _view(row)
             if Phase(row.phase).finished:
                 raise GenesisError(f"experiment {experiment_id} is already {row.phase}", code="already_finished")
+            self._audit_lines(session, experiment_id, audits, actor=actor)
             if row.phase != phase.value:
                 row.phase_since = now
             row.phase, row.updated_at = phase.value, now
@@ -329,17 +336,15 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
     @transient
     def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
                  preserved_until: datetime | None = None, actor: str = "worker",
-                 preserved: tuple[str, str, dict] | None = None) -> ExperimentView:
+                 audits: Sequence[AuditLine] = ()) -> ExperimentView:
         """Finish an experiment: record, metrics row, audit and outbox in one transaction;
-        ``preserved``: the (sandbox, reason, details) of its kept sandbox's audit line."""
+        ``audits``: its sandbox's last lines (the kept one's ``preserved``)."""
         now = utcnow()
         with self._tx() as session:
             row = self._row(session, outcome.experiment_id)
             if Phase(row.phase).finished:
                 return _view(row)  # finalized exactly once
-            if preserved is not None:
-                self._history(session, experiment_id=row.id, sandbox_name=preserved[0], action="preserved",
-                              actor=actor, reason=preserved[1], details=preserved[2])
+            self._audit_lines(session, row.id, audits, actor=actor)
             row.phase, row.reason, row.message = phase.value, reason, message[:4000]
             row.phase_since, row.gpus = now, None
             row.recommendation = outcome.recommendation.value
@@ -387,6 +392,19 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
         with self._tx() as session:
             self._history(session, experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
                           actor=actor, reason=reason, duration_ms=duration_ms, details=details)
+
+    @transient
+    def audit_lines(self, experiment_id: str | None, lines: Sequence[AuditLine], *, actor: str) -> None:
+        """Several of a sandbox's lines in one transaction (a launch's: created, delivered, started)."""
+        with self._tx() as session:
+            self._audit_lines(session, experiment_id, lines, actor=actor)
+
+    def _audit_lines(self, session: Session, experiment_id: str | None, lines: Sequence[AuditLine], *,
+                     actor: str) -> None:
+        for line in lines:
+            self._history(session, experiment_id=experiment_id, sandbox_name=line.sandbox_name, action=line.action,
+                          actor=actor, reason=line.reason, duration_ms=line.duration_ms, details=line.details,
+                          at=line.at)
 
     # -- controller -------------------------------------------------------------
 

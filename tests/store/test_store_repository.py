@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from orchestrator.domain.models import (
     Baseline, ExperimentRequest, Metrics, Outcome, Phase, Recommendation, SandboxInfo,
 )
-from orchestrator.domain.records import CachedBaseline
+from orchestrator.domain.records import AuditLine, CachedBaseline
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow
 
@@ -437,7 +437,7 @@ def test_finalize_preservation_is_swept_by_expired_preserved(store, make_request
     eid = store.submit(make_request(), commit=COMMIT)[0].id
     until = _now() + timedelta(days=7)
     store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge",
-                   preserved_until=until, preserved=("genesis-x-a1", "merge: kept for review", {"until": "then"}))
+                   preserved_until=until, audits=[AuditLine("genesis-x-a1", "preserved", "merge: kept for review", {"until": "then"})])
     kept = [h for h in store.history(eid) if h.action == "preserved"]
     assert [(h.sandbox_name, h.reason, h.details) for h in kept] == [
         ("genesis-x-a1", "merge: kept for review", {"until": "then"})]  # written with the outcome
