@@ -34,11 +34,12 @@ from typing import Awaitable
 
 from orchestrator.controller.jobs import Scheduler
 from orchestrator.domain import failures, planner
-from orchestrator.domain.models import parse_memory
+from orchestrator.domain.models import Phase, parse_memory
 from orchestrator.domain.planner import (
     BASELINE_TASK, Action, Admit, Collect, CollectBaseline, Fail, Kill, KillBaseline, LostBaseline, Observed,
     Resume, Retry, StartBaseline, Teardown, Unpreserve,
 )
+from orchestrator.domain.records import ExperimentView
 from orchestrator.errors import GenesisError, NotLeader, StoreError
 from orchestrator.fencing import FENCE, Term
 from orchestrator.pipeline import lifecycle, pools
@@ -81,6 +82,8 @@ class Controller:
         self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, for wake() from other threads
         self._claims: dict[str, str] = {}  # pooled sandbox -> the experiment that claimed it (never changes)
         self.passes = 0
+        self._exits = 0  # sandbox exits the engine has told of (runtimes with exit events)
+        self._pass_exits = 0  # ... as the pass now running began
         self.leading = False
         self.health = Health(stale_after_s=max(60.0, 20 * pass_interval_s))
         self.sample_interval_s = self.settings.sandbox_sample_interval_s
@@ -254,6 +257,7 @@ class Controller:
 
     async def reconcile_once(self) -> list[Action]:
         self._wake.clear()
+        self._pass_exits = self._exits
         started = time.monotonic()
         # Taken before reading state: a step that ends while we read still
         # counts as in flight this pass, so a stale view of its record can
@@ -315,6 +319,7 @@ class Controller:
         while not self._stopping.is_set():
             try:
                 async for _ in self.runtime.exits(self.settings.sandbox_selector()):
+                    self._exits += 1
                     self._wake.set()
             except GenesisError as exc:  # the engine restarted or is unreachable: passes go on
                 log.info("exit events interrupted", extra={"error": str(exc)})
@@ -423,15 +428,26 @@ class Controller:
                                            reason=action.reason)
 
     def _spawn(self, experiment_id: str, step: Awaitable) -> None:
-        task = asyncio.create_task(self._guard(experiment_id, step), name=f"genesis:{experiment_id}")
+        task = asyncio.create_task(self._guard(experiment_id, step, exits=self._pass_exits),
+                                   name=f"genesis:{experiment_id}")
         self._tasks[experiment_id] = task
 
-    async def _guard(self, experiment_id: str, step: Awaitable) -> None:
+    def _quiet(self, result: object, exits: int) -> bool:
+        """A step's end the next pass would find nothing in: a start that left its sandbox
+        running, with no exit told of since the pass that spawned it read its state (that
+        exit, the sandbox's own perhaps, found the step in flight). Its exit, when it comes,
+        wakes a pass itself. Every other end (a verdict frees a slot) wakes one."""
+        return (self.runtime.capabilities.exit_events and isinstance(result, ExperimentView)
+                and result.phase is Phase.RUNNING and self._exits == exits)
+
+    async def _guard(self, experiment_id: str, step: Awaitable, *, exits: int = 0) -> None:
         """Run one step; what its failure leads to (a retry with backoff, Failed with
         which code, nothing) is :mod:`orchestrator.domain.failures`'s decision.
 
         A baseline's step (``baseline:<key>``) handles its own failures; an
-        infrastructure error leaves its record for the next pass to re-drive."""
+        infrastructure error leaves its record for the next pass to re-drive.
+        A removal's end (``teardown:<sandbox>``) frees room for the pools, not a slot:
+        it kicks a refill, not a pass."""
         if experiment_id.startswith(TEARDOWN_TASK):
             try:
                 await step
@@ -441,7 +457,7 @@ class Controller:
                                                     "sandbox": experiment_id[len(TEARDOWN_TASK):]})
             finally:
                 self._tasks.pop(experiment_id, None)
-                self._wake.set()
+                self.executor.pools.kick()
             return
         if experiment_id.startswith(BASELINE_TASK):
             try:
@@ -458,8 +474,9 @@ class Controller:
                 self._tasks.pop(experiment_id, None)
                 self._wake.set()
             return
+        result = None
         try:
-            await step
+            result = await step
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one experiment
             failure = failures.classify(exc)
             if failure.kind is failures.Kind.CRASH:
@@ -470,7 +487,8 @@ class Controller:
             await self._after_failure(experiment_id, failure)
         finally:
             self._tasks.pop(experiment_id, None)
-            self._wake.set()
+            if not self._quiet(result, exits):
+                self._wake.set()
 
     async def _after_failure(self, experiment_id: str, failure: failures.StepFailure) -> None:
         """Remove the attempt's sandboxes and apply what :func:`failures.after_failure` decides."""

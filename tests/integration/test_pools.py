@@ -266,7 +266,8 @@ def test_pools_are_adopted_after_a_crash_evicted_when_idle_and_reaped_when_switc
     off = apps(pool_settings(enabled=False))
 
     async def one_pass():
-        return await off.controller(leader=False).reconcile_once()
+        async with off.controller(leader=False) as controller:  # leaving waits for its removals (tasks)
+            return await controller.reconcile_once()
     actions = asyncio.run(one_pass())
     assert sorted((a.sandbox, a.reason) for a in actions if type(a).__name__ == "Teardown") == \
         sorted((name, "orphan: no live record") for name in left)
