@@ -5,7 +5,8 @@
    transition) to the validation command starting (the runner's
    ``validation_started_ms``): pools on (hot claims) beside pools off (cold
    starts). Goal: p50 <= 50 ms, p99 <= 120 ms.
-2. burst: 20 trivial experiments submitted at once on pools pre-warmed by
+2. burst: 20 trivial experiments submitted at once (one batch, as NATS intake
+   records a fetch) on pools pre-warmed by
    the same burst a moment before (pools allowed to hold the burst, hot:
    ``max_per_pool``, ``max_hot_per_pool`` and ``max_sandboxes`` at 20),
    beside 20 raw ``docker run --rm`` at the same concurrency (``xargs -P``).
@@ -57,8 +58,15 @@ def _app(home: Path, repo: Path, *, pools: bool, level: int, depth: int | None =
 
 
 def _submit(app, n: int = 1) -> list[str]:
-    return [app.intake.submit(json.dumps(dict(BODY, experiment_id=str(uuid.uuid4()))).encode()).view.id
-            for _ in range(n)]
+    """``n`` requests recorded at once, as intake records a batch fetched from NATS (one
+    transaction, the base ref resolved once per batch), waking the controller once."""
+    from orchestrator.pipeline.intake import Received
+
+    recorded = app.intake.submit_many([Received(json.dumps(dict(BODY, experiment_id=str(uuid.uuid4()))).encode())
+                                       for _ in range(n)])
+    refused = [r.error for r in recorded if r.error is not None]
+    assert not refused, f"refused: {refused[:3]}"
+    return [r.experiment_id for r in recorded]
 
 
 async def _until(predicate, timeout_s: float = 300) -> float:
