@@ -46,14 +46,15 @@ def synthetic_repo(root: Path, *, megabytes: int) -> Path:
 
 
 async def genesis_start(runtime: DockerRuntime, image: str, index: int) -> tuple[float, int]:
-    """Cold path in ms (create → validation started) and the sandbox's disk in bytes."""
+    """Cold path in ms (create → validation started) and the sandbox's disk in bytes: as a
+    cold sandbox starts on Docker (``Sandboxes.launch``), its bundle on stdin at the start."""
     name = f"genesis-bench-{RUN_ID}-{index}"
     spec = SandboxSpec(name=name, image=image, labels={BENCH_LABEL: RUN_ID},
                        bundle=json.dumps({"changes": CHANGE, "validation": VALIDATION}).encode(),
-                       cpu=1, memory_bytes=512 * 2**20, pids=256)
+                       cpu=1, memory_bytes=512 * 2**20, pids=256, bundle_stdin=True)
     created_wall_ms = time.time() * 1000
-    await runtime.create(spec)
-    await runtime.start(name)
+    uid = await runtime.create(spec)
+    await runtime.deliver(name, spec.bundle, uid=uid, start=True, timeout_s=60)
     await runtime.wait(name, timeout_s=60)
     output = await runtime.collect(name, max_file_bytes=2**20)
     result = json.loads(output.files["result.json"])

@@ -61,6 +61,16 @@ TEARDOWN_TASK = "teardown:"  # + the sandbox's name: the key of its removal in t
 MAX_PARALLEL_TEARDOWNS = 4
 
 
+def ends_quietly(result: object, *, exit_events: bool, exits_since: int) -> bool:
+    """Whether a step's end needs no pass: a start that left its sandbox running, on a
+    runtime that tells of exits, with none told of since the pass that spawned the step
+    read its state (that exit, the sandbox's own perhaps, found the step in flight). Its
+    exit, when it comes, wakes a pass itself. Every other end (a verdict frees a slot, a
+    failure is retried) wakes one."""
+    return (exit_events and exits_since == 0 and isinstance(result, ExperimentView)
+            and result.phase is Phase.RUNNING)
+
+
 class Controller:
     def __init__(self, executor: Executor, *, leader: Leader | None = None, pass_interval_s: float = 1.0,
                  actor: str = "controller") -> None:
@@ -432,14 +442,6 @@ class Controller:
                                    name=f"genesis:{experiment_id}")
         self._tasks[experiment_id] = task
 
-    def _quiet(self, result: object, exits: int) -> bool:
-        """A step's end the next pass would find nothing in: a start that left its sandbox
-        running, with no exit told of since the pass that spawned it read its state (that
-        exit, the sandbox's own perhaps, found the step in flight). Its exit, when it comes,
-        wakes a pass itself. Every other end (a verdict frees a slot) wakes one."""
-        return (self.runtime.capabilities.exit_events and isinstance(result, ExperimentView)
-                and result.phase is Phase.RUNNING and self._exits == exits)
-
     async def _guard(self, experiment_id: str, step: Awaitable, *, exits: int = 0) -> None:
         """Run one step; what its failure leads to (a retry with backoff, Failed with
         which code, nothing) is :mod:`orchestrator.domain.failures`'s decision.
@@ -487,7 +489,8 @@ class Controller:
             await self._after_failure(experiment_id, failure)
         finally:
             self._tasks.pop(experiment_id, None)
-            if not self._quiet(result, exits):
+            if not ends_quietly(result, exit_events=self.runtime.capabilities.exit_events,
+                                exits_since=self._exits - exits):
                 self._wake.set()
 
     async def _after_failure(self, experiment_id: str, failure: failures.StepFailure) -> None:

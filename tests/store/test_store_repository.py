@@ -242,6 +242,41 @@ def test_transition_after_finalize_is_refused(store, make_request):
     assert store.get(eid).phase is Phase.SUCCEEDED
 
 
+def test_transition_writes_the_sandboxes_audit_lines_first_with_their_own_times(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    created = AuditLine("genesis-x", "created", "image genesis/snapshot:x", {"cpu": 1.0})
+    time.sleep(0.01)
+    applied = AuditLine("genesis-x", "changes_applied", "bundle delivered on stdin", {"tier": "hot"})
+    store.transition(eid, Phase.RUNNING, reason="SandboxRunning", sandbox_name="genesis-x", audits=[created, applied])
+    lines = [h for h in store.history(eid) if h.action != "submitted"]
+    assert [(h.action, h.sandbox_name, h.details) for h in lines] == [
+        ("created", "genesis-x", {"cpu": 1.0}), ("changes_applied", "genesis-x", {"tier": "hot"}),
+        ("phase:Running", "genesis-x", {})]
+    assert lines[0].at == created.at and lines[1].at == applied.at  # when they happened, not when written
+    assert lines[0].at < lines[1].at <= lines[2].at
+
+
+def test_transition_only_from_moves_only_a_record_in_that_phase(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.transition(eid, Phase.RUNNING, reason="SandboxRunning", sandbox_name="genesis-x")
+    moved = store.transition(eid, Phase.COLLECTING, reason="Collecting", only_from=Phase.RUNNING)
+    assert moved.phase is Phase.COLLECTING
+    history = store.history(eid)
+    again = store.transition(eid, Phase.COLLECTING, reason="Collecting", only_from=Phase.RUNNING)  # a resumed collect
+    assert again.phase is Phase.COLLECTING and store.history(eid) == history  # nothing written twice
+    store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge")
+    assert store.transition(eid, Phase.COLLECTING, reason="Collecting",
+                            only_from=Phase.RUNNING).phase is Phase.SUCCEEDED  # finished: left as it is
+
+
+def test_audit_lines_keep_their_order_and_actor(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.audit_lines(eid, [AuditLine("genesis-b", "created", "image x"), AuditLine("genesis-b", "started", "up")],
+                      actor="controller")
+    assert [(h.action, h.actor) for h in store.history(eid) if h.sandbox_name == "genesis-b"] == [
+        ("created", "controller"), ("started", "controller")]
+
+
 def test_transition_of_an_unknown_id_is_not_found(store):
     with pytest.raises(NotFound):
         store.transition("missing", Phase.BUILDING, reason="x")
