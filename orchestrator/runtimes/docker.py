@@ -60,7 +60,8 @@ _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException
 LOG_TAIL_LINES = 200
 LOG_TAIL_BYTES = 256 * 2**10  # the engine splits long lines at 16 KiB: 200 of them can be 3 MiB
 MANAGED_BY_PROBE = "genesis.probe"
-EXIT_LISTING_TRIES = 100  # x 20 ms: how long exits() waits for the listing to show an exit
+EXIT_LISTING_TRIES = 400  # x EXIT_LISTING_WAIT_S: how long exits() waits for the listing to show an exit
+EXIT_LISTING_WAIT_S = 0.005
 
 
 def _errors(exc: Exception):
@@ -494,12 +495,16 @@ class DockerRuntime(Runtime):
 
         def listed_exited(name: str) -> None:
             """The engine tells of a death before its listing (what the controller reads)
-            shows it: wait (briefly) until the listing agrees."""
+            shows it: tens of ms later under load, while it cleans up after the exit. An
+            inspect waits for that (the engine holds the container meanwhile), so the
+            listing agrees once it returns; it is checked, and waited for briefly if not."""
+            with contextlib.suppress(docker.errors.APIError):  # removed meanwhile: the listing says so
+                self._client.api.inspect_container(name)
             for _ in range(EXIT_LISTING_TRIES):
                 listed = self._client.api.containers(all=True, filters={"name": f"^/{name}$"})
                 if not listed or listed[0].get("State") not in ("running", "restarting"):
                     return
-                time.sleep(0.02)
+                time.sleep(EXIT_LISTING_WAIT_S)
 
         def pump() -> None:
             try:
