@@ -408,8 +408,9 @@ class Controller:
         elif isinstance(action, Kill):
             await self.executor.kill(action.experiment_id, action.sandbox, reason=action.reason)
         elif isinstance(action, Admit):
-            if await self.store.admit(action.experiment_id, gpus=action.gpus, actor=self.actor) is not None:
-                self._spawn(action.experiment_id, self.executor.start(action.experiment_id))
+            admitted = await self.store.admit(action.experiment_id, gpus=action.gpus, actor=self.actor)
+            if admitted is not None:
+                self._spawn(action.experiment_id, self.executor.start(action.experiment_id, view=admitted))
         elif isinstance(action, Resume):
             step = self.executor.start if action.step == "start" else self.executor.collect
             self._spawn(action.experiment_id, step(action.experiment_id))

@@ -102,15 +102,16 @@ class Executor:
 
     # -- steps the controller drives ---------------------------------------------
 
-    async def start(self, experiment_id: str) -> ExperimentView:
+    async def start(self, experiment_id: str, *, view: ExperimentView | None = None) -> ExperimentView:
         """Building → Running: the plan, snapshot image, baseline, then pass A's sandbox.
+        ``view``: the record as its admission left it (read from the store otherwise).
 
         Idempotent for one attempt: an interrupted start is simply run again
         (deterministic image tags and sandbox names; leftovers are removed).
         Infrastructure errors (``RuntimeFailure``) propagate for the
         controller to retry; failures of the change finalize the experiment.
         """
-        view = await self.store.get(experiment_id)
+        view = view if view is not None else await self.store.get(experiment_id)
         if view.phase is not Phase.BUILDING:
             return view
         ctx = self._ctx(view)
@@ -357,7 +358,7 @@ class Executor:
         note, ``ready``, recorded with that). A failed baseline fails the
         experiments that waited for it; a later one plans it afresh."""
         key = self._baseline_key(spec, view.commit or "", validation, image, repo)
-        if await self.store.baseline(key) is not None:
+        if await self.store.baseline_phase(key) == "Succeeded":
             return None
         record = await self.store.baseline_record(key)
         if record is not None and record.phase == "Failed" and view.baseline_key == key:

@@ -36,6 +36,12 @@ class CachesMixin(StoreBase):
                                   flaky=sorted(row.flaky or []), runtimes_ms=list(row.runtimes_ms or []),
                                   created_at=_aware(row.created_at))
 
+    def baseline_phase(self, key: str) -> str | None:
+        """The phase of ``key``'s baseline (None: never planned), without reading its results:
+        a real suite's cases are thousands, and an experiment's start only asks whether it is ready."""
+        with self._tx() as session:
+            return session.scalar(select(BaselineRow.phase).where(BaselineRow.key == key))
+
     def baseline_record(self, key: str) -> BaselineRecord | None:
         with self._tx() as session:
             row = session.get(BaselineRow, key)

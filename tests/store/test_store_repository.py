@@ -500,6 +500,18 @@ def test_baseline_cache_round_trip(store):
     assert store.baseline("b" * 64) is None
 
 
+def test_baseline_phase_follows_the_record_without_its_results(store):
+    key = "c" * 64
+    assert store.baseline_phase(key) is None  # never planned
+    store.plan_baseline(key=key, repo="monorepo", commit=COMMIT, command=["pytest"], image="img:1", owner="e1",
+                        plan={}, repetitions=1)
+    assert store.baseline_phase(key) == "Pending" and store.baseline(key) is None
+    store.put_baseline(CachedBaseline(key=key, cases={"t::ok": "passed"}, parse_errors=[], runtime_ms=1, exit_code=0,
+                                      llm_count=0, created_at=_now()),
+                       repo="monorepo", commit=COMMIT, command=["pytest"], image="img:1")
+    assert store.baseline_phase(key) == "Succeeded" and store.baseline(key) is not None
+
+
 def test_touch_image_creates_then_counts_uses(store):
     assert store.images() == []
     store.touch_image(tag="genesis/snapshot:monorepo-3f2a9c1", repo="monorepo", commit=COMMIT,
