@@ -273,12 +273,11 @@ class Controller:
         # counts as in flight this pass, so a stale view of its record can
         # never make the planner reap its sandbox or re-drive it.
         in_flight = frozenset(self._tasks)
-        desired = await self.store.desired()
-        waited = frozenset(d.waiting_for for d in desired if d.waiting_for)
+        desired, records = await self.store.desired_state()
         baselines = tuple(planner.DesiredBaseline(key=b.key, phase=b.phase, sandbox_name=b.sandbox_name,
                                                   deadline_at=b.deadline_at, kill_reason=b.kill_reason,
                                                   gpus=tuple(b.plan.get("gpus") or ()))
-                          for b in await self.store.baselines(waited))
+                          for b in records)
         observed = await self._observed()
         actions = planner.plan(desired, observed, now=utcnow(), capacity=self.capacity, limits=self.limits,
                                in_flight=in_flight | frozenset(self._tasks), baselines=baselines)

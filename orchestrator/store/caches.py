@@ -50,8 +50,12 @@ class CachesMixin(StoreBase):
     def baselines(self, keys: frozenset[str] = frozenset()) -> list[BaselineRecord]:
         """Baselines the controller must drive (Pending, Running), and those of ``keys``."""
         with self._tx() as session:
-            query = select(BaselineRow).where(BaselineRow.phase.in_(BASELINE_ACTIVE) | BaselineRow.key.in_(keys))
-            return [_record(row) for row in session.scalars(query)]
+            return self._baselines(session, keys)
+
+    @staticmethod
+    def _baselines(session, keys: frozenset[str]) -> list[BaselineRecord]:
+        query = select(BaselineRow).where(BaselineRow.phase.in_(BASELINE_ACTIVE) | BaselineRow.key.in_(keys))
+        return [_record(row) for row in session.scalars(query)]
 
     @transient
     @insert_race

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.domain.models import Condition, ExperimentRequest, Metrics, Outcome, Phase, Recommendation
 from orchestrator.domain.planner import Desired
-from orchestrator.domain.records import AuditLine, ExperimentView, HistoryEntry
+from orchestrator.domain.records import AuditLine, BaselineRecord, ExperimentView, HistoryEntry
 from orchestrator.domain.subjects import conflict_routes, outcome_routes
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
@@ -412,11 +412,23 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
     def desired(self) -> list[Desired]:
         """Records the controller must look at: unfinished, or finished with a preserved sandbox."""
         with self._tx() as session:
-            rows = session.execute(
-                select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
-                .where((ExperimentRow.phase.not_in([Phase.SUCCEEDED.value, Phase.FAILED.value]))
-                       | ExperimentRow.preserved_until.is_not(None)))
-            return [_desired(r) for r in rows]
+            return self._desired_rows(session)
+
+    @transient
+    def desired_state(self) -> tuple[list[Desired], list[BaselineRecord]]:
+        """What a controller pass reads, from one snapshot: :meth:`desired`, and the
+        baselines being run or waited for by those records (:meth:`baselines`)."""
+        with self._tx() as session:
+            desired = self._desired_rows(session)
+            return desired, self._baselines(session, frozenset(d.waiting_for for d in desired if d.waiting_for))
+
+    @staticmethod
+    def _desired_rows(session: Session) -> list[Desired]:
+        rows = session.execute(
+            select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
+            .where((ExperimentRow.phase.not_in([Phase.SUCCEEDED.value, Phase.FAILED.value]))
+                   | ExperimentRow.preserved_until.is_not(None)))
+        return [_desired(r) for r in rows]
 
     @transient
     def desired_of(self, experiment_id: str) -> Desired | None:

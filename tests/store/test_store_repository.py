@@ -512,6 +512,22 @@ def test_baseline_phase_follows_the_record_without_its_results(store):
     assert store.baseline_phase(key) == "Succeeded" and store.baseline(key) is not None
 
 
+def test_desired_state_reads_the_records_and_the_baselines_they_wait_for_together(store, make_request):
+    waiting = store.submit(make_request(), commit=COMMIT)[0].id
+    store.admit(waiting, gpus=(), actor="c")
+    store.transition(waiting, Phase.BUILDING, reason="WaitingForBaseline", baseline_key="f" * 64)
+    plan = dict(repo="monorepo", commit=COMMIT, command=["pytest"], image="img:1", plan={}, repetitions=1)
+    store.plan_baseline(key="f" * 64, owner=waiting, **plan)
+    store.fail_baseline("f" * 64, "the base's suite would not start")  # finished: read only as waited for
+    store.plan_baseline(key="a" * 64, owner="other", **plan)  # active: always read
+    store.plan_baseline(key="b" * 64, owner="other", **plan)
+    store.fail_baseline("b" * 64, "nobody waits")  # neither: left out
+
+    desired, baselines = store.desired_state()
+    assert desired == store.desired() and [d.waiting_for for d in desired] == ["f" * 64]
+    assert sorted((b.key[0], b.phase) for b in baselines) == [("a", "Pending"), ("f", "Failed")]
+
+
 def test_touch_image_creates_then_counts_uses(store):
     assert store.images() == []
     store.touch_image(tag="genesis/snapshot:monorepo-3f2a9c1", repo="monorepo", commit=COMMIT,
