@@ -194,12 +194,12 @@ class Sandboxes:
         # Where the engine can hand a started sandbox its bundle on stdin (Docker: a hot pool's
         # way), a cold one gets it so too: writing /genesis/in through the engine's archive
         # call costs tens of ms of the engine's CPU (it runs a helper process for each).
-        on_stdin = self.runtime.capabilities.pools == "hot"
+        capabilities = self.runtime.capabilities
+        on_stdin = capabilities.pools == "hot"
         try:
             uid = self._uids[spec.name] = await self.runtime.create(replace(spec, bundle_stdin=on_stdin))
         except RequestRejected as exc:  # e.g. bundle_too_large: the change cannot travel to this runtime
             raise Failure(exc.code, str(exc)) from exc
-        capabilities = self.runtime.capabilities
         lines = [AuditLine(spec.name, "created", f"image {spec.image}", {
             "cpu": spec.cpu, "memory_bytes": spec.memory_bytes, "pids": spec.pids, "network": spec.network,
             "disk_bytes": spec.disk_bytes, "disk_enforced": capabilities.disk_quota,
