@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from sqlalchemy import Engine, event, func, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
@@ -149,9 +149,23 @@ class StoreBase:
         except SQLAlchemyError as exc:
             raise StoreError(f"database: {exc}") from exc
 
-    @staticmethod
-    def _history(session: Session, *, experiment_id, sandbox_name, action, actor, reason,
+    @classmethod
+    def _history(cls, session: Session, *, experiment_id, sandbox_name, action, actor, reason,
                  duration_ms=None, details=None, at: datetime | None = None) -> None:
-        session.add(SandboxHistoryRow(experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
-                                      actor=actor, reason=reason, duration_ms=duration_ms,
-                                      details=details or {}, at=at or utcnow()))
+        cls._history_rows(session, [history_row(experiment_id=experiment_id, sandbox_name=sandbox_name,
+                                                action=action, actor=actor, reason=reason, duration_ms=duration_ms,
+                                                details=details, at=at)])
+
+    @staticmethod
+    def _history_rows(session: Session, rows: list[dict]) -> None:
+        """Audit lines as one Core insert, in the order given (an ORM flush would
+        cost more than the write itself on the hot path; the table has no relations)."""
+        if rows:
+            session.execute(insert(SandboxHistoryRow.__table__), rows)
+
+
+def history_row(*, experiment_id, sandbox_name, action, actor, reason, duration_ms=None, details=None,
+                at: datetime | None = None) -> dict:
+    """The columns of one audit line."""
+    return dict(experiment_id=experiment_id, sandbox_name=sandbox_name, action=action, actor=actor, reason=reason,
+                duration_ms=duration_ms, details=details or {}, at=at or utcnow())

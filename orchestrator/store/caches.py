@@ -5,7 +5,7 @@ result every experiment on that key reads) and the snapshot images in use
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 
 from orchestrator.domain.records import BaselineRecord, CachedBaseline
 from orchestrator.store.base import StoreBase, _aware, _columns, insert_race, transient, utcnow
@@ -15,7 +15,18 @@ from orchestrator.store.tables import BaselineRow, SnapshotImageRow
 BASELINE_ACTIVE = ("Pending", "Running")
 
 
-def _record(row: BaselineRow) -> BaselineRecord:
+# What a record of a baseline is read with (its cached results, a suite's thousands of
+# cases, stay unread until an experiment's verdict needs them).
+_RECORD = select(*[BaselineRow.__table__.c[c] for c in (
+    "key", "phase", "repo", "commit", "image", "repetition", "repetitions", "attempts", "sandbox_name",
+    "sandbox_uid", "deadline_at", "kill_reason", "owner", "plan", "runs", "message")])
+_CACHED = select(*[BaselineRow.__table__.c[c] for c in (
+    "key", "phase", "cases", "parse_errors", "runtime_ms", "exit_code", "llm_count", "flaky", "runtimes_ms",
+    "created_at")])
+_DRIVEN = _RECORD.where(BaselineRow.phase.in_(BASELINE_ACTIVE) | BaselineRow.key.in_(bindparam("keys", expanding=True)))
+
+
+def _record(row) -> BaselineRecord:
     return BaselineRecord(key=row.key, phase=row.phase, repo=row.repo, commit=row.commit, image=row.image,
                           repetition=row.repetition, repetitions=row.repetitions, attempts=row.attempts,
                           sandbox_name=row.sandbox_name, sandbox_uid=row.sandbox_uid,
@@ -28,7 +39,7 @@ class CachesMixin(StoreBase):
     def baseline(self, key: str) -> CachedBaseline | None:
         """The finished baseline of ``key``, or None while there is none (or it failed)."""
         with self._tx() as session:
-            row = session.get(BaselineRow, key)
+            row = session.execute(_CACHED.where(BaselineRow.key == key)).first()
             if row is None or row.phase != "Succeeded":
                 return None
             return CachedBaseline(key=row.key, cases=row.cases, parse_errors=row.parse_errors or [],
@@ -44,7 +55,7 @@ class CachesMixin(StoreBase):
 
     def baseline_record(self, key: str) -> BaselineRecord | None:
         with self._tx() as session:
-            row = session.get(BaselineRow, key)
+            row = session.execute(_RECORD.where(BaselineRow.key == key)).first()
             return _record(row) if row is not None else None
 
     def baselines(self, keys: frozenset[str] = frozenset()) -> list[BaselineRecord]:
@@ -54,8 +65,7 @@ class CachesMixin(StoreBase):
 
     @staticmethod
     def _baselines(session, keys: frozenset[str]) -> list[BaselineRecord]:
-        query = select(BaselineRow).where(BaselineRow.phase.in_(BASELINE_ACTIVE) | BaselineRow.key.in_(keys))
-        return [_record(row) for row in session.scalars(query)]
+        return [_record(row) for row in session.execute(_DRIVEN, {"keys": list(keys)})]
 
     @transient
     @insert_race
@@ -164,19 +174,17 @@ class CachesMixin(StoreBase):
     @staticmethod
     def _touch(session, now, *, tag: str, repo: str, commit: str, toolchain: str, size_bytes: int,
                build_seconds: float | None, tier: str, parent: str | None, pinned: bool | None) -> None:
-        row = session.get(SnapshotImageRow, tag)
-        if row is None:
-            row = SnapshotImageRow(tag=tag, repo=repo, commit=commit, toolchain=toolchain,
-                                   size_bytes=size_bytes, build_seconds=build_seconds or 0.0,
-                                   created_at=now, last_used_at=now, uses=1, tier=tier, parent=parent,
-                                   pinned=pinned)
-            session.add(row)
-        elif build_seconds is not None:
-            row.size_bytes, row.build_seconds, row.created_at = size_bytes, build_seconds, now
-            row.parent, row.pinned = parent, pinned
-        row.last_used_at = now
-        if row not in session.new:
-            row.uses = func.coalesce(SnapshotImageRow.uses, 0) + 1  # atomic in SQL: concurrent uses all count
+        # One UPDATE for an image on file (the usual case), atomic in SQL: concurrent uses all count.
+        changes = dict(last_used_at=now, uses=func.coalesce(SnapshotImageRow.uses, 0) + 1)
+        if build_seconds is not None:
+            changes.update(size_bytes=size_bytes, build_seconds=build_seconds, created_at=now, parent=parent,
+                           pinned=pinned)
+        if session.execute(update(SnapshotImageRow).where(SnapshotImageRow.tag == tag).values(changes)
+                           .execution_options(synchronize_session=False)).rowcount == 0:
+            session.execute(insert(SnapshotImageRow.__table__), [dict(
+                tag=tag, repo=repo, commit=commit, toolchain=toolchain, size_bytes=size_bytes,
+                build_seconds=build_seconds or 0.0, created_at=now, last_used_at=now, uses=1, tier=tier,
+                parent=parent, pinned=pinned)])
 
     @transient
     def forget_image(self, tag: str) -> None:

@@ -9,7 +9,7 @@ and marking the row published cannot deliver the message twice.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.domain.subjects import Route, traceparent
@@ -19,12 +19,15 @@ from orchestrator.store.tables import OutboxRow
 
 def enqueue(session: Session, *, experiment_id: str, key: str, routes: list[Route], payload: dict,
             trace_id: str | None) -> None:
-    """One outbox row per route; ``key`` makes the msg_ids (e.g. "<id>:<attempt>")."""
+    """One outbox row per route, in one insert; ``key`` makes the msg_ids (e.g. "<id>:<attempt>")."""
+    rows = []
     for route in routes:
         msg_id = f"{key}:{route.family}"
         headers = {"traceparent": tp} if (tp := traceparent(trace_id, msg_id)) else {}
-        session.add(OutboxRow(experiment_id=experiment_id, msg_id=msg_id, subject=route.subject, payload=payload,
-                              headers=headers, durable=route.durable, created_at=utcnow(), attempts=0))
+        rows.append(dict(experiment_id=experiment_id, msg_id=msg_id, subject=route.subject, payload=payload,
+                         headers=headers, durable=route.durable, created_at=utcnow(), attempts=0))
+    if rows:
+        session.execute(insert(OutboxRow.__table__), rows)
 
 
 def _row_dict(r: OutboxRow) -> dict:

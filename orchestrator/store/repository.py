@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime
 from typing import Sequence
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,12 +27,14 @@ from orchestrator.domain.records import AuditLine, BaselineRecord, ExperimentVie
 from orchestrator.domain.subjects import conflict_routes, outcome_routes
 from orchestrator.errors import GenesisError, NotFound, RequestRejected
 from orchestrator.store import queries
-from orchestrator.store.base import _aware, _columns, _utc, transient, utcnow
+from orchestrator.store.base import _aware, _columns, _utc, history_row, transient, utcnow
 from orchestrator.store.caches import CachesMixin
 from orchestrator.store.claims import ClaimsMixin
 from orchestrator.store.jobs import JobsMixin
 from orchestrator.store.outbox import OutboxMixin, enqueue
 from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow
+
+EXPERIMENTS = ExperimentRow.__table__
 
 
 
@@ -42,7 +45,8 @@ def body_digest(request: ExperimentRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _view(row: ExperimentRow) -> ExperimentView:
+def _view(row) -> ExperimentView:
+    """A record's view, from its ORM row or its columns by name."""
     return ExperimentView(
         id=row.id, instance_id=row.instance_id, experiment_type=row.experiment_type,
         risk_level=row.risk_level, repo=row.repo, commit=row.commit, phase=Phase(row.phase),
@@ -63,12 +67,31 @@ def _view(row: ExperimentRow) -> ExperimentView:
     )
 
 
-def _set_condition(row: ExperimentRow, *, type_: str, status: str, reason: str, message: str,
-                   now: datetime) -> None:
-    conditions = [c for c in (row.conditions or []) if c["type"] != type_]
-    previous = next((c for c in row.conditions or [] if c["type"] == type_), None)
+def _with_condition(conditions: list | None, *, type_: str, status: str, reason: str, message: str,
+                    now: datetime) -> list:
+    """``conditions`` with the one of ``type_`` set (its time kept while its status holds)."""
+    others = [c for c in (conditions or []) if c["type"] != type_]
+    previous = next((c for c in conditions or [] if c["type"] == type_), None)
     when = previous["last_transition_time"] if previous and previous["status"] == status else now.isoformat()
-    row.conditions = conditions + [_condition(type_=type_, status=status, reason=reason, message=message, when=when)]
+    return others + [_condition(type_=type_, status=status, reason=reason, message=message, when=when)]
+
+
+_BY_ID = select(EXPERIMENTS).where(EXPERIMENTS.c.id == bindparam("id"))
+
+
+def _read(session: Session, experiment_id: str, *, lock: bool = False) -> Row:
+    """One record's columns as a Core row (an ORM load would cost more than the query);
+    ``lock``: row-locked for the transaction (PostgreSQL)."""
+    row = session.execute(_BY_ID.with_for_update() if lock else _BY_ID, {"id": experiment_id}).first()
+    if row is None:
+        raise NotFound(f'experiments "{experiment_id}" not found')
+    return row
+
+
+def _write(session: Session, row: Row, changes: dict) -> SimpleNamespace:
+    """Update ``row``'s record with ``changes``; the record as it now is."""
+    session.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.id == row.id).values(changes))
+    return SimpleNamespace(**{**row._mapping, **changes})
 
 
 def _condition(*, type_: str, status: str, reason: str, message: str, when: str) -> dict:
@@ -79,6 +102,25 @@ def _condition(*, type_: str, status: str, reason: str, message: str, when: str)
 _DESIRED_COLUMNS = ("id", "instance_id", "phase", "priority", "created_at", "attempt", "cancel_requested",
                     "sandbox_name", "phase_since", "deadline_at", "not_before", "preserved_until", "kill_reason",
                     "cpu", "memory_bytes", "gpus_requested", "gpus", "baseline_key")
+
+
+def _metrics_row(outcome: Outcome, *, attempt: int, now: datetime) -> dict:
+    """The columns of a finished experiment's metrics row."""
+    m: Metrics = outcome.metrics  # type: ignore[assignment]
+    b = outcome.baseline
+    return dict(
+        experiment_id=outcome.experiment_id, attempt=attempt, recorded_at=now,
+        recommendation=outcome.recommendation.value,
+        baseline_success_rate=b.success_rate if b else None, baseline_test_count=b.test_count if b else None,
+        baseline_runtime_ms=b.runtime_ms if b else None,
+        **m.model_dump(),
+    )
+
+
+_DESIRED_SELECT = select(*[EXPERIMENTS.c[c] for c in _DESIRED_COLUMNS])
+# Built once: a pass runs it every second, and building it cost more than running it.
+_DESIRED = _DESIRED_SELECT.where(EXPERIMENTS.c.phase.not_in([Phase.SUCCEEDED.value, Phase.FAILED.value])
+                                 | EXPERIMENTS.c.preserved_until.is_not(None))
 
 
 def _desired(row) -> Desired:
@@ -175,13 +217,13 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
                     continue
                 known[request.experiment_id] = digest
                 rows.append(_pending_row(submission, digest, now))
-                history.append(dict(experiment_id=request.experiment_id, sandbox_name="", action="submitted",
-                                    actor=submission.actor, reason=f"request for {request.repo}@{submission.commit[:12]}", details={},
-                                    at=now))
+                history.append(history_row(experiment_id=request.experiment_id, sandbox_name="", action="submitted",
+                                           actor=submission.actor,
+                                           reason=f"request for {request.repo}@{submission.commit[:12]}", at=now))
                 results.append(True)
             if rows:
-                session.execute(ExperimentRow.__table__.insert(), rows)
-                session.execute(SandboxHistoryRow.__table__.insert(), history)
+                session.execute(insert(EXPERIMENTS), rows)
+                self._history_rows(session, history)
             return results
 
     def record_rejected(self, **kwargs) -> ExperimentView:
@@ -202,36 +244,36 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
                          usable_id: bool = True) -> ExperimentView:
         now = utcnow()
         with self._tx() as session:
-            existing = session.get(ExperimentRow, experiment_id)
+            existing = session.execute(_BY_ID, {"id": experiment_id}).first()
             if existing is not None:
                 # A bad re-send of an id already on file: the record stands,
                 # the rejection is audited against it.
                 self._history(session, experiment_id=experiment_id, sandbox_name="", action="rejected",
                               actor=actor, reason=f"{code}: {message}"[:2000])
                 return _view(existing)
-            row = ExperimentRow(
+            outcome = Outcome(experiment_id=experiment_id, instance_id=instance_id, status="failed",
+                              recommendation=Recommendation.ROLLBACK, trace_id=trace_id, timestamp=now,
+                              error={"code": code, "message": message})
+            row = dict.fromkeys(EXPERIMENTS.c.keys()) | dict(
                 id=experiment_id, instance_id=instance_id,
                 experiment_type=request.experiment_type if request else "unknown",
                 risk_level=request.risk_level if request else "unknown",
                 repo=request.repo if request else "", base_ref=request.base_ref if request else "",
                 spec=request.model_dump(mode="json") if request else None, raw_excerpt=raw_excerpt[:4000],
                 body_sha256=hashlib.sha256(raw_excerpt.encode()).hexdigest(), phase=Phase.FAILED.value,
-                reason=code, message=message[:4000], conditions=[], priority=0, attempt=0,
+                reason=code, message=message[:4000], priority=0, attempt=0,
                 recommendation=Recommendation.ROLLBACK.value, reply_to=reply_to,
                 cancel_requested=False, trace_id=trace_id, created_at=now, updated_at=now, finished_at=now,
                 phase_since=now,
+                conditions=_with_condition([], type_="Accepted", status="False", reason=code, message=message,
+                                           now=now),
+                outcome=outcome.model_dump(mode="json"), cpu=0.0, memory_bytes=0, gpus_requested=0,
             )
-            _set_condition(row, type_="Accepted", status="False", reason=code, message=message, now=now)
-            outcome = Outcome(experiment_id=experiment_id, instance_id=instance_id, status="failed",
-                              recommendation=Recommendation.ROLLBACK, trace_id=trace_id, timestamp=now,
-                              error={"code": code, "message": message})
-            row.outcome = outcome.model_dump(mode="json")
-            session.add(row)
+            session.execute(insert(EXPERIMENTS), [row])
             self._history(session, experiment_id=experiment_id, sandbox_name="", action="rejected",
                           actor=actor, reason=f"{code}: {message}"[:2000])
             self._enqueue_outcome(session, outcome, attempt=0, reply_to=reply_to, usable_id=usable_id)
-            session.flush()
-            return _view(row)
+            return _view(SimpleNamespace(**row))
 
     @transient
     def record_conflict(self, *, experiment_id: str, instance_id: str, message: str, body_sha256: str,
@@ -256,14 +298,11 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     def exists(self, experiment_id: str) -> bool:
         with self._tx() as session:
-            return session.get(ExperimentRow, experiment_id) is not None
+            return session.scalar(select(EXPERIMENTS.c.id).where(EXPERIMENTS.c.id == experiment_id)) is not None
 
     def get(self, experiment_id: str) -> ExperimentView:
         with self._tx() as session:
-            row = session.get(ExperimentRow, experiment_id)
-            if row is None:
-                raise NotFound(f'experiments "{experiment_id}" not found')
-            return _view(row)
+            return _view(_read(session, experiment_id))
 
     def list(self, *, phase: Phase | None = None, instance_id: str | None = None,
              limit: int | None = None) -> list[ExperimentView]:
@@ -315,23 +354,24 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
         ``only_from``: move only a record in that phase; any other comes back as it is."""
         now = utcnow()
         with self._tx() as session:
-            row = self._row(session, experiment_id)
+            row = _read(session, experiment_id)
             if only_from is not None and row.phase != only_from.value:
                 return _view(row)
             if Phase(row.phase).finished:
                 raise GenesisError(f"experiment {experiment_id} is already {row.phase}", code="already_finished")
             self._audit_lines(session, experiment_id, audits, actor=actor)
+            changes: dict = {"phase": phase.value, "updated_at": now}
             if row.phase != phase.value:
-                row.phase_since = now
-            row.phase, row.updated_at = phase.value, now
+                changes["phase_since"] = now
             if phase is Phase.BUILDING and row.started_at is None:
-                row.started_at = now
-            for key, value in fields.items():
-                setattr(row, key, value)
-            _set_condition(row, type_=phase.value, status="True", reason=reason, message=message, now=now)
-            self._history(session, experiment_id=experiment_id, sandbox_name=row.sandbox_name or "",
+                changes["started_at"] = now
+            changes.update(fields)
+            changes["conditions"] = _with_condition(row.conditions, type_=phase.value, status="True", reason=reason,
+                                                    message=message, now=now)
+            record = _write(session, row, changes)
+            self._history(session, experiment_id=experiment_id, sandbox_name=record.sandbox_name or "",
                           action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
-            return _view(row)
+            return _view(record)
 
     @transient
     def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
@@ -341,32 +381,32 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
         ``audits``: its sandbox's last lines (the kept one's ``preserved``)."""
         now = utcnow()
         with self._tx() as session:
-            row = self._row(session, outcome.experiment_id)
+            row = _read(session, outcome.experiment_id)
             if Phase(row.phase).finished:
                 return _view(row)  # finalized exactly once
             self._audit_lines(session, row.id, audits, actor=actor)
-            row.phase, row.reason, row.message = phase.value, reason, message[:4000]
-            row.phase_since, row.gpus = now, None
-            row.recommendation = outcome.recommendation.value
-            row.outcome = outcome.model_dump(mode="json")
-            row.preserved_until, row.updated_at, row.finished_at = _utc(preserved_until), now, now
-            _set_condition(row, type_=phase.value, status="True", reason=reason, message=message, now=now)
+            record = _write(session, row, dict(
+                phase=phase.value, reason=reason, message=message[:4000], phase_since=now, gpus=None,
+                recommendation=outcome.recommendation.value, outcome=outcome.model_dump(mode="json"),
+                preserved_until=_utc(preserved_until), updated_at=now, finished_at=now,
+                conditions=_with_condition(row.conditions, type_=phase.value, status="True", reason=reason,
+                                           message=message, now=now)))
             if outcome.metrics is not None:
-                session.add(self._metrics_row(outcome, attempt=row.attempt, now=now))
+                session.execute(insert(MetricsRow.__table__), [_metrics_row(outcome, attempt=row.attempt, now=now)])
             self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
                           action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
             self._enqueue_outcome(session, outcome, attempt=row.attempt, reply_to=row.reply_to)
-            return _view(row)
+            return _view(record)
 
     @transient
     def request_cancel(self, experiment_id: str, *, actor: str = "cli") -> ExperimentView:
         """Record the intent to cancel (the controller acts on it), and who asked, in the audit trail."""
         with self._tx() as session:
-            row = self._row(session, experiment_id)
-            row.cancel_requested, row.updated_at = True, utcnow()
+            row = _read(session, experiment_id)
+            record = _write(session, row, {"cancel_requested": True, "updated_at": utcnow()})
             self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
                           action="cancel_requested", actor=actor, reason=f"delete asked in phase {row.phase}")
-            return _view(row)
+            return _view(record)
 
     def changed_since(self, since: datetime, *, limit: int = 1000) -> list[ExperimentView]:
         """Experiments updated at or after ``since``, oldest change first (the API's watch polls this)."""
@@ -378,7 +418,7 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
     @transient
     def set_preserved_until(self, experiment_id: str, until: datetime | None) -> None:
         with self._tx() as session:
-            self._row(session, experiment_id).preserved_until = _utc(until)
+            self._set(session, experiment_id, preserved_until=_utc(until))
 
     def expired_preserved(self, now: datetime) -> list[ExperimentView]:
         with self._tx() as session:
@@ -388,10 +428,14 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     @transient
     def audit(self, *, experiment_id: str | None, sandbox_name: str, action: str, actor: str, reason: str,
-              duration_ms: float | None = None, details: dict | None = None) -> None:
+              duration_ms: float | None = None, details: dict | None = None, unpreserve: bool = False) -> None:
+        """One audit line; ``unpreserve``: with the record's preserved marker cleared (its
+        kept sandbox was just removed)."""
         with self._tx() as session:
             self._history(session, experiment_id=experiment_id, sandbox_name=sandbox_name, action=action,
                           actor=actor, reason=reason, duration_ms=duration_ms, details=details)
+            if unpreserve and experiment_id is not None:
+                self._set(session, experiment_id, preserved_until=None)
 
     @transient
     def audit_lines(self, experiment_id: str | None, lines: Sequence[AuditLine], *, actor: str) -> None:
@@ -424,17 +468,12 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     @staticmethod
     def _desired_rows(session: Session) -> list[Desired]:
-        rows = session.execute(
-            select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
-            .where((ExperimentRow.phase.not_in([Phase.SUCCEEDED.value, Phase.FAILED.value]))
-                   | ExperimentRow.preserved_until.is_not(None)))
-        return [_desired(r) for r in rows]
+        return [_desired(r) for r in session.execute(_DESIRED)]
 
     @transient
     def desired_of(self, experiment_id: str) -> Desired | None:
         with self._tx() as session:
-            row = session.execute(select(*[getattr(ExperimentRow, c) for c in _DESIRED_COLUMNS])
-                                  .where(ExperimentRow.id == experiment_id)).first()
+            row = session.execute(_DESIRED_SELECT.where(EXPERIMENTS.c.id == experiment_id)).first()
             return _desired(row) if row is not None else None
 
     @transient
@@ -442,39 +481,40 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
         """Pending → Building with the next attempt number; ``None`` if no longer admissible."""
         now = utcnow()
         with self._tx() as session:
-            row = self._row(session, experiment_id, lock=True)
+            row = _read(session, experiment_id, lock=True)
             if row.phase != Phase.PENDING.value or row.cancel_requested:
                 return None
-            row.phase, row.phase_since, row.updated_at = Phase.BUILDING.value, now, now
-            row.attempt, row.gpus, row.not_before, row.kill_reason = row.attempt + 1, list(gpus), None, None
-            row.started_at = row.started_at or now
-            message = f"attempt {row.attempt}" + (f", GPUs {', '.join(gpus)}" if gpus else "")
-            _set_condition(row, type_=Phase.BUILDING.value, status="True", reason="Admitted", message=message,
-                           now=now)
+            message = f"attempt {row.attempt + 1}" + (f", GPUs {', '.join(gpus)}" if gpus else "")
+            record = _write(session, row, dict(
+                phase=Phase.BUILDING.value, phase_since=now, updated_at=now, attempt=row.attempt + 1, gpus=list(gpus),
+                not_before=None, kill_reason=None, started_at=row.started_at or now,
+                conditions=_with_condition(row.conditions, type_=Phase.BUILDING.value, status="True",
+                                           reason="Admitted", message=message, now=now)))
             self._history(session, experiment_id=row.id, sandbox_name="", action="phase:Building", actor=actor,
                           reason=f"Admitted: {message}")
-            return _view(row)
+            return _view(record)
 
     @transient
     def requeue(self, experiment_id: str, *, reason: str, not_before: datetime, actor: str) -> None:
         """An infrastructure failure: back to Pending, retried after ``not_before``."""
         with self._tx() as session:
-            row = self._row(session, experiment_id, lock=True)
+            row = _read(session, experiment_id, lock=True)
             if Phase(row.phase).finished:
                 return
             now = utcnow()
-            row.phase, row.phase_since, row.updated_at = Phase.PENDING.value, now, now
-            row.not_before, row.kill_reason, row.gpus, row.deadline_at = _utc(not_before), None, None, None
-            message = f"{reason}; retry after {row.not_before.isoformat(timespec='seconds')}"
-            _set_condition(row, type_="Retrying", status="True", reason="InfrastructureFailure", message=message,
-                           now=now)
+            message = f"{reason}; retry after {_utc(not_before).isoformat(timespec='seconds')}"
+            _write(session, row, dict(
+                phase=Phase.PENDING.value, phase_since=now, updated_at=now, not_before=_utc(not_before),
+                kill_reason=None, gpus=None, deadline_at=None,
+                conditions=_with_condition(row.conditions, type_="Retrying", status="True",
+                                           reason="InfrastructureFailure", message=message, now=now)))
             self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
                           action="phase:Pending", actor=actor, reason=f"Requeued: {message}")
 
     @transient
     def set_kill_reason(self, experiment_id: str, reason: str) -> None:
         with self._tx() as session:
-            self._row(session, experiment_id).kill_reason = reason
+            self._set(session, experiment_id, kill_reason=reason)
 
     def phase_counts(self) -> dict[str, int]:
         with self._tx() as session:
@@ -488,23 +528,11 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
     # -- helpers ----------------------------------------------------------------
 
     @staticmethod
-    def _row(session: Session, experiment_id: str, *, lock: bool = False) -> ExperimentRow:
-        row = session.get(ExperimentRow, experiment_id, with_for_update=lock or None)
-        if row is None:
+    def _set(session: Session, experiment_id: str, **columns) -> None:
+        """Set columns of one record that is there (``NotFound`` otherwise)."""
+        done = session.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.id == experiment_id).values(columns))
+        if done.rowcount != 1:
             raise NotFound(f'experiments "{experiment_id}" not found')
-        return row
-
-    @staticmethod
-    def _metrics_row(outcome: Outcome, *, attempt: int, now: datetime) -> MetricsRow:
-        m: Metrics = outcome.metrics  # type: ignore[assignment]
-        b = outcome.baseline
-        return MetricsRow(
-            experiment_id=outcome.experiment_id, attempt=attempt, recorded_at=now,
-            recommendation=outcome.recommendation.value,
-            baseline_success_rate=b.success_rate if b else None, baseline_test_count=b.test_count if b else None,
-            baseline_runtime_ms=b.runtime_ms if b else None,
-            **m.model_dump(),
-        )
 
     def _enqueue_outcome(self, session: Session, outcome: Outcome, *, attempt: int, reply_to: str | None,
                          usable_id: bool = True) -> None:
