@@ -4,9 +4,9 @@ The store is synchronous SQLAlchemy; called from the event loop, a slow or
 unreachable database would freeze every step, the lease's renewal, NATS
 heartbeats and /healthz at once. :class:`AsyncStore` is the one way async
 code reaches the store: ``await store.get(id)`` runs ``Store.get`` on a
-thread. Retries of transient errors (the policy in
-:data:`orchestrator.store.base.RETRY`) run as tenacity's async retrying
-around the thread call, so their back-off sleeps never hold a thread either.
+thread. A call that fails transiently is retried (the policy in
+:data:`orchestrator.store.base.RETRY`) under tenacity's async retrying, so
+its back-off sleeps never hold a thread either.
 The ambient fencing term travels with the call (``asyncio.to_thread`` copies
 the context).
 """
@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from tenacity import AsyncRetrying
 
+from orchestrator.errors import StoreError
 from orchestrator.store.base import RETRY
 
 
@@ -48,6 +49,13 @@ class AsyncStore:
 
     def _retrying(self, raw: Callable) -> Callable:
         async def call(*args, **kwargs):
+            try:  # the usual case first, without a retry state built for every call
+                return await asyncio.to_thread(raw, self.sync, *args, **kwargs)
+            except StoreError as exc:
+                if not exc.transient:
+                    raise
+            # Lost the connection: the pool's pre-ping replaces it, so the first retry
+            # comes at once and the policy's back-off spaces out the rest.
             async for attempt in AsyncRetrying(**RETRY):
                 with attempt:
                     return await asyncio.to_thread(raw, self.sync, *args, **kwargs)
