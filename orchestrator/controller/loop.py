@@ -428,14 +428,13 @@ class Controller:
         loop = asyncio.get_running_loop()
         if self._teardowns is None or self._teardowns[0] is not loop:
             self._teardowns = (loop, asyncio.Semaphore(MAX_PARALLEL_TEARDOWNS))
-        # The marker goes first: a pass that sees the sandbox gone then has nothing left to
-        # clear, and one that still sees it finds it no longer live (its removal is in flight).
-        if action.clear_preserved and action.experiment_id:
-            await self.store.set_preserved_until(action.experiment_id, None)
+        # A kept sandbox's marker is cleared with the removal's audit line, one transaction;
+        # a pass in between finds the removal in flight (its task), or the sandbox gone and
+        # the marker still set (it clears it: Unpreserve).
         async with self._teardowns[1]:
             await lifecycle.remove_sandbox(self.runtime, self.store, experiment_id=action.experiment_id,
                                            name=action.sandbox, uid=action.uid, actor=self.actor,
-                                           reason=action.reason)
+                                           reason=action.reason, unpreserve=action.clear_preserved)
 
     def _spawn(self, experiment_id: str, step: Awaitable) -> None:
         task = asyncio.create_task(self._guard(experiment_id, step, exits=self._pass_exits),

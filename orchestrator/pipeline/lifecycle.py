@@ -15,16 +15,20 @@ from orchestrator.telemetry import metrics
 
 
 async def remove_sandbox(runtime: Runtime, store: AsyncStore, *, experiment_id: str | None, name: str,
-                         uid: str | None, actor: str, reason: str) -> float | None:
+                         uid: str | None, actor: str, reason: str, unpreserve: bool = False) -> float | None:
     """Delete one sandbox, the object with ``uid`` (never a later one of the same
-    name), and audit it with its duration; ``None`` if it was already gone."""
+    name), and audit it with its duration; ``None`` if it was already gone.
+    ``unpreserve``: it was kept for review, and its record's marker is cleared with
+    the audit (or alone, when the sandbox was already gone)."""
     started = time.monotonic()
     if not await runtime.remove(name, uid=uid):
+        if unpreserve and experiment_id:
+            await store.set_preserved_until(experiment_id, None)
         return None
     elapsed_ms = (time.monotonic() - started) * 1000
     metrics.observe_phase("teardown", elapsed_ms / 1000)
     await store.audit(experiment_id=experiment_id, sandbox_name=name, action="deleted", actor=actor, reason=reason,
-                duration_ms=elapsed_ms)
+                      duration_ms=elapsed_ms, unpreserve=unpreserve and experiment_id is not None)
     return elapsed_ms
 
 

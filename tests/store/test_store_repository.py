@@ -480,6 +480,24 @@ def test_finalize_preservation_is_swept_by_expired_preserved(store, make_request
     assert [v.id for v in store.expired_preserved(until + timedelta(seconds=1))] == [eid]
 
 
+def test_the_removal_audit_of_a_kept_sandbox_clears_its_marker_in_one_write(store, make_request):
+    eid = store.submit(make_request(), commit=COMMIT)[0].id
+    store.finalize(_outcome(eid, metrics=_metrics()), phase=Phase.SUCCEEDED, reason="Verdict", message="merge",
+                   preserved_until=_now())
+    store.audit(experiment_id=eid, sandbox_name="genesis-x-a1", action="deleted", actor="controller",
+                reason="released: preservation expired", duration_ms=12.5, unpreserve=True)
+
+    assert store.get(eid).preserved_until is None
+    assert store.expired_preserved(_now() + timedelta(hours=1)) == []
+    deleted = [h for h in store.history(eid) if h.action == "deleted"]
+    assert [(h.sandbox_name, h.duration_ms) for h in deleted] == [("genesis-x-a1", 12.5)]
+
+
+def test_setting_a_column_of_an_unknown_record_is_not_found(store):
+    with pytest.raises(NotFound):
+        store.set_preserved_until("no-such-experiment", None)
+
+
 # -- caches -----------------------------------------------------------------------
 
 
