@@ -39,9 +39,7 @@ from orchestrator.telemetry import metrics
 CANCEL_POLL_S = 1.0  # how often a run this step waits for checks for `genesis delete`
 HEAD_BYTES = 1 << 20  # how much of a log's beginning is read for the runner's first line
 AUDIT_MARKER = "GENESIS-AUDIT "
-LOG_LINES = 5000
 HEAD_WAIT_S = 10.0  # how long, after the sandbox ended, its log's beginning may still take
-LOG_BYTES = 8 * 2**20  # ... and at most this much of them: a flood on stdout stays out of memory
 
 
 class Failure(Exception):
@@ -60,7 +58,7 @@ class Run:
     state: SandboxState
     output: SandboxOutput
     head: str  # the log's beginning (the runner's first line is there)
-    log: str  # the log's last LOG_LINES lines
+    log: str  # the log's tail (the runtime's, SandboxOutput.log_tail)
     timed_out: bool = False
     cancelled: bool = False
 
@@ -239,12 +237,11 @@ class Sandboxes:
     async def collect(self, name: str, state: SandboxState, *, timed_out: bool = False,
                       cancelled: bool = False) -> Run:
         # The engine's reads side by side: its archive read alone takes tens of ms.
-        output, head, log = await asyncio.gather(
-            self.runtime.collect(name, max_file_bytes=self.max_file_bytes), self._early_head(name),
-            self._log_tail(name))
+        output, head = await asyncio.gather(self.runtime.collect(name, max_file_bytes=self.max_file_bytes),
+                                            self._early_head(name))
         if not head or evidence.APPLIED_MARKER not in head:  # e.g. launched by a former process
             head = await self._log_head(name)
-        return Run(name, state, output, head, log if log is not None else output.log_tail, timed_out, cancelled)
+        return Run(name, state, output, head, output.log_tail, timed_out, cancelled)
 
     async def _run_to_exit(self, name: str, experiment_id: str, timeout_s: float) -> tuple[SandboxState, bool, bool]:
         deadline = time.monotonic() + timeout_s
@@ -292,21 +289,6 @@ class Sandboxes:
         except GenesisError:
             pass
         return "".join(seen)[:HEAD_BYTES]
-
-    async def _log_tail(self, name: str) -> str | None:
-        """The last LOG_LINES lines, at most LOG_BYTES of them, read as a stream."""
-        kept: list[str] = []
-        size = 0
-        try:
-            async with aclosing(self.runtime.logs(name, tail=LOG_LINES)) as chunks:
-                async for chunk in chunks:
-                    kept.append(chunk)
-                    size += len(chunk)
-                    while size - len(kept[0]) >= LOG_BYTES:  # the oldest chunk is no longer needed
-                        size -= len(kept.pop(0))
-        except GenesisError:
-            return None
-        return "".join(kept)[-LOG_BYTES:]
 
     async def teardown(self, experiment_id: str, name: str, *, reason: str, uid: str | None = None) -> float | None:
         """Delete the sandbox (rollback) by its id: ``uid`` as recorded, or the one this

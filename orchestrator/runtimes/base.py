@@ -104,9 +104,16 @@ class SandboxUsage:
     pids: int
 
 
+# The log tail a collection reads: its last lines, at most this much of them (a
+# flood on stdout stays out of memory; the engine splits long lines at 16 KiB).
+LOG_TAIL_LINES = 5000
+LOG_TAIL_BYTES = 8 * 2**20
+
+
 @dataclass(frozen=True)
 class SandboxOutput:
-    """Files the runner left under /genesis/out (bounded) and the log tail."""
+    """Files the runner left under /genesis/out (bounded) and the log's tail
+    (LOG_TAIL_LINES lines, at most LOG_TAIL_BYTES)."""
 
     files: dict[str, bytes]
     log_tail: str

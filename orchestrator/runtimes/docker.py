@@ -28,6 +28,7 @@ translated into :mod:`orchestrator.errors` at this boundary.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 import os
@@ -50,15 +51,14 @@ import requests.exceptions
 from orchestrator.domain import disk
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import GenesisError, RequestRejected, RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.base import (LOG_TAIL_BYTES, LOG_TAIL_LINES, Runtime, SandboxOutput, SandboxSpec, SandboxState,
+                                        SandboxUsage)
 from orchestrator.runtimes.outputs import read_out_archive
 from orchestrator.runtimes.threads import stream_in_thread, translated
 
 log = logging.getLogger(__name__)
 LABEL_DISK = "genesis.disk-bytes"  # the quota a sandbox was created with (what it may write)
 _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException)
-LOG_TAIL_LINES = 200
-LOG_TAIL_BYTES = 256 * 2**10  # the engine splits long lines at 16 KiB: 200 of them can be 3 MiB
 MANAGED_BY_PROBE = "genesis.probe"
 EXIT_LISTING_TRIES = 400  # x EXIT_LISTING_WAIT_S: how long exits() waits for the listing to show an exit
 EXIT_LISTING_WAIT_S = 0.005
@@ -173,6 +173,23 @@ def _logs(api: docker.APIClient, container: str, *, stream: bool, follow: bool =
                         params={"stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail})
     output = api._get_result_tty(stream, response, False)
     return CancellableStream(output, response) if stream else output
+
+
+def _log_tail(api: docker.APIClient, container: str) -> str:
+    """The log's last LOG_TAIL_LINES lines, at most LOG_TAIL_BYTES of them: read as a stream,
+    the oldest chunks let go as newer ones come, so a flood on stdout stays out of memory."""
+    kept: collections.deque[bytes] = collections.deque()
+    size = 0
+    stream = _logs(api, container, stream=True, tail=LOG_TAIL_LINES)
+    try:
+        for chunk in stream:
+            kept.append(chunk)
+            size += len(chunk)
+            while size - len(kept[0]) >= LOG_TAIL_BYTES:
+                size -= len(kept.popleft())
+    finally:
+        stream.close()
+    return b"".join(kept)[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
 
 
 def bundle_archive(bundle: bytes) -> bytes:
@@ -447,25 +464,25 @@ class DockerRuntime(Runtime):
     @_translate
     def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
         api = self._client.api
-        attrs = api.inspect_container(name)  # its id and labels (the disk quota it was given)
-        quota = (attrs.get("Config", {}).get("Labels") or {}).get(LABEL_DISK)
-        tail = _logs(api, attrs["Id"], stream=False, tail=LOG_TAIL_LINES)
+        quota = None
+        if self.capabilities.disk_quota:  # only an engine that can enforce a quota created one with it
+            quota = (api.inspect_container(name).get("Config", {}).get("Labels") or {}).get(LABEL_DISK)
+        tail = _log_tail(api, name)
         try:
-            stream, _ = api.get_archive(attrs["Id"], "/genesis/out")
+            stream, _ = api.get_archive(name, "/genesis/out")
         except docker.errors.APIError as exc:
             if isinstance(exc, docker.errors.NotFound) or not disk.refused_full(
                     str(exc.explanation or exc), quota_bytes=int(quota) if quota else None):
                 raise
             # btrfs re-applies the quota when it mounts the layer, and a full one refuses:
             # nothing can be read from it, and the layer is at its quota.
-            return SandboxOutput(files={}, log_tail=tail.decode("utf-8", "replace")[-LOG_TAIL_BYTES:],
-                                 disk_used_bytes=int(quota), disk_quota_bytes=int(quota))
+            return SandboxOutput(files={}, log_tail=tail, disk_used_bytes=int(quota), disk_quota_bytes=int(quota))
         files, truncated = read_out_archive(stream, max_file_bytes=max_file_bytes)
         used = None
         if quota:  # the engine's measure of the writable layer (a walk of it: only where capped)
-            listed = api.containers(all=True, size=True, filters={"id": attrs["Id"]})
+            listed = api.containers(all=True, size=True, filters={"name": f"^/{name}$"})
             used = int(listed[0].get("SizeRw") or 0) if listed else None
-        return SandboxOutput(files=files, log_tail=tail.decode("utf-8", "replace")[-LOG_TAIL_BYTES:],
+        return SandboxOutput(files=files, log_tail=tail,
                              truncated=tuple(truncated), disk_used_bytes=used,
                              disk_quota_bytes=int(quota) if quota else None)
 

@@ -41,7 +41,8 @@ from tenacity import (Retrying, retry_if_exception, retry_if_exception_type, ret
 
 from orchestrator.domain.capabilities import Capabilities
 from orchestrator.errors import RequestRejected, RuntimeFailure, SandboxGone
-from orchestrator.runtimes.base import Runtime, SandboxOutput, SandboxSpec, SandboxState, SandboxUsage
+from orchestrator.runtimes.base import (LOG_TAIL_BYTES, LOG_TAIL_LINES, Runtime, SandboxOutput, SandboxSpec, SandboxState,
+                                        SandboxUsage)
 from orchestrator.runtimes.kubernetes_pods import (BUNDLE_ANNOTATION, BUNDLE_DIGEST_ANNOTATION, BundleTooLarge,
                                                    PodOptions, egress_policy, encode_bundle, label_selector,
                                                    pod_manifest, state_of)
@@ -50,7 +51,6 @@ from orchestrator.runtimes.threads import stream_in_thread, translated
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 200
 CONFLICT_RETRIES = 5  # attempts in all when a write is stale (409); each one re-reads first
 CONFLICT = 409
 GONE = 410
@@ -515,7 +515,7 @@ class KubernetesRuntime(Runtime):
     def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
         text = self._log_text(name)
         files, truncated, rest = files_from_log(text, max_file_bytes=max_file_bytes)
-        tail = "".join(rest.splitlines(keepends=True)[-LOG_TAIL_LINES:])
+        tail = "".join(rest.splitlines(keepends=True)[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
         return SandboxOutput(files=files, log_tail=tail, truncated=tuple(truncated))
 
     @_translate

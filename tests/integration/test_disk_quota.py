@@ -122,7 +122,7 @@ def _log_files_bytes(client, experiment_id: str) -> int:
 
 def test_a_flood_on_stdout_is_capped_on_the_engine_and_in_the_stored_log(flood_app, docker_client):
     from orchestrator.pipeline import artifacts
-    from orchestrator.pipeline.passes import LOG_BYTES
+    from orchestrator.runtimes.base import LOG_TAIL_BYTES
     from orchestrator.domain.models import parse_memory
 
     flood_mb = 120  # past the engine's cap (2 files of sandbox_log_max_size) several times over
@@ -159,5 +159,5 @@ sys.stdout.flush()
     assert view.phase.value == "Succeeded", view.message
     assert 0 < peak[0] <= engine_cap + 2**20, f"engine log files reached {peak[0]} bytes"
     stored = (flood_app.settings.artifacts_dir / view.id / artifacts.LOG_FILE).stat().st_size
-    assert stored <= LOG_BYTES
+    assert stored <= LOG_TAIL_BYTES
     assert rss_growth < 96 * MB, f"the orchestrator grew by {rss_growth / MB:.0f} MB reading a {flood_mb} MB flood"
