@@ -62,6 +62,7 @@ _TRANSIENT = (requests.exceptions.ConnectionError, docker.errors.DockerException
 MANAGED_BY_PROBE = "genesis.probe"
 EXIT_LISTING_TRIES = 400  # x EXIT_LISTING_WAIT_S: how long exits() waits for the listing to show an exit
 EXIT_LISTING_WAIT_S = 0.005
+ENDED_KEPT = 4096  # final states of exited sandboxes kept for their collection (DockerRuntime._ended)
 
 
 def _errors(exc: Exception):
@@ -230,6 +231,11 @@ class DockerRuntime(Runtime):
         self.egress_network: str | None = None
         self._network_note = EGRESS_OFF if egress_installation is None else \
             "egress filtering is not set up (start-up did not prepare it)"
+        # The final state of sandboxes whose exit the engine's events told (inspected then),
+        # until they are removed: an exited container's state never changes, and the step
+        # that collects it asks for it next. Oldest first, at most ENDED_KEPT.
+        self._ended: dict[str, SandboxState] = {}
+        self._ended_lock = threading.Lock()  # written by the events' thread, dropped by removals' threads
 
     @property
     def capabilities(self) -> Capabilities:
@@ -456,10 +462,24 @@ class DockerRuntime(Runtime):
 
     @_translate
     def inspect(self, name: str) -> SandboxState:
+        ended = self._ended.get(name)
+        if ended is not None:
+            return ended
         try:
             return _state_of(self._client.api.inspect_container(name))
         except docker.errors.NotFound:
             return SandboxState(name=name, status="missing")
+
+    def _remember_ended(self, attrs: dict) -> bool:
+        """Keep an exited container's final state; whether it had exited."""
+        state = _state_of(attrs)
+        if state.status == "exited":
+            with self._ended_lock:
+                self._ended[state.name] = state
+                while len(self._ended) > ENDED_KEPT:
+                    self._ended.pop(next(iter(self._ended)))
+            return True
+        return False
 
     @_translate
     def collect(self, name: str, *, max_file_bytes: int) -> SandboxOutput:
@@ -514,9 +534,12 @@ class DockerRuntime(Runtime):
             """The engine tells of a death before its listing (what the controller reads)
             shows it: tens of ms later under load, while it cleans up after the exit. An
             inspect waits for that (the engine holds the container meanwhile), so the
-            listing agrees once it returns; it is checked, and waited for briefly if not."""
+            listing agrees once it returns one that exited; otherwise the listing is
+            waited for, briefly. (Were it still behind, the next periodic pass would see
+            the exit: a later collection, not a lost one.)"""
             with contextlib.suppress(docker.errors.APIError):  # removed meanwhile: the listing says so
-                self._client.api.inspect_container(name)
+                if self._remember_ended(self._client.api.inspect_container(name)):
+                    return
             for _ in range(EXIT_LISTING_TRIES):
                 listed = self._client.api.containers(all=True, filters={"name": f"^/{name}$"})
                 if not listed or listed[0].get("State") not in ("running", "restarting"):
@@ -548,6 +571,8 @@ class DockerRuntime(Runtime):
 
     @_translate
     def remove(self, name: str, *, uid: str | None = None) -> bool:
+        with self._ended_lock:
+            self._ended.pop(name, None)
         try:
             self._client.api.remove_container(uid or name, force=True, v=True)
         except docker.errors.NotFound:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 import uuid
 
 import pytest
@@ -210,3 +212,41 @@ def test_a_pooled_sandbox_takes_its_bundle_when_claimed(runtime, snapshot_image)
         report = json.loads(line[len("PROBE "):])
         assert report["uid"] == 1000 and int(report["capeff"], 16) == 0 and report["network"] == "blocked"
         run(runtime.remove(spec.name))
+
+
+@pytest.fixture(params=["docker", "docker-runsc"])
+def engine_runtime(request, app, docker_client):
+    """The runtimes with exit events (``capabilities.exit_events``): Docker's."""
+    return app.docker if request.param == "docker" else DockerRuntime(docker_client, sandbox_runtime="runsc")
+
+
+def test_an_exit_is_told_once_the_listing_and_the_state_show_it(engine_runtime, snapshot_image):
+    """A pass woken by an exit event lists the sandboxes, then collects with the sandbox's
+    state: both agree with the event as soon as it is told. A removal forgets the state."""
+    runtime = engine_runtime
+    assert runtime.capabilities.exit_events
+    spec = make_spec(runtime, snapshot_image, "print('bye')\n")
+    run(runtime.create(spec))
+
+    async def scenario():
+        readers = sum(t.name == "genesis:docker-events" for t in threading.enumerate())
+        told = runtime.exits({TEST_LABEL: RUN_ID})
+        first = asyncio.ensure_future(anext(told))
+        opened_by = time.monotonic() + 30
+        while sum(t.name == "genesis:docker-events" for t in threading.enumerate()) == readers:
+            assert not first.done() and time.monotonic() < opened_by, "the events stream did not open"
+            await asyncio.sleep(0.01)  # its reader thread starts once the stream is open
+        await runtime.start(spec.name)
+        name = await asyncio.wait_for(first, 90)
+        while name != spec.name:  # another sandbox of this run
+            name = await asyncio.wait_for(anext(told), 90)
+        listed = await runtime.list({LABEL_EXPERIMENT: spec.name})
+        state = await runtime.inspect(spec.name)
+        await told.aclose()
+        return listed, state
+
+    listed, state = run(scenario())
+    assert [(s.name, s.status) for s in listed] == [(spec.name, "exited")]
+    assert (state.status, state.exit_code, state.oom_killed) == ("exited", 0, False)
+    assert run(runtime.remove(spec.name)) is True
+    assert run(runtime.inspect(spec.name)).status == "missing"
