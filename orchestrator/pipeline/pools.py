@@ -147,7 +147,7 @@ class Pools:
         self._ready: dict[str, pools.Member] = {}  # unclaimed members, by name
         self._taken: set[str] = set()  # claimed (or being claimed) by this process: never ready again
         self._claimed: dict[str, str] = {}  # claimed by this process: name -> experiment (for the controller)
-        self._making: set[str] = set()  # being created by this process: not yet ready, never claimed
+        self._making: set[str] = set()  # being created (or started) by this process: not ready, not claimed
         self._profiles: dict[str, pools.Profile] = {}
         self._launches: dict[str, deque[float]] = {}
         self._last: dict[str, float] = {}
@@ -257,8 +257,12 @@ class Pools:
                 await self._remove(member.name, member.uid, why)
                 metrics.POOL_EVICTIONS.labels(reason=why.split(":")[0]).inc()
         for member in plan.start:
-            if self._ready.pop(member.name, None) is not None:
-                await self.runtime.start(member.name)
+            if self._ready.pop(member.name, None) is not None:  # no claim takes it while it starts
+                self._making.add(member.name)  # ... and it is still this process's own
+                try:
+                    await self.runtime.start(member.name)
+                finally:
+                    self._making.discard(member.name)
                 self._ready[member.name] = replace(member, tier="hot")
         for pool, tier in plan.create:
             member = await self._create(self._profiles[pool], tier)
