@@ -87,9 +87,20 @@ def _cli_process(genesis_api, tmp_path, *args: str) -> subprocess.Popen:
     """``genesis --server URL ARGS`` as its own process (for what runs until stopped)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
     env.update(GENESIS_TOKEN=genesis_api.tokens["viewer"], GENESIS_CONTEXTS=str(tmp_path / "no-contexts"),
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")  # SIGABRT prints where each thread is
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "--server", genesis_api.url, *args],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt(proc: subprocess.Popen) -> None:
+    """Ctrl-C, as a user stops a watch; one that does not end fails with where it was stuck."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=30)
+        pytest.fail("the watch did not end at SIGINT; its threads:\n" + proc.stderr.read()[-6000:])
 
 
 def test_remote_prints_what_local_prints(remote, local, tmp_path):
@@ -181,8 +192,7 @@ def test_watch_prints_a_change_of_a_submitted_experiment(remote, genesis_api, tm
         assert remote("apply", "-f", _write(tmp_path, body))[0] == 0
         seen = lines.until(lambda line: line.split()[4:5] in (["Succeeded"], ["Failed"]), timeout_s=180)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        _interrupt(proc)
     assert all(line.split()[0] == body["experiment_id"] for line in seen), seen
     # Added, then changed on its way; changes between two polls coalesce, so it may first show as
     # Building or Running, but it is seen before it ends.
