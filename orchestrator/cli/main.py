@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 
 from orchestrator import __version__
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                                    f"runtime, not through a server ({target.server}, from {target.source}): run it "
                                    f"there, without --server, GENESIS_SERVER or a current context", code="local_only")
             return _local_only(args)
+        if getattr(args, "watch", False) or getattr(args, "follow", False):
+            _end_at_interrupt()
         return asyncio.run(_run(args, target))
     except NotFound as exc:
         print(f"Error from server (NotFound): {exc}", file=sys.stderr)
@@ -90,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 1
+
+
+def _end_at_interrupt() -> None:
+    """A verb that streams until stopped (a watch, a followed log) ends at Ctrl-C at once,
+    with 130, as kubectl's do. It holds nothing to put back (what it printed is flushed line
+    by line), and a cancelled HTTP stream's clean-up was seen spinning inside the HTTP
+    library under load instead of ending."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 async def _run(args, target: contexts.Target | None) -> int:
