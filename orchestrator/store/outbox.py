@@ -20,14 +20,21 @@ from orchestrator.store.tables import OutboxRow
 def enqueue(session: Session, *, experiment_id: str, key: str, routes: list[Route], payload: dict,
             trace_id: str | None) -> None:
     """One outbox row per route, in one insert; ``key`` makes the msg_ids (e.g. "<id>:<attempt>")."""
+    rows = outbox_rows(experiment_id=experiment_id, key=key, routes=routes, payload=payload, trace_id=trace_id)
+    if rows:
+        session.execute(insert(OutboxRow.__table__), rows)
+
+
+def outbox_rows(*, experiment_id: str, key: str, routes: list[Route], payload: dict,
+                trace_id: str | None) -> list[dict]:
+    """The columns of :func:`enqueue`'s rows."""
     rows = []
     for route in routes:
         msg_id = f"{key}:{route.family}"
         headers = {"traceparent": tp} if (tp := traceparent(trace_id, msg_id)) else {}
         rows.append(dict(experiment_id=experiment_id, msg_id=msg_id, subject=route.subject, payload=payload,
                          headers=headers, durable=route.durable, created_at=utcnow(), attempts=0))
-    if rows:
-        session.execute(insert(OutboxRow.__table__), rows)
+    return rows
 
 
 def _row_dict(r: OutboxRow) -> dict:

@@ -31,7 +31,7 @@ from orchestrator.store.base import _aware, _columns, _utc, history_row, transie
 from orchestrator.store.caches import CachesMixin
 from orchestrator.store.claims import ClaimsMixin
 from orchestrator.store.jobs import JobsMixin
-from orchestrator.store.outbox import OutboxMixin, enqueue
+from orchestrator.store.outbox import OutboxMixin, enqueue, outbox_rows
 from orchestrator.store.tables import ExperimentRow, MetricsRow, OutboxRow, SandboxHistoryRow
 
 EXPERIMENTS = ExperimentRow.__table__
@@ -88,9 +88,19 @@ def _read(session: Session, experiment_id: str, *, lock: bool = False) -> Row:
     return row
 
 
-def _write(session: Session, row: Row, changes: dict) -> SimpleNamespace:
-    """Update ``row``'s record with ``changes``; the record as it now is."""
+def _write(session: Session, row: Row, changes: dict, *, history: Sequence[dict] = ()) -> SimpleNamespace:
+    """Update ``row``'s record with ``changes`` and add its ``history`` lines; the record as
+    it now is. The writes come last in their transaction, after every computation: on
+    SQLite the first write takes the database's one write lock until the commit, and a
+    process stopped while holding it (SIGSTOP, a stall) would hold up every other writer."""
     session.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.id == row.id).values(changes))
+    if history:
+        session.execute(insert(SandboxHistoryRow.__table__), list(history))
+    return SimpleNamespace(**{**row._mapping, **changes})
+
+
+def _merged(row: Row, changes: dict) -> SimpleNamespace:
+    """The record as ``changes`` will leave it."""
     return SimpleNamespace(**{**row._mapping, **changes})
 
 
@@ -102,6 +112,13 @@ def _condition(*, type_: str, status: str, reason: str, message: str, when: str)
 _DESIRED_COLUMNS = ("id", "instance_id", "phase", "priority", "created_at", "attempt", "cancel_requested",
                     "sandbox_name", "phase_since", "deadline_at", "not_before", "preserved_until", "kill_reason",
                     "cpu", "memory_bytes", "gpus_requested", "gpus", "baseline_key")
+
+
+def _audit_rows(experiment_id: str | None, lines: Sequence[AuditLine], *, actor: str) -> list[dict]:
+    """A sandbox's audit lines as history rows, each with the time it happened."""
+    return [history_row(experiment_id=experiment_id, sandbox_name=line.sandbox_name, action=line.action, actor=actor,
+                        reason=line.reason, duration_ms=line.duration_ms, details=line.details, at=line.at)
+            for line in lines]
 
 
 def _metrics_row(outcome: Outcome, *, attempt: int, now: datetime) -> dict:
@@ -359,7 +376,6 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
                 return _view(row)
             if Phase(row.phase).finished:
                 raise GenesisError(f"experiment {experiment_id} is already {row.phase}", code="already_finished")
-            self._audit_lines(session, experiment_id, audits, actor=actor)
             changes: dict = {"phase": phase.value, "updated_at": now}
             if row.phase != phase.value:
                 changes["phase_since"] = now
@@ -368,10 +384,12 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
             changes.update(fields)
             changes["conditions"] = _with_condition(row.conditions, type_=phase.value, status="True", reason=reason,
                                                     message=message, now=now)
-            record = _write(session, row, changes)
-            self._history(session, experiment_id=experiment_id, sandbox_name=record.sandbox_name or "",
-                          action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
-            return _view(record)
+            record = _merged(row, changes)
+            view = _view(record)
+            _write(session, row, changes, history=[*_audit_rows(experiment_id, audits, actor=actor), history_row(
+                experiment_id=experiment_id, sandbox_name=record.sandbox_name or "", action=f"phase:{phase.value}",
+                actor=actor, reason=f"{reason}: {message}"[:2000])])
+            return view
 
     @transient
     def finalize(self, outcome: Outcome, *, phase: Phase, reason: str, message: str,
@@ -384,29 +402,35 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
             row = _read(session, outcome.experiment_id)
             if Phase(row.phase).finished:
                 return _view(row)  # finalized exactly once
-            self._audit_lines(session, row.id, audits, actor=actor)
-            record = _write(session, row, dict(
+            changes = dict(
                 phase=phase.value, reason=reason, message=message[:4000], phase_since=now, gpus=None,
                 recommendation=outcome.recommendation.value, outcome=outcome.model_dump(mode="json"),
                 preserved_until=_utc(preserved_until), updated_at=now, finished_at=now,
                 conditions=_with_condition(row.conditions, type_=phase.value, status="True", reason=reason,
-                                           message=message, now=now)))
-            if outcome.metrics is not None:
-                session.execute(insert(MetricsRow.__table__), [_metrics_row(outcome, attempt=row.attempt, now=now)])
-            self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
-                          action=f"phase:{phase.value}", actor=actor, reason=f"{reason}: {message}"[:2000])
-            self._enqueue_outcome(session, outcome, attempt=row.attempt, reply_to=row.reply_to)
-            return _view(record)
+                                           message=message, now=now))
+            view = _view(_merged(row, changes))
+            metrics_rows = [_metrics_row(outcome, attempt=row.attempt, now=now)] if outcome.metrics is not None else []
+            outbox = self._outcome_rows(outcome, attempt=row.attempt, reply_to=row.reply_to)
+            _write(session, row, changes, history=[*_audit_rows(row.id, audits, actor=actor), history_row(
+                experiment_id=row.id, sandbox_name=row.sandbox_name or "", action=f"phase:{phase.value}",
+                actor=actor, reason=f"{reason}: {message}"[:2000])])
+            if metrics_rows:
+                session.execute(insert(MetricsRow.__table__), metrics_rows)
+            if outbox:
+                session.execute(insert(OutboxRow.__table__), outbox)
+            return view
 
     @transient
     def request_cancel(self, experiment_id: str, *, actor: str = "cli") -> ExperimentView:
         """Record the intent to cancel (the controller acts on it), and who asked, in the audit trail."""
         with self._tx() as session:
             row = _read(session, experiment_id)
-            record = _write(session, row, {"cancel_requested": True, "updated_at": utcnow()})
-            self._history(session, experiment_id=row.id, sandbox_name=row.sandbox_name or "",
-                          action="cancel_requested", actor=actor, reason=f"delete asked in phase {row.phase}")
-            return _view(record)
+            changes = {"cancel_requested": True, "updated_at": utcnow()}
+            view = _view(_merged(row, changes))
+            _write(session, row, changes, history=[history_row(
+                experiment_id=row.id, sandbox_name=row.sandbox_name or "", action="cancel_requested", actor=actor,
+                reason=f"delete asked in phase {row.phase}")])
+            return view
 
     def changed_since(self, since: datetime, *, limit: int = 1000) -> list[ExperimentView]:
         """Experiments updated at or after ``since``, oldest change first (the API's watch polls this)."""
@@ -445,10 +469,7 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     def _audit_lines(self, session: Session, experiment_id: str | None, lines: Sequence[AuditLine], *,
                      actor: str) -> None:
-        for line in lines:
-            self._history(session, experiment_id=experiment_id, sandbox_name=line.sandbox_name, action=line.action,
-                          actor=actor, reason=line.reason, duration_ms=line.duration_ms, details=line.details,
-                          at=line.at)
+        self._history_rows(session, _audit_rows(experiment_id, lines, actor=actor))
 
     # -- controller -------------------------------------------------------------
 
@@ -485,14 +506,16 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
             if row.phase != Phase.PENDING.value or row.cancel_requested:
                 return None
             message = f"attempt {row.attempt + 1}" + (f", GPUs {', '.join(gpus)}" if gpus else "")
-            record = _write(session, row, dict(
+            changes = dict(
                 phase=Phase.BUILDING.value, phase_since=now, updated_at=now, attempt=row.attempt + 1, gpus=list(gpus),
                 not_before=None, kill_reason=None, started_at=row.started_at or now,
                 conditions=_with_condition(row.conditions, type_=Phase.BUILDING.value, status="True",
-                                           reason="Admitted", message=message, now=now)))
-            self._history(session, experiment_id=row.id, sandbox_name="", action="phase:Building", actor=actor,
-                          reason=f"Admitted: {message}")
-            return _view(record)
+                                           reason="Admitted", message=message, now=now))
+            view = _view(_merged(row, changes))
+            _write(session, row, changes, history=[history_row(
+                experiment_id=row.id, sandbox_name="", action="phase:Building", actor=actor,
+                reason=f"Admitted: {message}")])
+            return view
 
     @transient
     def requeue(self, experiment_id: str, *, reason: str, not_before: datetime, actor: str) -> None:
@@ -536,8 +559,15 @@ class Store(CachesMixin, ClaimsMixin, OutboxMixin, JobsMixin):
 
     def _enqueue_outcome(self, session: Session, outcome: Outcome, *, attempt: int, reply_to: str | None,
                          usable_id: bool = True) -> None:
+        rows = self._outcome_rows(outcome, attempt=attempt, reply_to=reply_to, usable_id=usable_id)
+        if rows:
+            session.execute(insert(OutboxRow.__table__), rows)
+
+    def _outcome_rows(self, outcome: Outcome, *, attempt: int, reply_to: str | None,
+                      usable_id: bool = True) -> list[dict]:
+        """The outbox rows that publish ``outcome``: one per route."""
         routes = outcome_routes(experiment_id=outcome.experiment_id, instance_id=outcome.instance_id,
                                 status=outcome.status, legacy=self.legacy_mirrors, reply_to=reply_to,
                                 usable_id=usable_id)
-        enqueue(session, experiment_id=outcome.experiment_id, key=f"{outcome.experiment_id}:{attempt}",
-                routes=routes, payload=outcome.model_dump(mode="json"), trace_id=outcome.trace_id)
+        return outbox_rows(experiment_id=outcome.experiment_id, key=f"{outcome.experiment_id}:{attempt}",
+                           routes=routes, payload=outcome.model_dump(mode="json"), trace_id=outcome.trace_id)
