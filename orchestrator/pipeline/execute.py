@@ -111,6 +111,7 @@ class Executor:
         Infrastructure errors (``RuntimeFailure``) propagate for the
         controller to retry; failures of the change finalize the experiment.
         """
+        resumed = view is None  # not its admission's own start: an earlier one may have been cut short
         view = view if view is not None else await self.store.get(experiment_id)
         if view.phase is not Phase.BUILDING:
             return view
@@ -118,7 +119,7 @@ class Executor:
         try:
             if view.cancel_requested:
                 raise Failure("cancelled", "cancelled before it started")
-            return await self._start(view, ctx)
+            return await self._start(view, ctx, resumed=resumed)
         except Failure as failure:
             return await self._failed(experiment_id, failure, ctx)
 
@@ -152,7 +153,7 @@ class Executor:
                                                 "reason": str(failure)})
         return await self.fail(await self.store.get(experiment_id), failure.code, str(failure))
 
-    async def _start(self, view: ExperimentView, ctx: dict) -> ExperimentView:
+    async def _start(self, view: ExperimentView, ctx: dict, *, resumed: bool = False) -> ExperimentView:
         spec = view.spec
         assert spec is not None and view.commit is not None
         repo = self._repo(spec.repo, view.commit)
@@ -186,7 +187,7 @@ class Executor:
         launched = await self.sandboxes.launch(
             await self._sandbox(view, name=sandbox_name(view.id, view.attempt), image=own.tag, role="experiment",
                                 writes=plan.pass_a, validation=validation, repo=repo),
-            experiment_id=view.id, pooled=True)
+            experiment_id=view.id, pooled=True, resumed=resumed)
         name = launched.name
         deadline = utcnow() + timedelta(milliseconds=spec.timeout_ms)
         log.info("sandbox_created", extra={**ctx, "phase": "Running", "sandbox": name})

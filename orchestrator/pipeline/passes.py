@@ -160,7 +160,8 @@ class Sandboxes:
         """The runtime's id of the sandbox this process created as ``name``."""
         return self._uids.get(name)
 
-    async def launch(self, spec: SandboxSpec, *, experiment_id: str, pooled: bool = False) -> Launched:
+    async def launch(self, spec: SandboxSpec, *, experiment_id: str, pooled: bool = False,
+                     resumed: bool = False) -> Launched:
         """Create (bundle delivered) and start one sandbox, or with ``pooled`` claim a
         ready one of its profile from the warm pools (:mod:`orchestrator.pipeline.pools`).
 
@@ -171,9 +172,16 @@ class Sandboxes:
 
         The launch's audit lines (created, changes_applied, started) come back in
         ``Launched.audits`` for the caller to write with its next change of the record,
-        in one transaction; if the launch fails, they are written before the error leaves."""
+        in one transaction; if the launch fails, they are written before the error leaves.
+
+        ``resumed``: a start run again after one was cut short (a restart, a takeover). A pooled
+        sandbox that start had claimed may be running its bundle: it is removed before
+        another is claimed, so the experiment never has two at once."""
         created_wall_ms = int(time.time() * 1000)
         started = time.monotonic()
+        if pooled and resumed and self.pools is not None and self.pools.enabled:
+            for name, uid in await self.store.claimed_by(experiment_id):
+                await self.teardown(experiment_id, name, uid=uid or None, reason="leftover of an interrupted run")
         if pooled and self.pools is not None and self.pools.enabled:
             claimed = await self.pools.claim(spec, experiment_id=experiment_id)
             if claimed is not None:
