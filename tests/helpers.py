@@ -81,13 +81,18 @@ class RunningSandboxes:
     ``peak``: most running at once (optionally of one instance);
     ``doubles``: moments when one experiment had two running at once.
     A pooled sandbox counts for the experiment that claimed it (``store`` says
-    which); a ready one no experiment claimed yet counts for none.
+    which); a ready one no experiment claimed yet counts for none. With
+    ``store``, only that store's installation's sandboxes are sampled: another
+    Genesis of the session (the API tests' server) keeps its own, with its own
+    claims.
     """
 
-    def __init__(self, docker_client, *, instance_id: str | None = None, store=None) -> None:
+    def __init__(self, docker_client, *, instance_id: str | None = None, store=None,
+                 installation: str | None = None) -> None:
         self._client = docker_client
         self._store = store
-        self._labels = [f"{TEST_LABEL}={RUN_ID}"] + ([f"genesis.instance-id={instance_id}"] if instance_id else [])
+        self._labels = [f"{TEST_LABEL}={RUN_ID}"] + ([f"genesis.instance-id={instance_id}"] if instance_id else []) \
+            + ([f"genesis.installation={installation}"] if installation else [])
         self.peak = 0
         self.doubles: list[dict] = []
         self._stop = threading.Event()

@@ -118,7 +118,7 @@ def test_sigkill_the_controller_ten_times_during_a_batch(chaos_app, docker_clien
     bodies = [experiment(passes=i % 3 != 0, seconds=rng.uniform(0.5, 1.5)) for i in range(10)]
     ids = [app.intake.submit(json.dumps(b).encode()).view.id for b in bodies]
     kills = 0
-    with RunningSandboxes(docker_client, store=app.store) as watch:
+    with RunningSandboxes(docker_client, store=app.store, installation=app.settings.installation) as watch:
         while kills < 10:
             proc = start_serve(config)
             time.sleep(rng.uniform(0.3, 2.5))  # a random point: building, running, collecting...

@@ -104,7 +104,7 @@ def test_a_leader_stopped_past_its_lease_acts_no_more(fenced_app, docker_client,
         wait_until(lambda: (_holder(app) or ("", 0))[0].startswith(_prefix(first)[len("controller:"):]),
                    timeout_s=60, what="the first controller to lead")
         second = start_serve(config)
-        with RunningSandboxes(docker_client, store=app.store) as watch:
+        with RunningSandboxes(docker_client, store=app.store, installation=app.settings.installation) as watch:
             ids = _batch(app, 2)
             wait_until(lambda: point(app, ids), timeout_s=180, what=point.__doc__ or point.__name__,
                        poll_s=0.05)
@@ -148,7 +148,7 @@ def test_a_leader_partitioned_from_postgresql_mid_batch_acts_no_more(tmp_path, s
         wait_until(lambda: (_holder(app) or ("", 0))[0].startswith(_prefix(first)[len("controller:"):]),
                    timeout_s=60, what="the proxied controller to lead")
         second = start_serve(direct)
-        with RunningSandboxes(docker_client, store=app.store) as watch:
+        with RunningSandboxes(docker_client, store=app.store, installation=app.settings.installation) as watch:
             ids = _batch(app, 3)
             wait_until(lambda: any(b.phase == "Running" for b in app.store.baselines()), timeout_s=180,
                        what="a baseline repetition to run")
