@@ -88,15 +88,14 @@ def _read(session: Session, experiment_id: str, *, lock: bool = False) -> Row:
     return row
 
 
-def _write(session: Session, row: Row, changes: dict, *, history: Sequence[dict] = ()) -> SimpleNamespace:
-    """Update ``row``'s record with ``changes`` and add its ``history`` lines; the record as
-    it now is. The writes come last in their transaction, after every computation: on
+def _write(session: Session, row: Row, changes: dict, *, history: Sequence[dict] = ()) -> None:
+    """Update ``row``'s record with ``changes`` and add its ``history`` lines (its view:
+    :func:`_merged`, built first). The writes come last in their transaction, after every computation: on
     SQLite the first write takes the database's one write lock until the commit, and a
     process stopped while holding it (SIGSTOP, a stall) would hold up every other writer."""
     session.execute(update(EXPERIMENTS).where(EXPERIMENTS.c.id == row.id).values(changes))
     if history:
         session.execute(insert(SandboxHistoryRow.__table__), list(history))
-    return SimpleNamespace(**{**row._mapping, **changes})
 
 
 def _merged(row: Row, changes: dict) -> SimpleNamespace:
